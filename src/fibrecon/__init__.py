@@ -1,0 +1,18 @@
+"""fibrecon: FIB-SEM slice stacks of battery cathodes to 3D phase volumes and metrics.
+
+Stages (each a module of pure functions on arrays; file I/O only in
+:mod:`fibrecon.io`): :mod:`~fibrecon.simulate`, :mod:`~fibrecon.align`,
+:mod:`~fibrecon.preprocess`, :mod:`~fibrecon.segment`, :mod:`~fibrecon.volume`,
+:mod:`~fibrecon.metrics`, :mod:`~fibrecon.series`; sample-sheet handling in
+:mod:`~fibrecon.samples`, figures in :mod:`~fibrecon.plot`.
+
+Conventions: axis order (z, y, x); voxel size (dz, dy, dx) in micrometres;
+labels 0 pore, 1 active material (AM), 2 carbon-binder domain (CBD).
+"""
+
+__version__ = "0.1.0"
+
+PORE, AM, CBD = 0, 1, 2
+PHASES = {PORE: "pore", AM: "am", CBD: "cbd"}
+
+__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES"]
