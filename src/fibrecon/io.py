@@ -38,6 +38,7 @@ __all__ = [
     "write_sem_slice",
     "write_acquisition",
     "write_simulated_sample",
+    "write_figure",
     "write_json",
     "read_json",
     "write_table",
@@ -461,6 +462,16 @@ def write_json(path, obj) -> None:
 def read_json(path):
     """Read a JSON file (``Infinity`` and ``NaN`` allowed)."""
     return json.loads(Path(path).read_text())
+
+
+def write_figure(path, fig, dpi: int = 120) -> None:
+    """Save a matplotlib figure (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
 
 
 def write_table(path, df) -> None:

@@ -105,32 +105,35 @@ class SimulatedSample:
     truth: dict = field(default_factory=dict)
 
 
-def _place_particles(shape_um, d50_um, sigma_log, target_fraction, rng, max_tries=20000):
-    """Random sequential addition of spheres that may overlap a little."""
-    box = np.asarray(shape_um)
+def _place_particles(shape_um, d50_um, sigma_log, target_fraction, rng, tries_per_particle=60):
+    """Random sequential addition of spheres that may overlap a little.
+
+    Radii are drawn log-normally until their volume exceeds the target by a
+    margin, then placed largest first; a sphere that finds no free place in
+    ``tries_per_particle`` attempts is dropped. Centres may lie up to half a
+    radius outside the box so that cut particles appear at its faces.
+    """
+    box = np.asarray(shape_um, dtype=float)
     vol = float(np.prod(box))
-    centres, radii = [], []
-    filled = 0.0
-    # Draw a generous pool of radii, place the largest first (denser packing).
-    pool = np.sort(rng.lognormal(np.log(d50_um / 2), sigma_log, size=4000))[::-1]
-    pool = pool[pool < 0.45 * box.max()]
-    k = 0
-    for _ in range(max_tries):
-        if filled >= 1.15 * target_fraction * vol or k >= len(pool):
-            break
-        r = pool[k]
-        c = rng.uniform(-0.3 * r, box + 0.3 * r)
-        if centres:
-            dist = np.linalg.norm(np.asarray(centres) - c, axis=1)
-            if np.any(dist < 0.8 * (np.asarray(radii) + r)):
-                if rng.random() < 0.02:  # give up on this size now and then
-                    k += 1
-                continue
-        centres.append(c)
-        radii.append(r)
-        filled += 4.0 / 3.0 * np.pi * r**3
-        k += 1
-    return np.asarray(centres), np.asarray(radii)
+    radii_pool = []
+    total = 0.0
+    while total < 1.3 * target_fraction * vol:
+        r = float(rng.lognormal(np.log(d50_um / 2), sigma_log))
+        r = min(r, 0.45 * box.max())
+        radii_pool.append(r)
+        total += 4.0 / 3.0 * np.pi * r**3
+    centres = np.empty((0, 3))
+    radii = np.empty(0)
+    for r in sorted(radii_pool, reverse=True):
+        for _ in range(tries_per_particle):
+            c = rng.uniform(-0.5 * r, box + 0.5 * r)
+            if len(radii) == 0 or np.all(
+                np.linalg.norm(centres - c, axis=1) >= 0.8 * (radii + r)
+            ):
+                centres = np.vstack([centres, c])
+                radii = np.append(radii, r)
+                break
+    return centres, radii
 
 
 def generate_microstructure(
@@ -142,6 +145,7 @@ def generate_microstructure(
     d50_um: float = 2.5,
     sigma_log: float = 0.25,
     cbd_smoothing_um: float = 0.25,
+    roi=None,
     rng: np.random.Generator,
 ) -> Microstructure:
     """Build a 3D NCA/CBD/pore phase volume with exact target fractions.
@@ -162,6 +166,9 @@ def generate_microstructure(
         Log-normal shape parameter of the diameters.
     cbd_smoothing_um : float
         Length over which the CBD gathers in necks and crevices.
+    roi : tuple of slice, optional
+        Region in which the fractions are exact (the imaged field of view when
+        the volume carries margins); the whole volume by default.
     rng : numpy.random.Generator
         Source of randomness.
 
@@ -206,7 +213,8 @@ def generate_microstructure(
         closer = d < fnorm[sub]
         fnorm[sub][closer] = d[closer]
         owner[sub][closer] = i
-    s = np.quantile(fnorm, am_target)
+    roi = roi if roi is not None else (slice(None),) * 3
+    s = np.quantile(fnorm[roi], am_target)
     am = fnorm <= s
 
     # CBD: the non-AM voxels where a smoothed AM indicator is highest (necks,
@@ -217,11 +225,12 @@ def generate_microstructure(
     texture /= texture.std() + 1e-12
     score = score * (1.0 + 0.15 * texture)
     score[am] = -np.inf
-    n_cbd = int(round(cbd_fraction * am.size))
+    roi_scores = score[roi].ravel()
+    n_cbd = int(round(cbd_fraction * roi_scores.size))
     labels = am.astype(np.uint8)
     if n_cbd:
-        flat = np.argpartition(score.ravel(), -n_cbd)[-n_cbd:]
-        labels.ravel()[flat] = 2
+        threshold = np.partition(roi_scores, -n_cbd)[-n_cbd]
+        labels[score >= threshold] = 2
     instances = np.where(am, owner, 0).astype(np.int32)
     return Microstructure(labels, instances, 2.0 * radii * s, tuple(vs))
 
@@ -424,6 +433,7 @@ def simulate_sample(
         porosity=porosity,
         cbd_fraction=cbd_fraction,
         d50_um=d50_um,
+        roi=(slice(0, nz), slice(margin, margin + ny), slice(margin, margin + nx)),
         rng=rng,
     )
     raw, drift = image_stack(

@@ -1,0 +1,29 @@
+# fibrecon: FIB-SEM stacks of battery cathodes -> 3D phase volumes -> metrics
+# -> a series table joined with each sample's process parameters.
+# Wiring only; helpers live in rules/common.smk, algorithms in src/fibrecon.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/align.smk"
+include: "rules/preprocess.smk"
+include: "rules/segment.smk"
+include: "rules/volume.smk"
+include: "rules/metrics.smk"
+include: "rules/series.smk"
+
+
+rule all:
+    input:
+        "results/series/metrics.tsv",
+        expand("results/volume/{sample}_orthoslices.png", sample=SAMPLES.index),
+    localrule: True
+    default_target: True

@@ -1,0 +1,79 @@
+# Sample sheet and config: loaded and validated before any job starts.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from fibrecon.samples import (  # noqa: E402
+    load_sample_sheet,
+    load_schema,
+    process_columns,
+    validate_config,
+)
+
+SCHEMAS = Path(workflow.basedir) / "schemas"
+validate_config(
+    config, load_schema(SCHEMAS / "config.schema.yaml"), source="config (config/config.yaml)"
+)
+SAMPLES = load_sample_sheet(config["samples"], load_schema(SCHEMAS / "samples.schema.yaml"))
+PROCESS_COLUMNS = process_columns(SAMPLES)
+
+_undefined_demo = [
+    s
+    for s in SAMPLES.index
+    if SAMPLES.at[s, "raw"] == "simulated" and s not in config["demo"]["samples"]
+]
+if _undefined_demo:
+    raise ValueError(
+        f"{config['samples']}: sample(s) {_undefined_demo} have raw = 'simulated' but no "
+        "entry under demo: samples: in the config"
+    )
+
+
+wildcard_constraints:
+    sample="|".join(SAMPLES.index),
+
+
+def code(module):
+    """The library module a rule runs, as an input: editing it reruns the rule."""
+    return str(Path(workflow.basedir) / "src" / "fibrecon" / f"{module}.py")
+
+
+def raw_folder(wildcards):
+    """Raw data of a sample: the sheet's folder, or the demo_stack output."""
+    raw = SAMPLES.at[wildcards.sample, "raw"]
+    if raw == "simulated":
+        return f"results/raw/{wildcards.sample}"
+    return ancient(raw)
+
+
+def sheet_value(column):
+    """A params function returning one sample-sheet cell."""
+    return lambda wildcards: SAMPLES.at[wildcards.sample, column]
+
+
+def voxel_from_sheet(wildcards):
+    row = SAMPLES.loc[wildcards.sample]
+    return {axis: row[f"voxel_{axis}_um"] for axis in ("x", "y", "z")}
+
+
+def segment_channels(wildcards):
+    """Channel indices of the configured kV values (all channels by default)."""
+    kvs = SAMPLES.at[wildcards.sample, "kvs"]
+    wanted = config["segment"]["channels"]
+    if wanted == "all":
+        return list(range(len(kvs)))
+    missing = [kv for kv in wanted if float(kv) not in kvs]
+    if missing:
+        raise ValueError(
+            f"segment: channels: kV {missing} not acquired for sample "
+            f"'{wildcards.sample}' (its kvs: {kvs})"
+        )
+    return [kvs.index(float(kv)) for kv in wanted]
+
+
+SERIES_METRICS = [
+    "volume_fraction_pore",
+    "volume_fraction_am",
+    "volume_fraction_cbd",
+] + [f"tortuosity_pore_{ax}" for ax in config["metrics"]["tortuosity_axes"]]

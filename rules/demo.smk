@@ -1,0 +1,23 @@
+rule demo_stack:
+    input:
+        code=code("simulate"),
+    output:
+        raw=directory("results/raw/{sample}"),
+        truth=directory("results/truth/{sample}"),
+    log:
+        "logs/demo_stack/{sample}.log",
+    benchmark:
+        "benchmarks/demo_stack/{sample}.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        shape=config["demo"]["shape"],
+        voxel_size=config["demo"]["voxel_size_um"],
+        cbd_fraction=config["demo"]["cbd_fraction"],
+        d50_um=config["demo"]["d50_um"],
+        porosity=lambda wc: config["demo"]["samples"][wc.sample]["porosity"],
+        seed=lambda wc: config["demo"]["samples"][wc.sample]["seed"],
+        kvs=sheet_value("kvs"),
+        pattern=sheet_value("pattern"),
+    script:
+        "../scripts/demo_stack.py"

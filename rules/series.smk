@@ -1,0 +1,23 @@
+rule series:
+    input:
+        metrics=expand("results/metrics/{sample}.json", sample=SAMPLES.index),
+        code=code("series"),
+    output:
+        table=report(
+            "results/series/metrics.tsv",
+            caption="../report/series.rst",
+            category="Series",
+        ),
+        plots=expand("results/series/{metric}.png", metric=SERIES_METRICS),
+    log:
+        "logs/series/series.log",
+    conda:
+        "../envs/series.yaml"
+    localrule: True
+    params:
+        samples=list(SAMPLES.index),
+        sheet=SAMPLES.to_dict(orient="index"),
+        process_columns=PROCESS_COLUMNS,
+        metrics=SERIES_METRICS,
+    script:
+        "../scripts/series.py"

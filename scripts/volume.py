@@ -1,0 +1,19 @@
+"""Clean the label volume and write it with its voxel size, plus an orthoslice figure."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
+
+from fibrecon import io  # noqa: E402
+from fibrecon.plot import orthoslices  # noqa: E402
+from fibrecon.runlog import rule_log  # noqa: E402
+from fibrecon.volume import remove_small_objects_3d  # noqa: E402
+
+p = snakemake.params  # noqa: F821
+out = snakemake.output  # noqa: F821
+with rule_log(snakemake.log[0]) as log:  # noqa: F821
+    labels, voxel = io.read_volume(snakemake.input.labels)  # noqa: F821
+    clean = remove_small_objects_3d(labels, p.min_object_voxels)
+    log.info("%d voxels relabelled (islands < %d voxels)", int((clean != labels).sum()),
+             p.min_object_voxels)
+    io.write_volume(out.volume, clean, voxel)
+    io.write_figure(out.figure, orthoslices(clean, voxel, title=snakemake.wildcards.sample))  # noqa: F821

@@ -1,0 +1,87 @@
+"""Figures: orthogonal slices of a label volume, metrics against process parameters."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+__all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters"]
+
+#: Display colours of pore, AM, CBD.
+PHASE_COLOURS = ListedColormap(["#1f1f3a", "#e0b040", "#3aa0a0"])
+
+
+def orthoslices(labels: np.ndarray, voxel_size, title: str = ""):
+    """Three orthogonal mid-planes of a label volume at true physical scale.
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, (z, y, x)
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    dz, dy, dx = voxel_size
+    nz, ny, nx = labels.shape
+    views = [
+        ("xy (slice z = %d)" % (nz // 2), labels[nz // 2], (0, nx * dx, ny * dy, 0), "x", "y"),
+        ("xz (y = %d)" % (ny // 2), labels[:, ny // 2], (0, nx * dx, nz * dz, 0), "x", "z"),
+        ("yz (x = %d)" % (nx // 2), labels[:, :, nx // 2], (0, ny * dy, nz * dz, 0), "y", "z"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), constrained_layout=True)
+    for ax, (name, img, extent, xl, yl) in zip(axes, views):
+        im = ax.imshow(img, cmap=PHASE_COLOURS, vmin=-0.5, vmax=2.5, extent=extent,
+                       interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xlabel(f"{xl} (µm)")
+        ax.set_ylabel(f"{yl} (µm)")
+    cb = fig.colorbar(im, ax=axes, ticks=[0, 1, 2], shrink=0.8)
+    cb.ax.set_yticklabels(["pore", "AM", "CBD"])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters):
+    """Scatter of one metric against each numeric process parameter.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The series table.
+    metric : str
+        Column to plot on the y axis.
+    parameters : sequence of str
+        Process-parameter columns; non-numeric ones are skipped.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per numeric parameter (a note when there is none).
+    """
+    numeric = [p for p in parameters if pd.api.types.is_numeric_dtype(table[p])]
+    if not numeric:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{metric}: no numeric process parameter", ha="center")
+        return fig
+    fig, axes = plt.subplots(1, len(numeric), figsize=(3.4 * len(numeric), 3.2),
+                             constrained_layout=True, squeeze=False)
+    y = table[metric].replace([np.inf, -np.inf], np.nan)
+    for ax, p in zip(axes[0], numeric):
+        ax.plot(table[p], y, "o", color="#1f77b4")
+        for _, row in table.iterrows():
+            ax.annotate(str(row["sample"]), (row[p], row[metric]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(p)
+        ax.set_ylabel(metric)
+    return fig

@@ -1,0 +1,253 @@
+"""Sample sheet and config: loading and validation before any work starts.
+
+The sample sheet (``config/samples.tsv``) has one row per sample: ``sample``
+(id), ``raw`` (folder of the acquisition, or ``simulated`` for a demo sample
+the workflow generates), ``pattern`` (file-name pattern with ``{slice}`` and
+``{kv}`` fields), ``kvs`` (acceleration voltages, comma-separated),
+``voxel_x_um``, ``voxel_y_um``, ``voxel_z_um`` (numbers or ``from_metadata``),
+and any number of process-parameter columns carried unchanged into the
+series table. Both files are checked against JSON schemas (``schemas/``);
+every error names the sample, column or key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "SHEET_COLUMNS",
+    "load_schema",
+    "validate_config",
+    "load_sample_sheet",
+    "process_columns",
+    "parse_kvs",
+    "resolve_voxel_size",
+]
+
+#: Columns of the sample sheet that describe the acquisition; all others are
+#: process parameters.
+SHEET_COLUMNS = ("sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um")
+
+
+class ConfigError(ValueError):
+    """A config file or sample sheet that cannot be used; the message names where."""
+
+
+def load_schema(path) -> dict:
+    """Read a JSON schema written as YAML or JSON."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills in ``default`` values while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = sub["default"]
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _where(error) -> str:
+    path = "/".join(str(p) for p in error.absolute_path)
+    return path or "(top level)"
+
+
+def _check(instance, schema, source: str) -> None:
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{source}: key '{_where(e)}': {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(lines))
+
+
+def validate_config(config: dict, schema: dict, source: str = "config") -> dict:
+    """Validate a config dict in place, filling defaults.
+
+    Parameters
+    ----------
+    config : dict
+        Parsed ``config.yaml``.
+    schema : dict
+        JSON schema (draft 2020-12).
+    source : str
+        Name of the file, used in error messages.
+
+    Returns
+    -------
+    dict
+        The same ``config``, with defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and each offending key (unknown key, wrong type,
+        value out of range).
+    """
+    _check(config, schema, source)
+    return config
+
+
+def parse_kvs(text) -> list[float]:
+    """Parse ``"1,3"`` or ``"1;3"`` (or a number) into a list of kV values."""
+    if isinstance(text, (int, float, np.number)):
+        return [float(text)]
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    return [float(p) for p in parts]
+
+
+def _coerce(value):
+    """Cell text -> number where it is one, else stripped text; empty -> None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    if text == "":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def load_sample_sheet(path, schema: dict, base_dir=None) -> pd.DataFrame:
+    """Read and validate the sample sheet.
+
+    Parameters
+    ----------
+    path : str or Path
+        Tab-separated sample sheet.
+    schema : dict
+        JSON schema of one row (``schemas/samples.schema.yaml``).
+    base_dir : str or Path, optional
+        Folder against which relative ``raw`` paths are checked (the working
+        directory by default).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by sample id; ``kvs`` parsed into lists of float; defaults filled.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, duplicate sample id, a schema violation (naming the
+        sample and column), a raw folder that does not exist, a kV list that
+        does not parse, or a process-parameter column that mixes numbers and
+        text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sample sheet does not exist")
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    if "sample" not in table.columns:
+        raise ConfigError(f"{path}: no 'sample' column (columns: {list(table.columns)})")
+    dup = table["sample"][table["sample"].duplicated()].tolist()
+    if dup:
+        raise ConfigError(f"{path}: duplicate sample id(s) {sorted(set(dup))}")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    rows = []
+    for _, row in table.iterrows():
+        rec = {k: _coerce(v) for k, v in row.items()}
+        rec = {k: v for k, v in rec.items() if v is not None}
+        rec["sample"] = str(row["sample"])
+        errors = sorted(_Validator(schema).iter_errors(rec), key=lambda e: list(e.absolute_path))
+        if errors:
+            msg = "; ".join(f"column '{_where(e)}': {e.message}" for e in errors[:5])
+            raise ConfigError(f"{path}: sample '{rec['sample']}': {msg}")
+        try:
+            rec["kvs"] = parse_kvs(rec["kvs"])
+        except ValueError as exc:
+            raise ConfigError(
+                f"{path}: sample '{rec['sample']}': column 'kvs': cannot parse {row['kvs']!r} "
+                "as comma-separated kV values"
+            ) from exc
+        if rec["raw"] != "simulated":
+            folder = Path(rec["raw"])
+            folder = folder if folder.is_absolute() else base / folder
+            if not folder.exists():
+                raise ConfigError(
+                    f"{path}: sample '{rec['sample']}': raw data folder {folder} does not exist"
+                )
+        rows.append(rec)
+    df = pd.DataFrame(rows).set_index("sample", drop=False)
+    for col in process_columns(df):
+        kinds = {type(v).__name__ for v in df[col] if v is not None and v == v}
+        if len(kinds & {"int", "float"}) and "str" in kinds:
+            bad = [s for s, v in df[col].items() if isinstance(v, str)]
+            raise ConfigError(
+                f"{path}: process-parameter column '{col}' mixes numbers and text "
+                f"(non-numeric in sample(s) {bad})"
+            )
+    return df
+
+
+def process_columns(samples: pd.DataFrame) -> list[str]:
+    """The process-parameter columns of a sample sheet, in sheet order."""
+    return [c for c in samples.columns if c not in SHEET_COLUMNS]
+
+
+def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
+                       rtol: float = 0.01) -> tuple[tuple[float, float, float], dict]:
+    """Combine the sheet's voxel size with the instrument metadata.
+
+    Parameters
+    ----------
+    sheet : dict
+        ``{"x": v, "y": v, "z": v}``, each a number in µm or ``"from_metadata"``.
+    metadata : dict
+        From :func:`fibrecon.io.read_sem_metadata` (``pixel_size_um`` = (y, x)).
+    source : str
+        The file the metadata came from, for messages.
+    rtol : float
+        Relative difference above which a number in the sheet and the metadata
+        conflict.
+
+    Returns
+    -------
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    origin : dict
+        For each axis, ``"sheet"`` or ``"metadata"``.
+
+    Raises
+    ------
+    ConfigError
+        ``from_metadata`` where the metadata has no value, or a sheet value
+        that conflicts with the metadata.
+    """
+    meta = {}
+    if "pixel_size_um" in metadata:
+        meta["y"], meta["x"] = metadata["pixel_size_um"]
+    if "slice_thickness_um" in metadata:
+        meta["z"] = metadata["slice_thickness_um"]
+    values, origin = {}, {}
+    for axis in ("z", "y", "x"):
+        v = sheet[axis]
+        if v == "from_metadata":
+            if axis not in meta:
+                raise ConfigError(
+                    f"{source}: voxel_{axis}_um is 'from_metadata' but the instrument metadata "
+                    f"has no {axis} size; give it in the sample sheet"
+                )
+            values[axis], origin[axis] = float(meta[axis]), "metadata"
+        else:
+            values[axis], origin[axis] = float(v), "sheet"
+            if axis in meta and abs(meta[axis] - values[axis]) > rtol * values[axis]:
+                raise ConfigError(
+                    f"{source}: voxel_{axis}_um = {values[axis]:g} µm in the sample sheet "
+                    f"conflicts with {meta[axis]:g} µm in the instrument metadata"
+                )
+    return (values["z"], values["y"], values["x"]), origin
