@@ -91,10 +91,11 @@ def common_region(drift: np.ndarray, shape_yx) -> tuple[slice, slice]:
         Crop of the slice-0 frame that holds valid data in every slice.
     """
     ny, nx = shape_yx
-    lo = np.ceil(np.maximum(drift.max(axis=0), 0)).astype(int)
-    hi = np.floor(np.minimum(drift.min(axis=0), 0)).astype(int)
+    # slice z holds data at y when 0 <= y + drift <= ny - 1 (likewise x)
+    lo = np.ceil(np.maximum(-drift.min(axis=0), 0)).astype(int)
+    hi = np.ceil(np.maximum(drift.max(axis=0), 0)).astype(int)
     y0, x0 = lo
-    y1, x1 = ny + hi[0], nx + hi[1]
+    y1, x1 = ny - hi[0], nx - hi[1]
     if y1 - y0 < 2 or x1 - x0 < 2:
         raise ValueError(f"drift {np.abs(drift).max():.1f} px leaves no common region")
     return slice(int(y0), int(y1)), slice(int(x0), int(x1))

@@ -173,9 +173,12 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
 
 def _read_image(path: Path) -> np.ndarray:
     try:
-        return tifffile.imread(path)
+        image = tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for broken files
         raise RawDataError(f"{path}: cannot be read as TIFF ({exc})") from exc
+    if image.size == 0:
+        raise RawDataError(f"{path}: cannot be read as TIFF (no image data; truncated?)")
+    return image
 
 
 def read_raw_stack(folder, pattern: str, kvs) -> tuple[np.ndarray, dict]:

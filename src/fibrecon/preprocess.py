@@ -102,6 +102,8 @@ def preprocess_stack(
                 img = ndi.gaussian_filter(img, denoise_sigma)
             if background_order is not None:
                 surface = fit_background(img, background_order)
-                img = img / np.maximum(surface, 1e-6 * max(float(surface.max()), 1e-12))
+                mean = float(surface.mean())
+                if mean > 0:  # divide out the relative brightness change
+                    img = img * (mean / np.maximum(surface, 0.25 * mean))
             out[z, c] = normalize_percentiles(img, *percentiles)
     return out

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import tifffile
+
+from fibrecon import io
+
+
+def test_volume_round_trip_keeps_anisotropic_voxel_size(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
+    io.write_volume(tmp_path / "v.tif", data, (0.05, 0.03, 0.02))
+    back, voxel = io.read_volume(tmp_path / "v.tif")
+    np.testing.assert_array_equal(back, data)
+    np.testing.assert_allclose(voxel, (0.05, 0.03, 0.02), rtol=1e-6)
+
+
+def test_channel_stack_round_trip(tmp_path):
+    data = np.random.default_rng(0).random((3, 2, 8, 9)).astype(np.float32)
+    io.write_volume(tmp_path / "s.tif", data, (0.1, 0.1, 0.1), channels=True)
+    back, _ = io.read_volume(tmp_path / "s.tif")
+    np.testing.assert_array_equal(back, data)
+
+
+def test_write_volume_rejects_nonpositive_voxel(tmp_path):
+    with pytest.raises(ValueError, match="voxel size must be positive"):
+        io.write_volume(tmp_path / "v.tif", np.zeros((2, 2, 2), np.uint8), (0, 1, 1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(tmp_path / "out.tif") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _acquisition(folder, nz=3, kvs=(1, 3), pattern="slice_{slice:04d}_{kv}kV.tif"):
+    raw = np.random.default_rng(1).integers(0, 60000, (nz, len(kvs), 16, 20)).astype(np.uint16)
+    io.write_acquisition(folder, raw, kvs, pattern, pixel_size_um=0.035)
+    return raw
+
+
+def test_raw_stack_and_fei_metadata(tmp_path):
+    raw = _acquisition(tmp_path / "raw")
+    stack, meta = io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    np.testing.assert_array_equal(stack, raw)
+    assert meta["vendor"] == "FEI"
+    np.testing.assert_allclose(meta["pixel_size_um"], (0.035, 0.035))
+    assert meta["kv"] == 1.0
+
+
+def test_multipage_per_kv(tmp_path):
+    raw = _acquisition(tmp_path / "raw", pattern="stack_{kv}kV.tif")
+    stack, _ = io.read_raw_stack(tmp_path / "raw", "stack_{kv}kV.tif", [1, 3])
+    np.testing.assert_array_equal(stack, raw)
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(io.RawDataError, match="nowhere: raw data folder does not exist"):
+        io.find_raw_files(tmp_path / "nowhere", "s_{slice}_{kv}kV.tif", [1])
+
+
+def test_gap_in_slices_is_named(tmp_path):
+    _acquisition(tmp_path / "raw", nz=4)
+    (tmp_path / "raw" / "slice_0002_3kV.tif").unlink()
+    (tmp_path / "raw" / "slice_0002_1kV.tif").unlink()
+    with pytest.raises(io.RawDataError, match=r"gap in slice numbering at 1 kV: slice\(s\) \[2\]"):
+        io.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+
+
+def test_missing_kv_channel_for_some_slices(tmp_path):
+    _acquisition(tmp_path / "raw", nz=4)
+    (tmp_path / "raw" / "slice_0003_3kV.tif").unlink()
+    with pytest.raises(io.RawDataError, match="kV channel is missing"):
+        io.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+
+
+def test_no_file_for_a_kv(tmp_path):
+    _acquisition(tmp_path / "raw", kvs=(1,))
+    with pytest.raises(io.RawDataError, match="for 5 kV"):
+        io.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 5])
+
+
+def test_shape_mismatch_names_file(tmp_path):
+    _acquisition(tmp_path / "raw")
+    tifffile.imwrite(tmp_path / "raw" / "slice_0001_1kV.tif", np.zeros((10, 10), np.uint16))
+    with pytest.raises(io.RawDataError, match="slice_0001_1kV.tif: shape"):
+        io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+
+
+def test_corrupt_tiff_names_file(tmp_path):
+    _acquisition(tmp_path / "raw")
+    (tmp_path / "raw" / "slice_0002_3kV.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(io.RawDataError, match="slice_0002_3kV.tif: cannot be read"):
+        io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])

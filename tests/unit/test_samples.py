@@ -1,0 +1,117 @@
+import copy
+
+import pandas as pd
+import pytest
+import yaml
+
+from fibrecon.samples import (ConfigError, load_sample_sheet, load_schema, process_columns,
+                              resolve_voxel_size, validate_config)
+from fibrecon.series import series_table
+
+
+@pytest.fixture
+def config_schema(repo):
+    return load_schema(repo / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture
+def sheet_schema(repo):
+    return load_schema(repo / "schemas" / "samples.schema.yaml")
+
+
+@pytest.fixture
+def config(repo):
+    return yaml.safe_load((repo / "config" / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid(config, config_schema):
+    validate_config(config, config_schema)
+
+
+def test_defaults_are_filled(config_schema):
+    cfg = validate_config({"samples": "s.tsv"}, config_schema)
+    assert cfg["segment"]["nbins"] == 256 and cfg["metrics"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["segment"].update(nbinz=3), "key 'segment'.*'nbinz' was unexpected"),
+    (lambda c: c["preprocess"].update(denoise_sigma="strong"), "key 'preprocess/denoise_sigma'"),
+    (lambda c: c["align"].update(upsample_factor=0), "key 'align/upsample_factor'"),
+    (lambda c: c["demo"].update(voxel_size_um=[0.06, 0, 0.06]), "key 'demo/voxel_size_um/1'"),
+])
+def test_bad_config_names_the_key(config, config_schema, edit, message):
+    bad = copy.deepcopy(config)
+    edit(bad)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(bad, config_schema, source="config.yaml")
+
+
+HEADER = "sample\traw\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\tline_load_N_per_mm\tbinder\n"
+
+
+def _sheet(tmp_path, *rows):
+    p = tmp_path / "samples.tsv"
+    p.write_text(HEADER + "".join(r + "\n" for r in rows))
+    return p
+
+
+def test_sheet_loads_with_process_columns(tmp_path, sheet_schema):
+    (tmp_path / "raw_a").mkdir()
+    p = _sheet(tmp_path, "a\traw_a\t1,3\t0.01\t0.01\t0.02\t500\tPVDF",
+               "b\tsimulated\t2\tfrom_metadata\tfrom_metadata\t0.02\t1000\tPVDF")
+    df = load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+    assert df.at["a", "kvs"] == [1.0, 3.0] and df.at["b", "kvs"] == [2.0]
+    assert df.at["a", "pattern"] == "slice_{slice:04d}_{kv}kV.tif"
+    assert process_columns(df) == ["line_load_N_per_mm", "binder"]
+
+
+def test_duplicate_sample_id(tmp_path, sheet_schema):
+    p = _sheet(tmp_path, *["a\tsimulated\t1\t1\t1\t1\t0\tx"] * 2)
+    with pytest.raises(ConfigError, match=r"duplicate sample id\(s\) \['a'\]"):
+        load_sample_sheet(p, sheet_schema)
+
+
+def test_missing_raw_folder_names_sample_and_folder(tmp_path, sheet_schema):
+    p = _sheet(tmp_path, "a\tnot_there\t1\t1\t1\t1\t0\tx")
+    with pytest.raises(ConfigError, match="sample 'a': raw data folder .*not_there does not exist"):
+        load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+
+
+def test_bad_voxel_size_names_column(tmp_path, sheet_schema):
+    p = _sheet(tmp_path, "a\tsimulated\t1\t-0.01\t1\t1\t0\tx")
+    with pytest.raises(ConfigError, match="sample 'a': column 'voxel_x_um'"):
+        load_sample_sheet(p, sheet_schema)
+
+
+def test_non_numeric_process_parameter(tmp_path, sheet_schema):
+    p = _sheet(tmp_path, "a\tsimulated\t1\t1\t1\t1\t500\tx", "b\tsimulated\t1\t1\t1\t1\thigh\tx")
+    with pytest.raises(ConfigError, match=r"'line_load_N_per_mm' mixes numbers and text.*\['b'\]"):
+        load_sample_sheet(p, sheet_schema)
+
+
+def test_bad_kv_list(tmp_path, sheet_schema):
+    p = _sheet(tmp_path, "a\tsimulated\t1,x\t1\t1\t1\t0\tx")
+    with pytest.raises(ConfigError, match="column 'kvs'"):
+        load_sample_sheet(p, sheet_schema)
+
+
+def test_voxel_size_from_metadata_and_conflict():
+    meta = {"pixel_size_um": (0.0394, 0.03)}
+    voxel, origin = resolve_voxel_size({"x": "from_metadata", "y": "from_metadata", "z": 0.05},
+                                       meta)
+    assert voxel == (0.05, 0.0394, 0.03) and origin["x"] == "metadata"
+    with pytest.raises(ConfigError, match="0.04 µm in the sample sheet conflicts with 0.03"):
+        resolve_voxel_size({"x": 0.04, "y": "from_metadata", "z": 0.05}, meta, source="f.tif")
+    with pytest.raises(ConfigError, match="voxel_z_um is 'from_metadata'"):
+        resolve_voxel_size({"x": 0.03, "y": 0.0394, "z": "from_metadata"}, meta)
+
+
+def test_series_table_carries_process_parameters_first():
+    sheet = pd.DataFrame({"sample": ["a", "b"], "load": [0, 500]}).set_index("sample", drop=False)
+    metrics = {"a": {"volume_fraction_pore": 0.4, "porosity_profile_z": [0.4]},
+               "b": {"volume_fraction_pore": 0.3, "porosity_profile_z": [0.3]}}
+    table = series_table(metrics, sheet, ["load"])
+    assert list(table.columns) == ["sample", "load", "volume_fraction_pore"]
+    assert table["load"].tolist() == [0, 500]
+    with pytest.raises(KeyError, match="'c'"):
+        series_table({"c": {}}, sheet, ["load"])
