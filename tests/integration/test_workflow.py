@@ -1,0 +1,126 @@
+"""The real workflow on a tiny simulated series, in a temporary directory."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fibrecon import io as fio
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def _write_setup(folder: Path, config_edit=None, sheet_rows=None):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["demo"]["shape"] = [10, 64, 64]
+    config["demo"]["samples"] = {"tiny_a": {"porosity": 0.40, "seed": 1},
+                                 "tiny_b": {"porosity": 0.28, "seed": 2}}
+    if config_edit:
+        config_edit(config)
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    rows = sheet_rows or [
+        ["tiny_a", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
+         "from_metadata", "0.06", "0", "PVDF"],
+        ["tiny_b", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
+         "from_metadata", "0.06", "1000", "PVDF"],
+    ]
+    header = ["sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um",
+              "calendering_line_load_N_per_mm", "binder"]
+    lines = ["\t".join(r) for r in [header, *rows]]
+    (folder / "config" / "samples.tsv").write_text("\n".join(lines) + "\n")
+
+
+def _snakemake(folder: Path, *args, check=True):
+    result = subprocess.run([*SNAKEMAKE, "--directory", str(folder), *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _summary(folder: Path) -> pd.DataFrame:
+    out = _snakemake(folder, "--summary").stdout
+    start = out.index("output_file")
+    return pd.read_csv(io.StringIO(out[start:]), sep="\t")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("series")
+    _write_setup(folder)
+    _snakemake(folder, "--cores", "2")
+    return folder
+
+
+def test_series_table_has_one_row_per_sample_with_process_parameters(series):
+    table = pd.read_csv(series / "results" / "series" / "metrics.tsv", sep="\t")
+    assert table["sample"].tolist() == ["tiny_a", "tiny_b"]
+    assert table["calendering_line_load_N_per_mm"].tolist() == [0, 1000]
+    assert (table["binder"] == "PVDF").all()
+    # porosity falls as calendering rises, as the simulated truth does
+    assert table["volume_fraction_pore"].iloc[0] > table["volume_fraction_pore"].iloc[1]
+    for col in ("tortuosity_pore_z", "tortuosity_pore_y", "tortuosity_pore_x"):
+        assert (table[col] >= 1.0).all()
+    assert (series / "results" / "series" / "volume_fraction_pore.png").stat().st_size > 1000
+
+
+def test_every_rule_wrote_a_log_and_volumes_keep_their_voxel_size(series):
+    for stage in ("demo_stack", "align", "preprocess", "segment", "volume", "metrics"):
+        assert (series / "logs" / stage / "tiny_a.log").is_file(), stage
+        if stage != "demo_stack":
+            assert (series / "benchmarks" / stage / "tiny_a.tsv").is_file(), stage
+    labels, voxel = fio.read_volume(series / "results" / "volume" / "tiny_a.tif")
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    np.testing.assert_allclose(voxel, (0.06, 0.06, 0.06), rtol=1e-5)
+    info = fio.read_json(series / "results" / "aligned" / "tiny_a.json")
+    assert info["voxel_size_origin"] == {"z": "sheet", "y": "metadata", "x": "metadata"}
+    assert not list((series / "results").rglob("*.part"))
+
+
+def test_editing_a_segment_parameter_reruns_only_segment_and_after(series):
+    before = {p: p.stat().st_mtime_ns for stage in ("raw", "aligned", "preprocessed")
+              for p in (series / "results" / stage).rglob("*") if p.is_file()}
+    _write_setup(series, config_edit=lambda c: c["segment"].update(nbins=128))
+    plan = _summary(series)
+    pending = set(plan.loc[plan["plan"] == "update pending", "rule"])
+    assert pending == {"segment", "volume", "metrics", "series"}
+    untouched = set(plan.loc[plan["plan"] == "no update", "rule"])
+    assert {"demo_stack", "align", "preprocess"} <= untouched
+    _snakemake(series, "--cores", "2")
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before
+    plan = _summary(series)
+    assert (plan["plan"] == "no update").all()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["segment"].update(nbinz=3), "'nbinz' was unexpected"),
+    (lambda c: c["volume"].update(min_object_voxels=-1), "key 'volume/min_object_voxels'"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, edit, message):
+    _write_setup(tmp_path, config_edit=edit)
+    result = _snakemake(tmp_path, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_duplicate_sample_and_missing_folder_stop_before_any_job(tmp_path):
+    row = ["x", "simulated", "s_{slice:03d}_{kv}kV.tif", "1", "0.1", "0.1", "0.1", "0", "a"]
+    _write_setup(tmp_path, sheet_rows=[row, row])
+    result = _snakemake(tmp_path, "--cores", "1", check=False)
+    assert result.returncode != 0 and "duplicate sample id(s) ['x']" in result.stderr
+    missing = ["y", "data/none", "s_{slice:03d}_{kv}kV.tif", "1", "0.1", "0.1", "0.1", "0", "a"]
+    _write_setup(tmp_path, sheet_rows=[missing])
+    result = _snakemake(tmp_path, "--cores", "1", check=False)
+    assert "sample 'y': raw data folder" in result.stderr and "does not exist" in result.stderr
+    assert not (tmp_path / "results").exists()
