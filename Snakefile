@@ -12,6 +12,12 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    sample="|".join(SAMPLES.index),
+
+
 include: "rules/demo.smk"
 include: "rules/align.smk"
 include: "rules/preprocess.smk"
@@ -22,8 +28,8 @@ include: "rules/series.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/series/metrics.tsv",
         expand("results/volume/{sample}_orthoslices.png", sample=SAMPLES.index),
     localrule: True
-    default_target: True

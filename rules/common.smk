@@ -13,9 +13,13 @@ from fibrecon.samples import (  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 validate_config(
-    config, load_schema(SCHEMAS / "config.schema.yaml"), source="config (config/config.yaml)"
+    config,
+    load_schema(SCHEMAS / "config.schema.yaml"),
+    source="config (config/config.yaml)",
 )
-SAMPLES = load_sample_sheet(config["samples"], load_schema(SCHEMAS / "samples.schema.yaml"))
+SAMPLES = load_sample_sheet(
+    config["samples"], load_schema(SCHEMAS / "samples.schema.yaml")
+)
 PROCESS_COLUMNS = process_columns(SAMPLES)
 
 _undefined_demo = [
@@ -30,12 +34,8 @@ if _undefined_demo:
     )
 
 
-wildcard_constraints:
-    sample="|".join(SAMPLES.index),
-
-
 def code(module):
-    """The library module a rule runs, as an input: editing it reruns the rule."""
+    """Path of a library module, declared as an input so that editing it reruns its jobs."""
     return str(Path(workflow.basedir) / "src" / "fibrecon" / f"{module}.py")
 
 

@@ -11,9 +11,9 @@ rule series:
         plots=expand("results/series/{metric}.png", metric=SERIES_METRICS),
     log:
         "logs/series/series.log",
+    localrule: True
     conda:
         "../envs/series.yaml"
-    localrule: True
     params:
         samples=list(SAMPLES.index),
         sheet=SAMPLES.to_dict(orient="index"),

@@ -105,34 +105,39 @@ class SimulatedSample:
     truth: dict = field(default_factory=dict)
 
 
-def _place_particles(shape_um, d50_um, sigma_log, target_fraction, rng, tries_per_particle=60):
+def _place_particles(shape_um, d50_um, sigma_log, target_fraction, rng, tries_per_particle=60,
+                     rounds=6):
     """Random sequential addition of spheres that may overlap a little.
 
     Radii are drawn log-normally until their volume exceeds the target by a
     margin, then placed largest first; a sphere that finds no free place in
-    ``tries_per_particle`` attempts is dropped. Centres may lie up to half a
-    radius outside the box so that cut particles appear at its faces.
+    ``tries_per_particle`` attempts is dropped, and new radii are drawn (up
+    to ``rounds`` times) while the placed volume is short of the target.
+    Centres may lie up to half a radius outside the box so that cut
+    particles appear at its faces.
     """
     box = np.asarray(shape_um, dtype=float)
     vol = float(np.prod(box))
-    radii_pool = []
-    total = 0.0
-    while total < 1.3 * target_fraction * vol:
-        r = float(rng.lognormal(np.log(d50_um / 2), sigma_log))
-        r = min(r, 0.45 * box.max())
-        radii_pool.append(r)
-        total += 4.0 / 3.0 * np.pi * r**3
     centres = np.empty((0, 3))
     radii = np.empty(0)
-    for r in sorted(radii_pool, reverse=True):
-        for _ in range(tries_per_particle):
-            c = rng.uniform(-0.5 * r, box + 0.5 * r)
-            if len(radii) == 0 or np.all(
-                np.linalg.norm(centres - c, axis=1) >= 0.8 * (radii + r)
-            ):
-                centres = np.vstack([centres, c])
-                radii = np.append(radii, r)
-                break
+    for _ in range(rounds):
+        placed = float(np.sum(4.0 / 3.0 * np.pi * radii**3))
+        if placed >= 1.1 * target_fraction * vol:
+            break
+        pool, total = [], placed
+        while total < 1.3 * target_fraction * vol:
+            r = min(float(rng.lognormal(np.log(d50_um / 2), sigma_log)), 0.45 * box.max())
+            pool.append(r)
+            total += 4.0 / 3.0 * np.pi * r**3
+        for r in sorted(pool, reverse=True):
+            for _ in range(tries_per_particle):
+                c = rng.uniform(-0.5 * r, box + 0.5 * r)
+                if len(radii) == 0 or np.all(
+                    np.linalg.norm(centres - c, axis=1) >= 0.8 * (radii + r)
+                ):
+                    centres = np.vstack([centres, c])
+                    radii = np.append(radii, r)
+                    break
     return centres, radii
 
 
@@ -197,7 +202,7 @@ def generate_microstructure(
     # Normalised distance to the nearest particle centre, and which particle.
     fnorm = np.full(shape, np.inf, dtype=np.float32)
     owner = np.zeros(shape, dtype=np.int32)
-    reach = 1.6  # how far (in radii) a particle may grow
+    reach = 3.0  # how far (in radii) a particle may grow
     for i, (c, r) in enumerate(zip(centres, radii), start=1):
         lo = np.maximum(np.floor((c - reach * r) / vs).astype(int), 0)
         hi = np.minimum(np.ceil((c + reach * r) / vs).astype(int) + 1, shape)
@@ -213,6 +218,7 @@ def generate_microstructure(
         closer = d < fnorm[sub]
         fnorm[sub][closer] = d[closer]
         owner[sub][closer] = i
+    fnorm[np.isinf(fnorm)] = 1e3  # beyond every particle's reach
     roi = roi if roi is not None else (slice(None),) * 3
     s = np.quantile(fnorm[roi], am_target)
     am = fnorm <= s
