@@ -15,8 +15,10 @@ rule demo_stack:
         voxel_size=config["demo"]["voxel_size_um"],
         cbd_fraction=config["demo"]["cbd_fraction"],
         d50_um=config["demo"]["d50_um"],
-        porosity=lambda wc: config["demo"]["samples"][wc.sample]["porosity"],
-        seed=lambda wc: config["demo"]["samples"][wc.sample]["seed"],
+        tilt_corrected=config["demo"]["tilt_corrected"],
+        vendor=config["demo"]["vendor"],
+        artifacts=config["demo"]["artifacts"],
+        sample=lambda wc: config["demo"]["samples"][wc.sample],
         kvs=sheet_value("kvs"),
         pattern=sheet_value("pattern"),
     script:

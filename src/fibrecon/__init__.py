@@ -15,4 +15,8 @@ __version__ = "0.1.0"
 PORE, AM, CBD = 0, 1, 2
 PHASES = {PORE: "pore", AM: "am", CBD: "cbd"}
 
-__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES"]
+#: Angle (degrees) between the FIB cross-section and the SEM image plane; an
+#: image not tilt-corrected is shortened in y by sin of it.
+CROSS_SECTION_TILT_DEG = 52.0
+
+__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES", "CROSS_SECTION_TILT_DEG"]

@@ -283,19 +283,14 @@ def read_sem_metadata(path) -> dict:
         det = sem.get("dp_detector_type") or sem.get("dp_detector_channel")
         if det and len(det) >= 2:
             out["detector"] = str(det[1])
+        tilt = sem.get("dp_tilt_correction")
+        if tilt and len(tilt) >= 2:
+            out["tilt_corrected"] = tilt[1] is True or str(tilt[1]).lower() in ("on", "yes")
     return out
 
 
-def write_sem_slice(path, image: np.ndarray, *, pixel_size_um: float, kv: float,
-                    working_distance_mm: float = 4.0, detector: str = "TLD",
-                    tilt_corrected: bool = True) -> None:
-    """Write one 2D slice as a Thermo Fisher (FEI) Helios / Auto Slice & View TIFF.
-
-    The metadata is the INI-style text of the FEI_HELIOS TIFF tag (34682),
-    in SI units as the instrument writes it, so :func:`read_sem_metadata`
-    (and tifffile's ``fei_metadata``) reads it exactly as from real files.
-    """
-    text = "\r\n".join([
+def _fei_text(pixel_size_um, kv, working_distance_mm, detector, tilt_corrected) -> str:
+    return "\r\n".join([
         "[User]",
         "Date=01/01/2026",
         "[Beam]",
@@ -314,8 +309,43 @@ def write_sem_slice(path, image: np.ndarray, *, pixel_size_um: float, kv: float,
         "Mode=SE",
         "",
     ])
+
+
+def _zeiss_text(pixel_size_um, kv, working_distance_mm, detector, tilt_corrected) -> str:
+    return "\r\n".join([
+        "0", "0", "0", "0",
+        "AP_PIXEL_SIZE", f"Pixel Size = {pixel_size_um * 1e3:.4g} nm",
+        "AP_ACTUALKV", f"EHT = {kv:.2f} kV",
+        "AP_WD", f"WD = {working_distance_mm:.3f} mm",
+        "DP_DETECTOR_TYPE", f"Detector = {detector}",
+        "DP_TILT_CORRECTION", f"Tilt Corrn. = {'On' if tilt_corrected else 'Off'}",
+        "AP_DATE", "Date :01 Jan 2026",
+        "END", "",
+    ])
+
+
+#: TIFF tag numbers of the instruments' metadata.
+VENDOR_TAGS = {"FEI": (34682, _fei_text), "Zeiss": (34118, _zeiss_text)}
+
+
+def write_sem_slice(path, image: np.ndarray, *, pixel_size_um: float, kv: float,
+                    working_distance_mm: float = 4.0, detector: str | None = None,
+                    tilt_corrected: bool = True, vendor: str = "FEI") -> None:
+    """Write one 2D image as a Thermo Fisher (FEI) or Zeiss SEM writes it.
+
+    The metadata is the text that the instrument stores in its private TIFF
+    tag: FEI Helios / Auto Slice & View INI text (tag 34682, SI units) or a
+    Zeiss SmartSEM / Atlas block (tag 34118, ``AP_...``/``DP_...`` keys), so
+    :func:`read_sem_metadata` (and tifffile's ``fei_metadata`` /
+    ``sem_metadata``) reads it exactly as from real files.
+    """
+    if vendor not in VENDOR_TAGS:
+        raise ValueError(f"unknown vendor {vendor!r}; known: {sorted(VENDOR_TAGS)}")
+    tag, text_of = VENDOR_TAGS[vendor]
+    detector = detector or ("TLD" if vendor == "FEI" else "InLens")
+    text = text_of(pixel_size_um, kv, working_distance_mm, detector, tilt_corrected)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, image, extratags=[(34682, "s", 0, text, True)])
+        tifffile.imwrite(tmp, image, photometric="minisblack", extratags=[(tag, "s", 0, text, True)])
 
 
 def raw_file_name(pattern: str, slice_index: int | None, kv: float) -> str:
@@ -339,42 +369,52 @@ def atomic_dir(path):
             shutil.rmtree(tmp)
 
 
-def write_acquisition(folder, raw: np.ndarray, kvs, pattern: str, pixel_size_um: float) -> None:
-    """Write a (z, c, y, x) stack as an instrument does: one FEI TIFF per slice and kV.
+def write_acquisition(folder, raw: np.ndarray, kvs, pattern: str, pixel_size_um: float, *,
+                      tilt_corrected: bool = True, vendor: str = "FEI") -> None:
+    """Write a (z, c, y, x) stack as an instrument does: one TIFF per slice and kV.
 
     With no ``{slice}`` field in ``pattern``, each kV becomes one multi-page TIFF
     (the metadata is then on the first page).
     """
+    meta = {"pixel_size_um": pixel_size_um, "tilt_corrected": tilt_corrected, "vendor": vendor}
     with atomic_dir(folder) as tmp:
         for c, kv in enumerate(kvs):
             if "{slice" in pattern:
                 for z in range(raw.shape[0]):
-                    write_sem_slice(tmp / raw_file_name(pattern, z, kv), raw[z, c],
-                                    pixel_size_um=pixel_size_um, kv=kv)
+                    write_sem_slice(tmp / raw_file_name(pattern, z, kv), raw[z, c], kv=kv, **meta)
             else:
-                write_sem_slice(tmp / raw_file_name(pattern, None, kv), raw[:, c],
-                                pixel_size_um=pixel_size_um, kv=kv)
+                write_sem_slice(tmp / raw_file_name(pattern, None, kv), raw[:, c], kv=kv, **meta)
 
 
-def write_simulated_sample(raw_dir, truth_dir, sample, pattern: str) -> None:
+def write_simulated_sample(raw_dir, truth_dir, sample, pattern: str, *,
+                           vendor: str = "FEI") -> None:
     """Write a :class:`fibrecon.simulate.SimulatedSample`: raw files and truth folder.
 
-    The truth folder holds ``labels.tif`` (phases, frame of slice 0),
-    ``drift.tsv`` (content displacement of each slice in pixels) and
-    ``truth.json`` (true fractions and the simulation parameters).
+    The truth folder holds ``labels.tif`` (phases, frame of slice 0, true
+    geometry), ``instances.tif`` (particle ids), ``particles.tsv`` (id,
+    equivalent diameter, cut by the field of view, cracked), ``drift.tsv``
+    (content displacement of each slice in pixels), ``fields.npz`` (the
+    artifact fields applied) and ``truth.json`` (true fractions and the
+    simulation parameters).
     """
     import pandas as pd
 
-    write_acquisition(raw_dir, sample.raw, sample.kvs, pattern, sample.voxel_size[2])
+    write_acquisition(raw_dir, sample.raw, sample.kvs, pattern, sample.voxel_size[2],
+                      tilt_corrected=sample.tilt_corrected, vendor=vendor)
     with atomic_dir(truth_dir) as tmp:
         write_volume(tmp / "labels.tif", sample.labels, sample.voxel_size)
+        write_volume(tmp / "instances.tif", sample.instances.astype(np.uint16)
+                     if sample.instances.max() < 65536 else sample.instances.astype(np.float32),
+                     sample.voxel_size)
+        write_table(tmp / "particles.tsv", pd.DataFrame(sample.particles))
         drift = pd.DataFrame({
             "slice": np.arange(len(sample.drift_px)),
             "drift_y_px": sample.drift_px[:, 0],
             "drift_x_px": sample.drift_px[:, 1],
         })
         write_table(tmp / "drift.tsv", drift)
-        write_json(tmp / "truth.json", sample.truth)
+        np.savez_compressed(tmp / "fields.npz", **sample.fields)
+        write_json(tmp / "truth.json", {**sample.truth, "vendor": vendor, "pattern": pattern})
 
 
 # --------------------------------------------------------------------------

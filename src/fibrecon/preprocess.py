@@ -109,7 +109,7 @@ def normalize_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.
 def preprocess_stack(
     stack: np.ndarray,
     *,
-    denoise_sigma: float = 1.0,
+    denoise_sigma: float = 2.0,
     background_order: int = 2,
     percentiles=(1.0, 99.0),
     progress=None,

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fibrecon import CROSS_SECTION_TILT_DEG
+
 __all__ = [
     "ConfigError",
     "SHEET_COLUMNS",
@@ -209,6 +211,9 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
         ``{"x": v, "y": v, "z": v}``, each a number in µm or ``"from_metadata"``.
     metadata : dict
         From :func:`fibrecon.io.read_sem_metadata` (``pixel_size_um`` = (y, x)).
+        When it says ``tilt_corrected: False``, the y size is the pixel
+        height divided by sin 52 degrees (the cross-section seen at 52
+        degrees is foreshortened in y).
     source : str
         The file the metadata came from, for messages.
     rtol : float
@@ -231,6 +236,9 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
     meta = {}
     if "pixel_size_um" in metadata:
         meta["y"], meta["x"] = metadata["pixel_size_um"]
+        if metadata.get("tilt_corrected") is False:
+            # an uncorrected 52 degree cross-section image shortens y by sin 52
+            meta["y"] = meta["y"] / np.sin(np.radians(CROSS_SECTION_TILT_DEG))
     if "slice_thickness_um" in metadata:
         meta["z"] = metadata["slice_thickness_um"]
     values, origin = {}, {}
