@@ -27,6 +27,19 @@ _undefined_demo = [
     for s in SAMPLES.index
     if SAMPLES.at[s, "raw"] == "simulated" and s not in config["demo"]["samples"]
 ]
+_dz = config["demo"]["voxel_size_um"][0]
+_wrong_dz = [
+    s
+    for s in SAMPLES.index
+    if SAMPLES.at[s, "raw"] == "simulated"
+    and SAMPLES.at[s, "voxel_z_um"] != "from_metadata"
+    and abs(float(SAMPLES.at[s, "voxel_z_um"]) - _dz) > 1e-9
+]
+if _wrong_dz:
+    raise ValueError(
+        f"{config['samples']}: simulated sample(s) {_wrong_dz}: voxel_z_um differs from "
+        f"the simulated slice thickness demo: voxel_size_um[0] = {_dz}"
+    )
 if _undefined_demo:
     raise ValueError(
         f"{config['samples']}: sample(s) {_undefined_demo} have raw = 'simulated' but no "

@@ -29,9 +29,9 @@ def _write_setup(folder: Path, config_edit=None, sheet_rows=None):
     (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     rows = sheet_rows or [
         ["tiny_a", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
-         "from_metadata", "0.06", "0", "PVDF"],
+         "from_metadata", "0.05", "0", "PVDF"],
         ["tiny_b", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
-         "from_metadata", "0.06", "1000", "PVDF"],
+         "from_metadata", "0.05", "1000", "PVDF"],
     ]
     header = ["sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um",
               "calendering_line_load_N_per_mm", "binder"]
@@ -80,7 +80,7 @@ def test_every_rule_wrote_a_log_and_volumes_keep_their_voxel_size(series):
             assert (series / "benchmarks" / stage / "tiny_a.tsv").is_file(), stage
     labels, voxel = fio.read_volume(series / "results" / "volume" / "tiny_a.tif")
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
-    np.testing.assert_allclose(voxel, (0.06, 0.06, 0.06), rtol=1e-5)
+    np.testing.assert_allclose(voxel, (0.05, 0.05, 0.05), rtol=1e-5)
     info = fio.read_json(series / "results" / "aligned" / "tiny_a.json")
     assert info["voxel_size_origin"] == {"z": "sheet", "y": "metadata", "x": "metadata"}
     assert not list((series / "results").rglob("*.part"))
