@@ -208,7 +208,7 @@ def _place_particles(shape_um, d50_um, sigma_log, target_fraction, rng, tries_pe
 def _grain_map(shape, voxel_size, grain_size_um, rng) -> np.ndarray:
     """Voronoi cells of mean size ``grain_size_um`` (int32 ids from 1)."""
     vs = np.asarray(voxel_size, float)
-    k = max(1, int(grain_size_um / (4 * vs.min())))  # >= 4 coarse voxels per grain
+    k = max(1, int(grain_size_um / (8 * vs.min())))  # >= 8 coarse voxels per grain
     coarse_shape = tuple(int(np.ceil(n / k)) for n in shape)
     n_cells = int(np.prod(coarse_shape))
     coarse_voxel = float(np.prod(vs * k))
@@ -235,7 +235,7 @@ def generate_microstructure(
     sigma_log: float = 0.25,
     calendering: float = 0.5,
     cbd_dispersion: float = 0.8,
-    grain_size_um: float = 0.5,
+    grain_size_um: float = 0.8,
     roughness: float = 0.04,
     crack_probability: float | None = None,
     flatten_axis: int = 1,
@@ -427,7 +427,7 @@ def kv_response(kv: float) -> dict:
     return {
         "depth_um": 0.02 * kv**1.7,
         "blur_px": 0.6 + 0.12 * kv,
-        "dose": 25.0 * kv,
+        "dose": 40.0 * kv,
         "read_noise": 0.02,
         "charging": min(1.0, 0.5 / kv),
     }
@@ -642,7 +642,7 @@ def simulate_sample(
     sigma_log: float = 0.25,
     calendering: float = 0.5,
     cbd_dispersion: float = 0.8,
-    grain_size_um: float = 0.5,
+    grain_size_um: float = 0.8,
     artifacts: dict | None = None,
     tilt_corrected: bool = True,
     seed: int = 0,
