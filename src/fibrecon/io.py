@@ -32,6 +32,9 @@ __all__ = [
     "raw_file_name",
     "atomic_dir",
     "read_raw_stack",
+    "RawStack",
+    "VolumeReader",
+    "write_volume_slices",
     "read_sem_metadata",
     "read_volume",
     "write_volume",
@@ -171,9 +174,9 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
     return per_kv
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path, key=None) -> np.ndarray:
     try:
-        image = tifffile.imread(path)
+        image = tifffile.imread(path, key=key)
     except Exception as exc:  # tifffile raises many types for broken files
         raise RawDataError(f"{path}: cannot be read as TIFF ({exc})") from exc
     if image.size == 0:
@@ -181,57 +184,104 @@ def _read_image(path: Path) -> np.ndarray:
     return image
 
 
-def read_raw_stack(folder, pattern: str, kvs) -> tuple[np.ndarray, dict]:
-    """Read a raw multi-kV acquisition into one (z, c, y, x) array.
+def _page_info(path: Path) -> tuple[int, tuple, np.dtype]:
+    """Number of pages, page shape and dtype, from the TIFF headers only."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            return len(tif.pages), tuple(page.shape), np.dtype(page.dtype)
+    except Exception as exc:
+        raise RawDataError(f"{path}: cannot be read as TIFF ({exc})") from exc
+
+
+class RawStack:
+    """A raw multi-kV acquisition, checked up front and read one slice at a time.
 
     Parameters
     ----------
     folder, pattern, kvs
         As for :func:`find_raw_files`; channel ``c`` follows the order of ``kvs``.
 
+    Attributes
+    ----------
+    shape : tuple of int
+        (z, c, y, x).
+    dtype : numpy.dtype
+    metadata : dict
+        Instrument metadata of the first file (:func:`read_sem_metadata`), plus
+        ``files`` (number of files).
+
+    Raises
+    ------
+    RawDataError
+        Before any pixel is read: a file that is not a TIFF, slices of differing
+        shape or dtype, kV channels with different slice counts (and the
+        errors of :func:`find_raw_files`).
+
+    Notes
+    -----
+    ``stack[z]`` reads slice ``z`` of every channel, (c, y, x); only the
+    headers are read when the stack is opened, so memory stays at one slice.
+    """
+
+    def __init__(self, folder, pattern: str, kvs):
+        self.folder = Path(folder)
+        self.kvs = [float(k) for k in kvs]
+        per_kv = find_raw_files(folder, pattern, kvs)
+        self._sources = []  # per channel: list of (path, page) per slice
+        shape = dtype = first = None
+        for kv in self.kvs:
+            files = per_kv[kv]
+            if files[0].slice is None:  # one multi-page file per kV
+                n, page_shape, page_dtype = _page_info(files[0].path)
+                checks = [(files[0].path, page_shape, page_dtype)]
+                sources = [(files[0].path, i) for i in range(n)]
+            else:
+                checks = [(f.path, *_page_info(f.path)[1:]) for f in files]
+                sources = [(f.path, 0) for f in files]
+            for path, page_shape, page_dtype in checks:
+                if shape is None:
+                    shape, dtype, first = page_shape, page_dtype, path
+                if page_shape != shape or page_dtype != dtype:
+                    raise RawDataError(
+                        f"{path}: shape {page_shape} {page_dtype} differs from "
+                        f"{first}: {shape} {dtype}"
+                    )
+            self._sources.append(sources)
+        counts = {len(src) for src in self._sources}
+        if len(counts) != 1:
+            raise RawDataError(f"{folder}: kV channels have different slice counts {sorted(counts)}")
+        if len(shape) != 2:
+            raise RawDataError(f"{first}: expected 2D greyscale images, got shape {shape}")
+        self.shape = (counts.pop(), len(self.kvs), *shape)
+        self.dtype = dtype
+        self.metadata = read_sem_metadata(self._sources[0][0][0])
+        self.metadata["files"] = sum(len(v) for v in per_kv.values())
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        if not -len(self) <= z < len(self):
+            raise IndexError(f"slice {z} out of range for {len(self)} slices")
+        return np.stack([_read_image(path, key=page) for path, page in
+                         (src[z] for src in self._sources)])
+
+
+def read_raw_stack(folder, pattern: str, kvs) -> tuple[np.ndarray, dict]:
+    """Read a whole raw multi-kV acquisition into one (z, c, y, x) array.
+
+    Convenience for small stacks; the workflow streams with :class:`RawStack`.
+
     Returns
     -------
     stack : ndarray, shape (z, c, y, x)
         The raw grey values in their original dtype.
     metadata : dict
-        Instrument metadata of the first file of the first kV
-        (see :func:`read_sem_metadata`), plus ``files`` (number of files read).
-
-    Raises
-    ------
-    RawDataError
-        Any file unreadable, or slices of differing shape or dtype.
+        As :attr:`RawStack.metadata`.
     """
-    per_kv = find_raw_files(folder, pattern, kvs)
-    channels = []
-    shape = dtype = None
-    first = None
-    for kv in [float(k) for k in kvs]:
-        files = per_kv[kv]
-        if files[0].slice is None:  # one multi-page file per kV
-            arr = _read_image(files[0].path)
-            if arr.ndim == 2:
-                arr = arr[None]
-            images = list(arr)
-            names = [f"{files[0].path} page {i}" for i in range(len(images))]
-        else:
-            images = [_read_image(f.path) for f in files]
-            names = [str(f.path) for f in files]
-        for name, img in zip(names, images):
-            if shape is None:
-                shape, dtype, first = img.shape, img.dtype, name
-            if img.shape != shape or img.dtype != dtype:
-                raise RawDataError(
-                    f"{name}: shape {img.shape} {img.dtype} differs from "
-                    f"{first}: {shape} {dtype}"
-                )
-        channels.append(np.stack(images))
-    nz = {c.shape[0] for c in channels}
-    if len(nz) != 1:
-        raise RawDataError(f"{folder}: kV channels have different slice counts {sorted(nz)}")
-    meta = read_sem_metadata(per_kv[float(kvs[0])][0].path)
-    meta["files"] = sum(len(v) for v in per_kv.values())
-    return np.stack(channels, axis=1), meta
+    raw = RawStack(folder, pattern, kvs)
+    return np.stack([raw[z] for z in range(len(raw))]), raw.metadata
 
 
 def read_sem_metadata(path) -> dict:
@@ -437,26 +487,14 @@ def write_volume(path, data: np.ndarray, voxel_size, *, channels: bool = False) 
     channels : bool
         Whether axis 1 is a channel axis.
     """
-    dz, dy, dx = (float(v) for v in voxel_size)
-    if min(dz, dy, dx) <= 0:
-        raise ValueError(f"{path}: voxel size must be positive, got {voxel_size}")
     axes = "ZCYX" if channels else "ZYX"
     if data.ndim != len(axes):
         raise ValueError(f"{path}: expected a {len(axes)}D array ({axes}), got {data.ndim}D")
-    if data.dtype == np.float64:
-        data = data.astype(np.float32)
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(
-            tmp,
-            data,
-            imagej=True,
-            resolution=(1.0 / dx, 1.0 / dy),
-            metadata={"spacing": dz, "unit": "um", "axes": axes},
-        )
+    write_volume_slices(path, iter(data), data.shape, data.dtype, voxel_size, channels=channels)
 
 
 def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Read a TIFF written by :func:`write_volume`.
+    """Read a whole TIFF written by :func:`write_volume` (see :class:`VolumeReader` to stream).
 
     Returns
     -------
@@ -465,20 +503,116 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     voxel_size : tuple of float
         (dz, dy, dx) in micrometres.
     """
-    with tifffile.TiffFile(path) as tif:
-        ij = tif.imagej_metadata or {}
-        series = tif.series[0]
-        data = series.asarray()
-        axes = series.axes
-        page = tif.pages.first
+    with VolumeReader(path) as vol:
+        return vol.read_all(), vol.voxel_size
+
+
+class VolumeReader:
+    """A volume TIFF written by fibrecon, read one z-slice at a time.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        (z, y, x) or (z, c, y, x).
+    dtype : numpy.dtype
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    channels : bool
+        Whether axis 1 is a channel axis.
+
+    Examples
+    --------
+    >>> with VolumeReader(path) as vol:  # doctest: +SKIP
+    ...     for z in range(len(vol)):
+    ...         process(vol[z])
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except Exception as exc:
+            raise ValueError(f"{self.path}: cannot be read as TIFF ({exc})") from exc
+        series = self._tif.series[0]
+        ij = self._tif.imagej_metadata or {}
+        page = self._tif.pages.first
         xr = page.tags["XResolution"].value
         yr = page.tags["YResolution"].value
-    if "Z" not in axes:  # ImageJ drops a Z axis of length 1
-        data = data[None]
-    dx = xr[1] / xr[0]
-    dy = yr[1] / yr[0]
-    dz = float(ij.get("spacing", 1.0))
-    return data, (dz, float(dy), float(dx))
+        self.voxel_size = (float(ij.get("spacing", 1.0)), yr[1] / yr[0], xr[1] / xr[0])
+        shape, axes = tuple(series.shape), series.axes
+        if "Z" not in axes:  # ImageJ drops a Z axis of length 1
+            shape, axes = (1, *shape), "Z" + axes
+        self.channels = "C" in axes
+        self.shape = shape
+        self.dtype = np.dtype(series.dtype)
+        self._planes = shape[1] if self.channels else 1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        if not 0 <= z < len(self):
+            raise IndexError(f"{self.path}: slice {z} out of range for {len(self)} slices")
+        first = z * self._planes
+        data = self._tif.asarray(key=range(first, first + self._planes))
+        return data.reshape(self.shape[1:])
+
+    def read_all(self) -> np.ndarray:
+        return self._tif.series[0].asarray().reshape(self.shape)
+
+    def close(self) -> None:
+        self._tif.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: bool = False) -> None:
+    """Write a volume slice by slice (streaming) as an ImageJ TIFF with its voxel size.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.tif`` (written under a temporary name, renamed at the end).
+    slices : iterable of ndarray
+        Each (y, x), or (c, y, x) with ``channels=True``, in z order.
+    shape : tuple of int
+        Full shape, (z, y, x) or (z, c, y, x).
+    dtype : numpy dtype
+    voxel_size : sequence of 3 float
+        (dz, dy, dx) in micrometres.
+    channels : bool
+        Whether axis 1 is a channel axis.
+    """
+    dz, dy, dx = (float(v) for v in voxel_size)
+    if min(dz, dy, dx) <= 0:
+        raise ValueError(f"{path}: voxel size must be positive, got {voxel_size}")
+    axes = "ZCYX" if channels else "ZYX"
+    if len(shape) != len(axes):
+        raise ValueError(f"{path}: expected a {len(axes)}D shape ({axes}), got {shape}")
+    dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float64 else dtype)
+    expected = tuple(shape[1:])
+
+    def planes():
+        count = 0
+        for item in slices:
+            item = np.asarray(item)
+            if item.shape != expected:
+                raise ValueError(f"{path}: slice {count} has shape {item.shape}, "
+                                 f"expected {expected}")
+            count += 1
+            for plane in (item if channels else item[None]):
+                yield plane.astype(dtype, copy=False)
+        if count != shape[0]:
+            raise ValueError(f"{path}: got {count} slices, expected {shape[0]}")
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, planes(), shape=tuple(shape), dtype=dtype, imagej=True,
+                         resolution=(1.0 / dx, 1.0 / dy),
+                         metadata={"spacing": dz, "unit": "um", "axes": axes})
 
 
 # --------------------------------------------------------------------------

@@ -475,6 +475,21 @@ def _charging(shape, am_edge, strength, p, rng):
     return strength * out
 
 
+def _cap_image(rows: int, cols: int, rng) -> np.ndarray:
+    """A platinum cap with a milled X fiducial and the sample surface below it."""
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    cap = 0.6 * (1.0 + 0.08 * _smooth_noise((rows, cols), 1.0, rng))
+    xc = float(rng.uniform(0.3, 0.7) * cols)
+    yc = rows - 0.5 * min(rows, 40)
+    arm = 0.4 * min(rows, 40)
+    for sign in (1.0, -1.0):  # the two strokes of the X
+        dist = np.abs((xx - xc) - sign * (yy - yc)) / np.sqrt(2.0)
+        inside = (np.abs(yy - yc) < arm) & (dist < 1.5)
+        cap[inside] = 0.15
+    cap[-2:] = 0.25  # the interface with the electrode
+    return cap.astype(np.float32)
+
+
 def image_stack(
     labels: np.ndarray,
     voxel_size,
@@ -485,6 +500,7 @@ def image_stack(
     grains: np.ndarray | None = None,
     artifacts: dict | None = None,
     tilt_corrected: bool = True,
+    cap_px: int = 0,
     rng: np.random.Generator,
     progress=None,
 ):
@@ -511,6 +527,11 @@ def image_stack(
     tilt_corrected : bool
         If False, the image height is shortened by sin 52 degrees, as an SEM
         viewing the FIB cross-section at 52 degrees records it.
+    cap_px : int
+        Rows of protective platinum cap imaged above the electrode, with a
+        milled fiducial mark; it does not change from slice to slice (it is
+        extruded along the milling direction) and drifts with the sample, as
+        the fiducial of a Slice & View acquisition does.
     rng : numpy.random.Generator
         Source of randomness.
     progress : callable, optional
@@ -535,10 +556,13 @@ def image_stack(
     dz = voxel_size[0]
     nzl, nyp, nxp = labels.shape
     ny, nx = nyp - 2 * margin, nxp - 2 * margin
-    ny_rec = ny if tilt_corrected else int(round(ny * np.sin(np.radians(CROSS_SECTION_TILT_DEG))))
+    ny_field = ny + cap_px
+    ny_rec = ny_field if tilt_corrected else \
+        int(round(ny_field * np.sin(np.radians(CROSS_SECTION_TILT_DEG))))
     # One random stream per effect, so that switching one artifact off leaves
     # every other one exactly as it was.
-    streams = ["drift", "texture", "grains", "gradient", "gain", "curtain", "charging", "noise"]
+    streams = ["drift", "texture", "grains", "gradient", "gain", "curtain", "charging", "noise",
+               "cap"]
     rngs = dict(zip(streams, (np.random.default_rng(s) for s in
                               rng.integers(0, 2**63, size=len(streams)))))
 
@@ -575,6 +599,7 @@ def image_stack(
     curtain *= strength["curtaining"] * 0.04 / (curtain.std() + 1e-12)
     fade = (1.0 - 0.5 * np.linspace(0, 1, nyp))[:, None].astype(np.float32)  # stronger at top
 
+    cap = _cap_image(margin + cap_px, nxp, rngs["cap"]) if cap_px else None
     raw = np.zeros((n_slices, len(kvs), ny_rec, nx), dtype=np.uint16)
     charging = np.zeros((n_slices, len(kvs), ny_rec, nx), dtype=bool)
     slices = range(n_slices) if progress is None else progress(range(n_slices))
@@ -605,14 +630,19 @@ def image_stack(
             if strength["blur"] > 0:
                 img = ndi.gaussian_filter(img, strength["blur"] * resp["blur_px"])
             img = img + curtain[z][None, :] * fade
+            edge_mask = am_edge
+            if cap is not None:  # the cap replaces what lies above the electrode
+                img = np.vstack([cap, img[margin:]])
+                edge_mask = np.vstack([np.zeros(cap.shape, bool), am_edge[margin:]])
             shifted = ndi.shift(img, drift[z], order=1, mode="nearest")
-            img = shifted[margin: margin + ny, margin: margin + nx]
-            charge = _charging((ny, nx), am_edge[margin: margin + ny, margin: margin + nx],
+            img = shifted[margin: margin + ny_field, margin: margin + nx]
+            charge = _charging((ny_field, nx),
+                               edge_mask[margin: margin + ny_field, margin: margin + nx],
                                strength["charging"], resp["charging"], rngs["charging"])
             img = img + charge
             if not tilt_corrected:
-                img = ndi.zoom(img, (ny_rec / ny, 1.0), order=1)
-                charge = ndi.zoom(charge, (ny_rec / ny, 1.0), order=1)
+                img = ndi.zoom(img, (ny_rec / ny_field, 1.0), order=1)
+                charge = ndi.zoom(charge, (ny_rec / ny_field, 1.0), order=1)
             charging[z, c] = charge > 0.05
             img = img * (1.0 + gradient[z, 0] * yy + gradient[z, 1] * xx) * gain[z]
             if strength["noise"] > 0:
@@ -645,6 +675,7 @@ def simulate_sample(
     grain_size_um: float = 0.8,
     artifacts: dict | None = None,
     tilt_corrected: bool = True,
+    cap_px: int = 0,
     seed: int = 0,
     progress=None,
 ) -> SimulatedSample:
@@ -665,6 +696,9 @@ def simulate_sample(
         Artifact strengths (see :data:`ARTIFACTS`).
     tilt_corrected : bool
         False records y shortened by sin 52 degrees (metadata says so).
+    cap_px : int
+        Rows of protective cap with a fiducial mark above the electrode
+        (see :func:`image_stack`); the truth starts at that row of the image.
     seed : int
         Seed of the random generator; the same seed gives the same sample.
     progress : callable, optional
@@ -693,7 +727,8 @@ def simulate_sample(
     )
     raw, drift, fields = image_stack(
         micro.labels, voxel_size, kvs, n_slices=nz, margin=margin, grains=micro.grains,
-        artifacts=artifacts, tilt_corrected=tilt_corrected, rng=rng, progress=progress,
+        artifacts=artifacts, tilt_corrected=tilt_corrected, cap_px=cap_px, rng=rng,
+        progress=progress,
     )
     labels = micro.labels[roi].copy()
     instances = micro.instances[roi].copy()
@@ -729,6 +764,7 @@ def simulate_sample(
         "kvs": kvs,
         "voxel_size_um": list(voxel_size),
         "tilt_corrected": tilt_corrected,
+        "cap_rows": cap_px,
         "artifacts": {**ARTIFACTS, **(artifacts or {})},
     }
     return SimulatedSample(raw, kvs, labels, instances, drift, tuple(voxel_size), particles,
@@ -768,6 +804,8 @@ def main(argv=None) -> None:
                     metavar="NAME=STRENGTH", help=f"artifact strength, NAME in {sorted(ARTIFACTS)}")
     ap.add_argument("--no-tilt-correction", action="store_true",
                     help="record y foreshortened by sin 52 degrees")
+    ap.add_argument("--cap", type=int, default=0, metavar="ROWS",
+                    help="rows of protective cap with a fiducial mark above the electrode")
     ap.add_argument("--vendor", choices=["FEI", "Zeiss"], default="FEI",
                     help="instrument metadata written into the TIFF tags")
     ap.add_argument("--pattern", default="slice_{slice:04d}_{kv}kV.tif")
@@ -777,7 +815,7 @@ def main(argv=None) -> None:
         tuple(args.shape), tuple(args.voxel_size), args.kv, porosity=args.porosity,
         cbd_fraction=args.cbd_fraction, d50_um=args.d50, calendering=args.calendering,
         cbd_dispersion=args.cbd_dispersion, artifacts=dict(args.artifact),
-        tilt_corrected=not args.no_tilt_correction, seed=args.seed,
+        tilt_corrected=not args.no_tilt_correction, cap_px=args.cap, seed=args.seed,
     )
     io.write_simulated_sample(args.raw_dir, args.truth_dir, sample, args.pattern,
                               vendor=args.vendor)

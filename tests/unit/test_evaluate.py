@@ -25,7 +25,7 @@ def test_scores_of_a_known_prediction():
 def test_classical_pipeline_on_a_simulated_stack_against_truth():
     """The baseline the U-Net must beat; numbers in benchmarks/RESULTS.md."""
     s = simulate_sample((16, 128, 128), porosity=0.33, seed=21)
-    drift = estimate_drift(s.raw)
+    drift = estimate_drift(s.raw).drift
     aligned, (wy, wx) = apply_drift(s.raw, drift)
     labels = remove_small_objects_3d(segment_multiotsu(preprocess_stack(aligned)), 20)
     scores = segmentation_scores(labels, s.labels[:, wy, wx])
