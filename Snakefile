@@ -22,6 +22,7 @@ include: "rules/demo.smk"
 include: "rules/align.smk"
 include: "rules/preprocess.smk"
 include: "rules/segment.smk"
+include: "rules/qc.smk"
 include: "rules/volume.smk"
 include: "rules/metrics.smk"
 include: "rules/series.smk"
@@ -32,4 +33,5 @@ rule all:
     input:
         "results/series/metrics.tsv",
         expand("results/volume/{sample}_orthoslices.png", sample=SAMPLES.index),
+        expand("results/qc/{sample}.png", sample=SAMPLES.index),
     localrule: True

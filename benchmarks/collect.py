@@ -49,11 +49,12 @@ def accuracy_table(root: Path) -> pd.DataFrame:
         if not volume.exists():
             continue
         info = io.read_json(root / "results" / "aligned" / f"{sample}.json")
-        (y0, y1), (x0, x1) = info["crop_yx"]
+        true_fractions = io.read_json(truth_dir / "truth.json")
         truth, _ = io.read_volume(truth_dir / "labels.tif")
         pred, _ = io.read_volume(volume)
-        true_fractions = io.read_json(truth_dir / "truth.json")
-        scores = segmentation_scores(pred, truth[:, y0:y1, x0:x1])
+        oy = info["origin_yx"][0] - true_fractions.get("cap_rows", 0)  # truth frame
+        ox = info["origin_yx"][1]
+        scores = segmentation_scores(pred, truth[:, oy: oy + pred.shape[1], ox: ox + pred.shape[2]])
         rows.append({"sample": sample, "shape": "x".join(map(str, pred.shape)),
                      "true_porosity": true_fractions["volume_fraction_pore"], **scores})
     return pd.DataFrame(rows)

@@ -6,6 +6,11 @@ rule align:
         stack="results/aligned/{sample}.tif",
         shifts="results/aligned/{sample}_shifts.tsv",
         info="results/aligned/{sample}.json",
+        qc=report(
+            "results/aligned/{sample}_drift.png",
+            caption="../report/drift.rst",
+            category="Alignment",
+        ),
     log:
         "logs/align/{sample}.log",
     benchmark:
@@ -16,7 +21,6 @@ rule align:
         pattern=sheet_value("pattern"),
         kvs=sheet_value("kvs"),
         voxel=voxel_from_sheet,
-        upsample_factor=config["align"]["upsample_factor"],
-        crop=config["align"]["crop"],
+        settings=config["align"],
     script:
         "../scripts/align.py"

@@ -16,6 +16,7 @@ rule demo_stack:
         cbd_fraction=config["demo"]["cbd_fraction"],
         d50_um=config["demo"]["d50_um"],
         tilt_corrected=config["demo"]["tilt_corrected"],
+        cap_px=config["demo"]["cap_px"],
         vendor=config["demo"]["vendor"],
         artifacts=config["demo"]["artifacts"],
         sample=lambda wc: config["demo"]["samples"][wc.sample],

@@ -11,11 +11,6 @@ rule preprocess:
     conda:
         "../envs/preprocess.yaml"
     params:
-        denoise_sigma=config["preprocess"]["denoise_sigma"],
-        background_order=config["preprocess"]["background_order"],
-        percentiles=[
-            config["preprocess"]["percentile_low"],
-            config["preprocess"]["percentile_high"],
-        ],
+        settings=config["preprocess"],
     script:
         "../scripts/preprocess.py"

@@ -1,36 +1,67 @@
-"""Read a raw acquisition, resolve its voxel size, correct drift, write the aligned stack."""
+"""Read a raw acquisition slice by slice, resolve its voxel size, correct drift, write."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibrecon import io  # noqa: E402
-from fibrecon.align import apply_drift, estimate_drift  # noqa: E402
+from fibrecon.align import aligned_slices, common_region, estimate_drift  # noqa: E402
+from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import resolve_voxel_size  # noqa: E402
 
 p = snakemake.params  # noqa: F821
+cfg = p.settings
 out = snakemake.output  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     raw_dir = snakemake.input.raw  # noqa: F821
-    stack, meta = io.read_raw_stack(raw_dir, p.pattern, p.kvs)
-    voxel, origin = resolve_voxel_size(p.voxel, meta, source=raw_dir)
-    log.info("read %s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, stack.shape,
-             stack.dtype, voxel, origin)
-    drift = estimate_drift(stack, upsample_factor=p.upsample_factor,
-                           progress=progress("registering"))
-    aligned, window = apply_drift(stack, drift, crop=p.crop, progress=progress("shifting"))
-    log.info("drift range y %.2f..%.2f px, x %.2f..%.2f px; crop %s", drift[:, 0].min(),
-             drift[:, 0].max(), drift[:, 1].min(), drift[:, 1].max(), window)
-    io.write_volume(out.stack, aligned, voxel, channels=True)
-    io.write_table(out.shifts, pd.DataFrame({"slice": range(len(drift)),
-                                             "drift_y_px": drift[:, 0],
-                                             "drift_x_px": drift[:, 1]}))
+    raw = io.RawStack(raw_dir, p.pattern, p.kvs)
+    voxel, origin = resolve_voxel_size(p.voxel, raw.metadata, source=raw_dir)
+    nz, nc, ny, nx = raw.shape
+    window = cfg["fiducial_window"]
+    if window is not None and (window[1] > ny or window[3] > nx or window[0] >= window[1]
+                               or window[2] >= window[3]):
+        raise ValueError(f"align: fiducial_window {window} does not fit the {ny}x{nx} images "
+                         f"of {raw_dir}")
+    if cfg["trim_top_px"] >= ny:
+        raise ValueError(f"align: trim_top_px {cfg['trim_top_px']} >= image height {ny}")
+    log.info("%s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, raw.shape, raw.dtype,
+             voxel, origin)
+    result = estimate_drift(raw, upsample_factor=cfg["upsample_factor"],
+                            references=cfg["references"], window=window,
+                            downsample=cfg["downsample"], min_quality=cfg["min_quality"],
+                            progress=progress("registering"))
+    drift = result.drift
+    if cfg["frame"] == "crop":
+        rows, cols = common_region(drift, (ny, nx))
+    else:
+        rows, cols = slice(0, ny), slice(0, nx)
+    rows = slice(max(rows.start, cfg["trim_top_px"]), rows.stop)
+    if result.flagged.any():
+        log.warning("flagged slices (too little structure or no reliable match): %s",
+                    np.flatnonzero(result.flagged).tolist())
+    log.info("drift y %.2f..%.2f px, x %.2f..%.2f px; output rows %s, columns %s",
+             drift[:, 0].min(), drift[:, 0].max(), drift[:, 1].min(), drift[:, 1].max(),
+             rows, cols)
+    shape = (nz, nc, rows.stop - rows.start, cols.stop - cols.start)
+    io.write_volume_slices(
+        out.stack, aligned_slices(raw, drift, (rows, cols), fill=cfg["pad_value"],
+                                  progress=progress("shifting")),
+        shape, raw.dtype, voxel, channels=True)
+    io.write_table(out.shifts, pd.DataFrame({
+        "slice": range(nz), "drift_y_px": drift[:, 0], "drift_x_px": drift[:, 1],
+        "quality": result.quality, "flagged": result.flagged}))
     io.write_json(out.info, {
         "kvs": p.kvs,
         "voxel_size_um": voxel,
         "voxel_size_origin": origin,
-        "crop_yx": [[window[0].start, window[0].stop], [window[1].start, window[1].stop]],
-        "instrument": meta,
+        "frame": cfg["frame"],
+        "pad_value": cfg["pad_value"] if cfg["frame"] == "pad" else None,
+        "origin_yx": [rows.start, cols.start],
+        "flagged_slices": np.flatnonzero(result.flagged).tolist(),
+        "instrument": raw.metadata,
     })
+    io.write_figure(out.qc, drift_figure(drift, result.quality, result.flagged,
+                                         title=snakemake.wildcards.sample))  # noqa: F821

@@ -13,7 +13,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
              p.shape, p.voxel_size, p.kvs, p.sample)
     sample = simulate_sample(
         tuple(p.shape), tuple(p.voxel_size), p.kvs, cbd_fraction=p.cbd_fraction,
-        d50_um=p.d50_um, artifacts=p.artifacts, tilt_corrected=p.tilt_corrected,
+        d50_um=p.d50_um, artifacts=p.artifacts, tilt_corrected=p.tilt_corrected, cap_px=p.cap_px,
         progress=progress("imaging"), **p.sample,
     )
     io.write_simulated_sample(snakemake.output.raw, snakemake.output.truth, sample,  # noqa: F821

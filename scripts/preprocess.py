@@ -1,16 +1,22 @@
-"""Denoise and normalise an aligned stack."""
+"""Preprocess an aligned stack in two streaming passes."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
+import numpy as np  # noqa: E402
+
 from fibrecon import io  # noqa: E402
-from fibrecon.preprocess import preprocess_stack  # noqa: E402
+from fibrecon.preprocess import (PreprocessParams, estimate_corrections,  # noqa: E402
+                                 preprocessed_slices)
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 
-p = snakemake.params  # noqa: F821
-with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    stack, voxel = io.read_volume(snakemake.input.stack)  # noqa: F821
-    out = preprocess_stack(stack, denoise_sigma=p.denoise_sigma,
-                           background_order=p.background_order,
-                           percentiles=tuple(p.percentiles), progress=progress("preprocessing"))
-    io.write_volume(snakemake.output.stack, out, voxel, channels=True)  # noqa: F821
+cfg = dict(snakemake.params.settings)  # noqa: F821
+cfg["percentiles"] = (cfg.pop("percentile_low"), cfg.pop("percentile_high"))
+params = PreprocessParams(**cfg)
+with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
+    log.info("%s: %s, settings %s", stack.path, stack.shape, params)
+    corrections = estimate_corrections(stack, params, progress=progress("estimating"))
+    io.write_volume_slices(
+        snakemake.output.stack,  # noqa: F821
+        preprocessed_slices(stack, params, corrections, progress=progress("correcting")),
+        stack.shape, np.float32, stack.voxel_size, channels=True)

@@ -10,7 +10,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-__all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters"]
+__all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters", "drift_figure",
+           "three_panel"]
 
 #: Display colours of pore, AM, CBD.
 PHASE_COLOURS = ListedColormap(["#1f1f3a", "#e0b040", "#3aa0a0"])
@@ -84,4 +85,56 @@ def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters):
                         xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(p)
         ax.set_ylabel(metric)
+    return fig
+
+
+def drift_figure(drift: np.ndarray, quality: np.ndarray, flagged: np.ndarray, title: str = ""):
+    """QC of the alignment: drift path per slice and match quality, flagged slices marked."""
+    z = np.arange(len(drift))
+    fig, (a, b) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, constrained_layout=True)
+    a.plot(z, drift[:, 0], label="y")
+    a.plot(z, drift[:, 1], label="x")
+    a.set_ylabel("drift (px)")
+    a.legend()
+    b.plot(z, quality, color="0.3")
+    if flagged.any():
+        b.plot(z[flagged], quality[flagged], "rx", label="flagged")
+        b.legend()
+    b.set_ylim(0, 1.02)
+    b.set_xlabel("slice")
+    b.set_ylabel("match quality")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def three_panel(original: np.ndarray, preprocessed: np.ndarray, labels: np.ndarray,
+                voxel_size, title: str = ""):
+    """The stage QC figure: original | preprocessed | segmented, one slice at physical scale.
+
+    Parameters
+    ----------
+    original, preprocessed : ndarray, (y, x)
+        The aligned raw slice and the same slice after preprocessing.
+    labels : ndarray, (y, x)
+        Its segmentation (0 pore, 1 AM, 2 CBD).
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    """
+    _, dy, dx = voxel_size
+    extent = (0, original.shape[1] * dx, original.shape[0] * dy, 0)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), constrained_layout=True)
+    lo, hi = np.percentile(original, [0.5, 99.5])
+    axes[0].imshow(original, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+    axes[0].set_title("original (aligned)")
+    axes[1].imshow(preprocessed, cmap="gray", vmin=0, vmax=1, extent=extent)
+    axes[1].set_title("preprocessed")
+    axes[2].imshow(labels, cmap=PHASE_COLOURS, vmin=-0.5, vmax=2.5, extent=extent,
+                   interpolation="nearest")
+    axes[2].set_title("segmented: pore / AM / CBD")
+    for ax in axes:
+        ax.set_xlabel("x (µm)")
+    axes[0].set_ylabel("y (µm)")
+    if title:
+        fig.suptitle(title)
     return fig

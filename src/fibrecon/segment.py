@@ -3,6 +3,8 @@
 The baseline that the neural network of the segmentation issue must beat.
 Grey levels of silicone-filled pores are lowest, CBD intermediate, NCA
 highest, so three Otsu classes map in order of brightness to pore, CBD, AM.
+Streaming: thresholds come from a seeded sample of voxels drawn slice by
+slice (:func:`sample_voxels`), then every slice is labelled on its own.
 """
 
 from __future__ import annotations
@@ -12,70 +14,70 @@ from skimage.filters import threshold_multiotsu
 
 from fibrecon import AM, CBD, PORE
 
-__all__ = ["multiotsu_thresholds", "segment_multiotsu"]
+__all__ = ["combine_channels", "sample_voxels", "multiotsu_thresholds", "label_slice",
+           "segment_multiotsu"]
 
 
-def _combined(stack: np.ndarray, channels) -> np.ndarray:
-    if stack.ndim != 4:
-        raise ValueError(f"expected a (z, c, y, x) stack, got shape {stack.shape}")
-    idx = list(range(stack.shape[1])) if channels is None else list(channels)
-    bad = [c for c in idx if not 0 <= c < stack.shape[1]]
+def combine_channels(channels: np.ndarray, selected=None) -> np.ndarray:
+    """Mean of the selected kV channels of one slice (c, y, x) -> (y, x) float32."""
+    channels = np.asarray(channels)
+    idx = list(range(channels.shape[0])) if selected is None else list(selected)
+    bad = [c for c in idx if not 0 <= c < channels.shape[0]]
     if bad:
-        raise ValueError(f"channel index {bad} out of range for {stack.shape[1]} channel(s)")
-    return stack[:, idx].mean(axis=1, dtype=np.float32)
+        raise ValueError(f"channel index {bad} out of range for {channels.shape[0]} channel(s)")
+    return channels[idx].mean(axis=0, dtype=np.float32)
 
 
-def multiotsu_thresholds(image: np.ndarray, *, nbins: int = 256, max_samples: int = 2_000_000,
-                         rng=None) -> np.ndarray:
-    """Two multi-Otsu thresholds splitting ``image`` into three classes.
-
-    Parameters
-    ----------
-    image : ndarray
-        Grey values, any shape.
-    nbins : int
-        Histogram bins.
-    max_samples : int
-        Larger images are subsampled (seeded) for the histogram.
-    rng : numpy.random.Generator, optional
-        For the subsample; seed 0 by default.
-
-    Returns
-    -------
-    ndarray of 2 float
-    """
-    values = image.ravel()
-    if values.size > max_samples:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        values = rng.choice(values, max_samples, replace=False)
-    return threshold_multiotsu(values, classes=3, nbins=nbins)
+def sample_voxels(stack, selected=None, *, per_slice: int = 20_000, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of combined grey values, drawn one slice at a time."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for z in range(len(stack)):
+        img = combine_channels(stack[z], selected).ravel()
+        values.append(img[rng.integers(0, img.size, size=min(per_slice, img.size))])
+    return np.concatenate(values)
 
 
-def segment_multiotsu(stack: np.ndarray, *, channels=None, nbins: int = 256) -> np.ndarray:
-    """Label a preprocessed multi-kV stack as pore / AM / CBD.
-
-    Parameters
-    ----------
-    stack : ndarray, (z, c, y, x)
-        Preprocessed stack.
-    channels : sequence of int, optional
-        Channel indices averaged before thresholding (all by default).
-    nbins : int
-        Histogram bins for the thresholds.
-
-    Returns
-    -------
-    ndarray of uint8, (z, y, x)
-        0 pore (darkest class), 2 CBD (middle), 1 AM (brightest).
+def multiotsu_thresholds(values: np.ndarray, *, nbins: int = 256) -> np.ndarray:
+    """Two multi-Otsu thresholds splitting grey values into three classes.
 
     References
     ----------
     Liao, Chen & Chung (2001), "A fast algorithm for multilevel thresholding",
     J. Inf. Sci. Eng. 17, 713-727.
     """
-    image = _combined(stack, channels)
-    t_low, t_high = multiotsu_thresholds(image, nbins=nbins)
+    return threshold_multiotsu(np.asarray(values).ravel(), classes=3, nbins=nbins)
+
+
+def label_slice(image: np.ndarray, thresholds) -> np.ndarray:
+    """0 pore (darkest class), 2 CBD (middle), 1 AM (brightest), uint8."""
+    t_low, t_high = thresholds
     labels = np.full(image.shape, CBD, dtype=np.uint8)
     labels[image <= t_low] = PORE
     labels[image > t_high] = AM
     return labels
+
+
+def segment_multiotsu(stack, *, channels=None, nbins: int = 256, seed: int = 0) -> np.ndarray:
+    """Label a preprocessed multi-kV stack as pore / AM / CBD (in memory).
+
+    Parameters
+    ----------
+    stack : ndarray or sequence, (z, c, y, x)
+        Preprocessed stack.
+    channels : sequence of int, optional
+        Channel indices averaged before thresholding (all by default).
+    nbins : int
+        Histogram bins for the thresholds.
+    seed : int
+        Seed of the voxel sample the thresholds are computed from.
+
+    Returns
+    -------
+    ndarray of uint8, (z, y, x)
+    """
+    if np.ndim(stack[0]) != 3:
+        raise ValueError(f"expected a (z, c, y, x) stack, got slices of shape {np.shape(stack[0])}")
+    t = multiotsu_thresholds(sample_voxels(stack, channels, seed=seed), nbins=nbins)
+    return np.stack([label_slice(combine_channels(stack[z], channels), t)
+                     for z in range(len(stack))])
