@@ -31,7 +31,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
              voxel, origin)
     result = estimate_drift(raw, upsample_factor=cfg["upsample_factor"],
                             references=cfg["references"], window=window,
-                            downsample=cfg["downsample"], min_quality=cfg["min_quality"],
+                            downsample=cfg["downsample"], band_sigmas=cfg["bandpass_px"],
+                            min_quality=cfg["min_quality"],
                             progress=progress("registering"))
     drift = result.drift
     if cfg["frame"] == "crop":

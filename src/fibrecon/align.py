@@ -124,7 +124,7 @@ def estimate_drift(
     references: int = 3,
     window=None,
     downsample: int = 2,
-    band_sigmas=(1.0, 12.0),
+    band_sigmas=(0.7, 8.0),
     min_quality: float = 0.05,
     progress=None,
 ) -> DriftResult:

@@ -25,6 +25,7 @@ pass. Memory holds a few slices, never the stack.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,7 +104,7 @@ def denoise(image: np.ndarray, method: str = "gaussian", sigma: float = 2.0) -> 
     if method == "none" or sigma <= 0 and method != "nlm":
         return img
     if method == "gaussian":
-        return ndi.gaussian_filter(img, sigma)
+        return ndi.gaussian_filter(img, sigma, truncate=3.0)
     if method == "median":
         return ndi.median_filter(img, size=2 * max(1, int(round(sigma))) + 1)
     if method == "nlm":
@@ -194,8 +195,23 @@ def surface_coefficients(image: np.ndarray, order: int = 2, step: int = 4, mask=
 
 
 def surface_from_coefficients(coef, shape, order: int) -> np.ndarray:
-    """Evaluate a surface of :func:`surface_coefficients` on an image of ``shape``."""
-    return (_design_matrix(*shape, order) @ coef).reshape(shape).astype(np.float32)
+    """Evaluate a surface of :func:`surface_coefficients` on an image of ``shape``.
+
+    Separable: ``sum_ij c_ij y^i x^j = Y C X^T``, so a 1024 x 1024 surface
+    costs two small matrix products, not a 1M-row design matrix.
+    """
+    ny, nx = shape
+    y = (np.arange(ny) + 0.5) / ny - 0.5
+    x = (np.arange(nx) + 0.5) / nx - 0.5
+    c = np.zeros((order + 1, order + 1))
+    k = 0
+    for i in range(order + 1):
+        for j in range(order + 1 - i):
+            c[i, j] = coef[k]
+            k += 1
+    ypow = y[:, None] ** np.arange(order + 1)[None, :]
+    xpow = x[:, None] ** np.arange(order + 1)[None, :]
+    return (ypow @ c @ xpow.T).astype(np.float32)
 
 
 def fit_background(image: np.ndarray, order: int = 2, step: int = 4, mask=None) -> np.ndarray:
@@ -286,13 +302,20 @@ def _filtered(image, p: PreprocessParams) -> np.ndarray:
     return img
 
 
+def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
+    if factor <= 1:
+        return img
+    ny, nx = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+    return img[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean(axis=(1, 3))
+
+
 def _smooth_along_z(values: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0 or len(values) < 2:
         return values
     return ndi.gaussian_filter1d(values, sigma, axis=0, mode="nearest")
 
 
-def estimate_corrections(stack, params: PreprocessParams, *, downsample: int = 4,
+def estimate_corrections(stack, params: PreprocessParams, *, downsample: int | None = None,
                          progress=None) -> dict:
     """First pass: brightness-surface coefficients and grey-level percentiles of every slice.
 
@@ -301,9 +324,10 @@ def estimate_corrections(stack, params: PreprocessParams, *, downsample: int = 4
     stack : sequence of ndarray
         Slices (c, y, x), read one at a time.
     params : PreprocessParams
-    downsample : int
-        The estimates are smooth in space; they are made on every
-        ``downsample``-th pixel after filtering.
+    downsample : int, optional
+        The estimates are smooth in space; they are made on a block-averaged
+        copy (filters scaled to match): by default 1 below 512 pixels, up to 4
+        for 1024 and more.
     progress : callable, optional
         Wraps the slice iterator.
 
@@ -315,13 +339,17 @@ def estimate_corrections(stack, params: PreprocessParams, *, downsample: int = 4
         smoothed along z.
     """
     p = params
+    if downsample is None:
+        downsample = int(np.clip(min(np.shape(stack[0])[-2:]) // 256, 1, 4))
+    small = PreprocessParams(**{**p.__dict__, "denoise_sigma": p.denoise_sigma / downsample,
+                                "destripe_levels": max(1, p.destripe_levels - 2)})
     nz = len(stack)
     coefs, levels, pcts = [], [], []
     indices = range(nz) if progress is None else progress(range(nz))
     for z in indices:
         slice_coefs, slice_levels, slice_pcts = [], [], []
         for channel in np.asarray(stack[z], dtype=np.float32):
-            img = _filtered(channel, p)[::downsample, ::downsample]
+            img = _filtered(_block_mean(channel, downsample), small)
             if p.background_order is not None:
                 coef, level = _bright_phase_coefficients(img, p.background_order)
                 if coef is None:  # no bright phase: leave the slice as it is
@@ -359,25 +387,27 @@ def preprocessed_slices(stack, params: PreprocessParams, corrections: dict, *, p
         Wraps the slice iterator.
     """
     p = params
-    indices = range(len(stack)) if progress is None else progress(range(len(stack)))
-    for z in indices:
-        channels = np.asarray(stack[z], dtype=np.float32)
-        out = np.empty(channels.shape, dtype=np.float32)
-        for c, channel in enumerate(channels):
-            img = _filtered(channel, p)
-            if p.background_order is not None:
-                level = corrections["levels"][z, c]
-                surface = surface_from_coefficients(corrections["coefficients"][z, c],
-                                                    img.shape, p.background_order)
-                img = img / np.clip(surface, 0.25 * level, 4 * level)
-            lo, hi = corrections["percentiles"][z, c]
-            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-            if p.clahe:
-                from skimage.exposure import equalize_adapthist
 
-                img = equalize_adapthist(np.clip(img, 0, 1)).astype(np.float32)
-            out[c] = img
-        yield out
+    def one(z, c, channel):
+        img = _filtered(channel, p)
+        if p.background_order is not None:
+            level = corrections["levels"][z, c]
+            surface = surface_from_coefficients(corrections["coefficients"][z, c], img.shape,
+                                                p.background_order)
+            img = img / np.clip(surface, 0.25 * level, 4 * level)
+        lo, hi = corrections["percentiles"][z, c]
+        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        if p.clahe:
+            from skimage.exposure import equalize_adapthist
+
+            img = equalize_adapthist(np.clip(img, 0, 1)).astype(np.float32)
+        return img.astype(np.float32)
+
+    indices = range(len(stack)) if progress is None else progress(range(len(stack)))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # channels in parallel (filters drop the GIL)
+        for z in indices:
+            channels = np.asarray(stack[z], dtype=np.float32)
+            yield np.stack(list(pool.map(lambda cc: one(z, *cc), enumerate(channels))))
 
 
 def preprocess_stack(stack: np.ndarray, params: PreprocessParams | None = None, *,

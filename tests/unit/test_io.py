@@ -93,3 +93,52 @@ def test_corrupt_tiff_names_file(tmp_path):
     (tmp_path / "raw" / "slice_0002_3kV.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(io.RawDataError, match="slice_0002_3kV.tif: cannot be read"):
         io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+
+
+def test_raw_stack_reads_one_slice_at_a_time(tmp_path):
+    raw = _acquisition(tmp_path / "raw", nz=4)
+    stack = io.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    assert stack.shape == (4, 2, 16, 20) and len(stack) == 4
+    np.testing.assert_array_equal(stack[2], raw[2])
+    with pytest.raises(IndexError):
+        stack[4]
+
+
+def test_raw_stack_checks_every_header_before_reading(tmp_path):
+    _acquisition(tmp_path / "raw", nz=4)
+    tifffile.imwrite(tmp_path / "raw" / "slice_0003_3kV.tif", np.zeros((16, 20), np.float32))
+    with pytest.raises(io.RawDataError, match="slice_0003_3kV.tif: shape .* float32 differs"):
+        io.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+
+
+def test_rgb_images_are_refused_by_name(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for z in range(2):
+        tifffile.imwrite(folder / f"s_{z}_1kV.tif", np.zeros((8, 8, 3), np.uint8),
+                         photometric="rgb")
+    with pytest.raises(io.RawDataError, match="s_0_1kV.tif: expected 2D greyscale"):
+        io.RawStack(folder, "s_{slice}_{kv}kV.tif", [1])
+
+
+def test_streamed_volume_round_trip(tmp_path):
+    data = np.random.default_rng(3).integers(0, 3, (5, 7, 9)).astype(np.uint8)
+    io.write_volume_slices(tmp_path / "v.tif", iter(data), data.shape, data.dtype, (0.1, 0.2, 0.3))
+    with io.VolumeReader(tmp_path / "v.tif") as vol:
+        assert vol.shape == data.shape and not vol.channels
+        np.testing.assert_array_equal(vol[3], data[3])
+        np.testing.assert_allclose(vol.voxel_size, (0.1, 0.2, 0.3), rtol=1e-6)
+
+
+def test_streamed_write_that_fails_leaves_nothing(tmp_path):
+    def slices():
+        yield np.zeros((4, 4), np.uint8)
+        raise RuntimeError("killed mid-stack")
+
+    with pytest.raises(RuntimeError):
+        io.write_volume_slices(tmp_path / "v.tif", slices(), (3, 4, 4), np.uint8, (1, 1, 1))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="got 1 slices, expected 3"):
+        io.write_volume_slices(tmp_path / "v.tif", iter([np.zeros((4, 4))]), (3, 4, 4),
+                               np.uint8, (1, 1, 1))
+    assert list(tmp_path.iterdir()) == []
