@@ -28,9 +28,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Heavy measurements (about 20 minutes); each script rewrites its own section
+# of benchmarks/RESULTS.md. Peer tools (PyStack3D) come from benchmarks/requirements.txt.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -c requirements.txt -r benchmarks/requirements.txt
 	$(BIN)/snakemake --cores $(CORES) --forceall
 	$(BIN)/python benchmarks/collect.py
+	$(BIN)/python benchmarks/simulate_speed.py
+	$(BIN)/python benchmarks/align_preprocess.py
+	$(BIN)/python benchmarks/streaming_memory.py 1000
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

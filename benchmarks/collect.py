@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN = "<!-- begin: per-rule demo benchmarks (benchmarks/collect.py) -->"
-END = "<!-- end: per-rule demo benchmarks -->"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from results_md import write_section  # noqa: E402
 
 
 def per_rule_table(folder: Path) -> pd.DataFrame:
@@ -61,8 +61,7 @@ def accuracy_table(root: Path) -> pd.DataFrame:
 
 
 def render(table: pd.DataFrame, accuracy: pd.DataFrame) -> str:
-    lines = [BEGIN, "",
-             f"Demo series (3 samples, config/config.yaml), measured {date.today()} on "
+    lines = [f"Demo series (3 samples, config/config.yaml), measured {date.today()} on "
              f"{platform.machine()} Python {platform.python_version()}, `make bench`.", "",
              "| rule | jobs | mean wall time (s) | max wall time (s) | peak RSS (MB) |",
              "| --- | --- | --- | --- | --- |"]
@@ -79,22 +78,12 @@ def render(table: pd.DataFrame, accuracy: pd.DataFrame) -> str:
             lines.append(f"| {r['sample']} | {r['shape']} | {r.true_porosity:.3f} | "
                          f"{r.iou_pore:.3f} | {r.iou_am:.3f} | {r.iou_cbd:.3f} | "
                          f"{r.accuracy:.3f} | {r.fraction_error_pore:+.3f} |")
-    lines += ["", END]
     return "\n".join(lines)
 
 
 def main() -> None:
-    results = ROOT / "benchmarks" / "RESULTS.md"
     section = render(per_rule_table(ROOT / "benchmarks"), accuracy_table(ROOT))
-    text = results.read_text() if results.exists() else "# fibrecon performance record\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    tmp = results.with_suffix(".md.part")
-    tmp.write_text(text)
-    tmp.replace(results)
+    write_section("per-rule demo benchmarks (benchmarks/collect.py)", section)
     print(section)
 
 

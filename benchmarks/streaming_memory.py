@@ -20,6 +20,9 @@ from scipy import ndimage as ndi
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from results_md import write_section  # noqa: E402
+
 from fibrecon import io  # noqa: E402
 from fibrecon.align import aligned_slices, common_region, estimate_drift  # noqa: E402
 from fibrecon.preprocess import (PreprocessParams, estimate_corrections,  # noqa: E402
@@ -67,10 +70,14 @@ def main():
                                np.float32, aligned.voxel_size, channels=True)
     t_pre = time.perf_counter() - t
     print(f"preprocess: {n / t_pre:.1f} slices/s, peak {peak_mb():.0f} MB")
-    print(f"| streaming align + preprocess, peak RSS | {n}x1024x1024, 1 channel, from and to "
+    row = (f"| streaming align + preprocess, peak RSS | {n}x1024x1024, 1 channel, from and to "
           f"TIFF files | {peak_mb():.0f} MB (target <= 2048 MB for 1000 slices) | align "
           f"{n / t_align:.1f} slices/s, preprocess {n / t_pre:.1f} slices/s (same run) | "
           f"`.venv/bin/python benchmarks/streaming_memory.py {n}` |")
+    print(row)
+    write_section("streaming memory (benchmarks/streaming_memory.py)",
+                  "| what | size | peak memory | throughput (same run) | command |\n"
+                  "| --- | --- | --- | --- | --- |\n" + row)
     if len(sys.argv) <= 2:
         shutil.rmtree(folder)
 

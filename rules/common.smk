@@ -85,8 +85,18 @@ def segment_channels(wildcards):
     return [kvs.index(float(kv)) for kv in wanted]
 
 
-SERIES_METRICS = [
-    "volume_fraction_pore",
-    "volume_fraction_am",
-    "volume_fraction_cbd",
-] + [f"tortuosity_pore_{ax}" for ax in config["metrics"]["tortuosity_axes"]]
+SERIES_METRICS = (
+    [
+        "volume_fraction_pore",
+        "volume_fraction_am",
+        "volume_fraction_cbd",
+        "d50_um",
+        "am_local_fraction_cv",
+        "cbd_percolating_fraction",
+        "cbd_aggregate_d50_um",
+        "am_surface_cbd_fraction",
+        "specific_area_am_pore_per_um",
+    ]
+    + [f"tau_pore_{ax}" for ax in config["metrics"]["tortuosity_axes"]]
+    + [f"tau_electronic_{ax}" for ax in config["metrics"]["tortuosity_axes"]]
+)

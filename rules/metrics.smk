@@ -1,9 +1,19 @@
 rule metrics:
     input:
         volume="results/volume/{sample}.tif",
-        code=code("metrics"),
+        code=[
+            code(m)
+            for m in ("metrics", "particles", "tortuosity", "cbd", "interfaces")
+        ],
     output:
         metrics="results/metrics/{sample}.json",
+        particles="results/metrics/{sample}_particles.tsv",
+        aggregates="results/metrics/{sample}_cbd_aggregates.tsv",
+        psd=report(
+            "results/metrics/{sample}_psd.png",
+            caption="../report/psd.rst",
+            category="Particles",
+        ),
     log:
         "logs/metrics/{sample}.log",
     benchmark:
@@ -11,8 +21,6 @@ rule metrics:
     conda:
         "../envs/metrics.yaml"
     params:
-        tortuosity_axes=config["metrics"]["tortuosity_axes"],
-        device=config["metrics"]["device"],
-        conv_crit=config["metrics"]["conv_crit"],
+        settings=config["metrics"],
     script:
         "../scripts/metrics.py"

@@ -3,15 +3,24 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-from fibrecon import io  # noqa: E402
+from fibrecon import AM, CBD, io  # noqa: E402
 from fibrecon.metrics import sample_metrics  # noqa: E402
+from fibrecon.plot import size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 
-p = snakemake.params  # noqa: F821
+cfg = snakemake.params.settings  # noqa: F821
+out = snakemake.output  # noqa: F821
+sample = snakemake.wildcards.sample  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     labels, voxel = io.read_volume(snakemake.input.volume)  # noqa: F821
-    metrics = sample_metrics(labels, voxel, tortuosity_axes=p.tortuosity_axes, device=p.device,
-                             conv_crit=p.conv_crit)
-    metrics = {"sample": snakemake.wildcards.sample, **metrics}  # noqa: F821
+    electronic = (CBD,) if cfg["electronic_network"] == "cbd" else (AM, CBD)
+    metrics, particles, aggregates = sample_metrics(
+        labels, voxel, tortuosity_axes=cfg["tortuosity_axes"], electronic_phases=electronic,
+        device=cfg["device"], conv_crit=cfg["conv_crit"], particle_h=cfg["particle_h_px"],
+        particle_sigma=cfg["particle_sigma_px"], dispersion_block_um=cfg["dispersion_block_um"])
+    metrics = {"sample": sample, **metrics}
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
-    io.write_json(snakemake.output.metrics, metrics)  # noqa: F821
+    io.write_table(out.particles, particles)
+    io.write_table(out.aggregates, aggregates)
+    io.write_json(out.metrics, metrics)
+    io.write_figure(out.psd, size_distribution(particles, title=sample))

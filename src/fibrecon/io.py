@@ -542,6 +542,8 @@ class VolumeReader:
         shape, axes = tuple(series.shape), series.axes
         if "Z" not in axes:  # ImageJ drops a Z axis of length 1
             shape, axes = (1, *shape), "Z" + axes
+        if "C" not in axes and "axes=ZCYX" in str(ij.get("Info", "")):  # ...and a C of length 1
+            shape, axes = (shape[0], 1, *shape[1:]), "ZCYX"
         self.channels = "C" in axes
         self.shape = shape
         self.dtype = np.dtype(series.dtype)
@@ -612,7 +614,8 @@ def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: boo
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, planes(), shape=tuple(shape), dtype=dtype, imagej=True,
                          resolution=(1.0 / dx, 1.0 / dy),
-                         metadata={"spacing": dz, "unit": "um", "axes": axes})
+                         metadata={"spacing": dz, "unit": "um", "axes": axes,
+                                   "Info": f"fibrecon axes={axes}"})
 
 
 # --------------------------------------------------------------------------
@@ -654,4 +657,4 @@ def write_figure(path, fig, dpi: int = 120) -> None:
 def write_table(path, df) -> None:
     """Write a pandas DataFrame as a tab-separated table (no index)."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False)
+        df.to_csv(tmp, sep="\t", index=False, na_rep="NaN")

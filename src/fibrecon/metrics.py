@@ -1,17 +1,23 @@
-"""Microstructure metrics of a 3D phase volume.
+"""Microstructure metrics of a 3D phase volume, collected per sample.
 
-Volume fractions and their profiles, and the tortuosity factors of
-:mod:`fibrecon.tortuosity`, collected per sample.
+Volume fractions and profiles (here); particle sizes and dispersion
+(:mod:`fibrecon.particles`); tortuosity of the ionic and electronic networks
+(:mod:`fibrecon.tortuosity`); CBD connectivity, aggregates, coverage and
+thickness (:mod:`fibrecon.cbd`); interface areas (:mod:`fibrecon.interfaces`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fibrecon import PHASES
+from fibrecon import AM, CBD, PHASES, PORE
+from fibrecon.cbd import aggregate_table, am_surface_coverage, local_thickness, percolating_fraction
+from fibrecon.interfaces import interface_areas
+from fibrecon.particles import (correlation_length, local_fraction_cv, nearest_neighbour_distances, particle_table,
+                                separate_particles, size_summary, two_point_correlation)
 from fibrecon.tortuosity import tortuosity_factor
 
-__all__ = ["AXES", "volume_fractions", "fraction_profile", "sample_metrics"]
+__all__ = ["AXES", "volume_fractions", "fraction_profile", "transport", "sample_metrics"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
@@ -47,33 +53,108 @@ def fraction_profile(labels: np.ndarray, phase: int, axis: int) -> np.ndarray:
     return (labels == phase).mean(axis=other)
 
 
-def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),
-                   device: str = "cpu", conv_crit: float = 1e-2) -> dict:
-    """The walking-skeleton metric set of one sample.
+def transport(labels: np.ndarray, phases, voxel_size, axes, *, device: str = "cpu",
+              conv_crit: float = 1e-2) -> dict:
+    """Tortuosity factor, relative effective transport and MacMullin number of a network.
 
     Parameters
     ----------
-    labels : ndarray of uint8, (z, y, x)
-        Phase volume.
+    labels : ndarray, (z, y, x)
+    phases : sequence of int
+        Phases that conduct (e.g. ``[0]`` ionic through the pores, ``[2]``
+        electronic through the CBD, ``[1, 2]`` through CBD and AM).
     voxel_size : tuple of float
-        (dz, dy, dx) in micrometres.
-    tortuosity_axes : sequence of str
-        Directions in which the pore tortuosity factor is computed.
-    device, conv_crit
-        Passed to :func:`tortuosity_factor`.
+    axes : sequence of str
+        Directions, from ``"z"``, ``"y"``, ``"x"``.
 
     Returns
     -------
     dict
-        ``volume_fraction_<phase>``, ``porosity_profile_z`` (list),
-        ``tortuosity_pore_<axis>`` and ``voxel_size_um``, ``shape``.
+        Per axis: ``tau_<axis>``, ``relative_<axis>`` (D_eff/D = eps/tau, the
+        relative effective diffusivity or conductivity), ``macmullin_<axis>``
+        (N_M = tau/eps = 1/relative; inf when not percolating).
     """
-    out = {"shape": list(labels.shape), "voxel_size_um": [float(v) for v in voxel_size]}
+    mask = np.isin(labels, list(phases))
+    out = {}
+    for ax in axes:
+        r = tortuosity_factor(mask, AXES[ax], voxel_size, device=device, conv_crit=conv_crit)
+        out[f"tau_{ax}"] = r["tau"]
+        out[f"relative_{ax}"] = r["D_rel"]
+        out[f"macmullin_{ax}"] = 1.0 / r["D_rel"] if r["D_rel"] > 0 else float("inf")
+    return out
+
+
+def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),
+                   electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
+                   particle_h: float = 1.0, particle_sigma: float = 1.0,
+                   dispersion_block_um: float = 2.0):
+    """Every metric of one sample, with units in the names.
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, (z, y, x)
+        Phase volume (0 pore, 1 AM, 2 CBD).
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    tortuosity_axes : sequence of str
+        Directions of the tortuosity factors.
+    electronic_phases : sequence of int
+        The electronic network: ``(2,)`` CBD alone, ``(1, 2)`` CBD and AM.
+    device, conv_crit
+        For :func:`fibrecon.tortuosity.tortuosity_factor`.
+    particle_h, particle_sigma
+        Particle separation (:func:`fibrecon.particles.separate_particles`).
+    dispersion_block_um : float
+        Block size of the local-AM-fraction coefficient of variation.
+
+    Returns
+    -------
+    metrics : dict
+        Scalars and profiles (lists), JSON-ready.
+    particles : pandas.DataFrame
+        One row per particle (:func:`fibrecon.particles.particle_table`).
+    aggregates : pandas.DataFrame
+        One row per CBD cluster (:func:`fibrecon.cbd.aggregate_table`).
+    """
+    vs = tuple(float(v) for v in voxel_size)
+    volume = labels.size * float(np.prod(vs))
+    out = {"shape": list(labels.shape), "voxel_size_um": list(vs),
+           "volume_um3": volume}
     for name, f in volume_fractions(labels).items():
         out[f"volume_fraction_{name}"] = f
-    out["porosity_profile_z"] = fraction_profile(labels, 0, 0).tolist()
-    for ax in tortuosity_axes:
-        res = tortuosity_factor(labels == 0, AXES[ax], voxel_size, device=device,
-                                conv_crit=conv_crit)
-        out[f"tortuosity_pore_{ax}"] = res["tau"]
-    return out
+    for ax, a in AXES.items():
+        out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
+
+    # particles and dispersion
+    instances = separate_particles(labels == AM, vs, h=particle_h, sigma=particle_sigma)
+    particles = particle_table(instances, vs)
+    out.update(size_summary(particles, volume))
+    nn = nearest_neighbour_distances(particles)
+    out["nearest_neighbour_distance_mean_um"] = float(nn.mean()) if nn.size else float("nan")
+    out["nearest_neighbour_distance_cv"] = float(nn.std() / nn.mean()) if nn.size else float("nan")
+    block = max(2, int(round(dispersion_block_um / min(vs))))
+    out["am_local_fraction_cv"] = local_fraction_cv(labels == AM, block)
+    s2 = two_point_correlation(labels == AM, vs)
+    out["am_correlation_length_um"] = correlation_length(s2, out["volume_fraction_am"])
+
+    # transport
+    for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
+        for k, v in transport(labels, phases, vs, tortuosity_axes, device=device,
+                              conv_crit=conv_crit).items():
+            out[f"{k.split('_')[0]}_{name}_{k.split('_')[1]}"] = v
+    out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
+
+    # CBD and pores
+    cbd = labels == CBD
+    out["cbd_percolating_fraction"] = percolating_fraction(cbd)
+    aggregates = aggregate_table(cbd, vs)
+    out["cbd_aggregates"] = int(len(aggregates))
+    out["cbd_aggregate_d50_um"] = float(aggregates["diameter_um"].median()) if len(aggregates) \
+        else float("nan")
+    out.update(am_surface_coverage(labels))
+    for name, mask in (("cbd", cbd), ("pore", labels == PORE)):
+        thick = local_thickness(mask, min(vs))[mask]
+        out[f"{name}_thickness_mean_um"] = float(thick.mean()) if thick.size else float("nan")
+        out[f"{name}_thickness_d50_um"] = float(np.median(thick)) if thick.size else float("nan")
+    out.update(interface_areas(labels, vs))
+    return out, particles, aggregates

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 __all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters", "drift_figure",
-           "three_panel"]
+           "three_panel", "size_distribution"]
 
 #: Display colours of pore, AM, CBD.
 PHASE_COLOURS = ListedColormap(["#1f1f3a", "#e0b040", "#3aa0a0"])
@@ -137,4 +137,26 @@ def three_panel(original: np.ndarray, preprocessed: np.ndarray, labels: np.ndarr
     axes[0].set_ylabel("y (µm)")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def size_distribution(particles: pd.DataFrame, title: str = ""):
+    """Histogram of equivalent-sphere diameters, whole and cut particles apart, with d10/d50/d90."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    whole = particles.loc[~particles["cut"], "diameter_um"]
+    cut = particles.loc[particles["cut"], "diameter_um"]
+    top = float(particles["diameter_um"].max()) if len(particles) else 1.0
+    bins = np.linspace(0, top * 1.05, 25)
+    ax.hist([whole, cut], bins=bins, stacked=True, color=["#1f77b4", "#c7c7c7"],
+            label=[f"whole ({len(whole)})", f"cut by the boundary ({len(cut)})"])
+    for q in (10, 50, 90):
+        if len(whole):
+            ax.axvline(np.percentile(whole, q), color="k", ls=":", lw=1)
+            ax.text(np.percentile(whole, q), ax.get_ylim()[1] * 0.95, f"d{q}", ha="center",
+                    fontsize=8)
+    ax.set_xlabel("equivalent-sphere diameter (µm)")
+    ax.set_ylabel("particles")
+    ax.legend()
+    if title:
+        ax.set_title(title)
     return fig

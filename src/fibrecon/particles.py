@@ -1,0 +1,239 @@
+"""Active-material particles: separation, sizes and dispersion.
+
+Touching particles are separated by a marker-controlled watershed of the
+distance transform (cracks closed first; h-maxima markers), then each
+particle is measured: equivalent-sphere diameter, sphericity (Wadell: area
+of the equal-volume sphere over the particle's marching-cubes surface),
+centroid, and whether the volume boundary cuts it. Cut particles are
+reported separately: their size is unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+from skimage import measure
+
+__all__ = [
+    "separate_particles",
+    "snow_particles",
+    "particle_table",
+    "size_summary",
+    "nearest_neighbour_distances",
+    "local_fraction_cv",
+    "two_point_correlation",
+    "correlation_length",
+]
+
+
+def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float = 1.0,
+                       sigma: float = 1.0, close_radius: int = 2) -> np.ndarray:
+    """Split the active-material phase into particles by marker-controlled watershed.
+
+    Parameters
+    ----------
+    am : ndarray of bool, (z, y, x)
+        Active-material voxels.
+    voxel_size : tuple of float
+        (dz, dy, dx); the distance transform is computed in these units
+        (scaled to the smallest), so anisotropic voxels are handled.
+    h : float
+        Minimum height (voxels of distance) of a distance-transform maximum
+        to seed its own particle: larger merges more.
+    sigma : float
+        Gaussian smoothing (voxels) of the distance transform before the
+        maxima are found (rough surfaces make spurious maxima).
+    close_radius : int
+        Cracks and voids inside particles are closed (morphological closing
+        with a ball of this radius, then hole filling) before the distance
+        transform, so that a cracked particle stays one particle; the labels
+        are then restricted to the AM again.
+
+    Returns
+    -------
+    ndarray of int32, (z, y, x)
+        Particle ids 1..n, 0 outside the AM.
+
+    Notes
+    -----
+    Measured on simulator stacks with known particles (``benchmarks/metrics.py``):
+    d50 within 2 % of the truth, where porespy's SNOW partitioning (Gostick
+    2017, default ``r_max=4, sigma=0.4``) over-segments cracked, rough
+    particles (d50 32 % low); SNOW stays the cross-check in the tests.
+    """
+    from skimage.morphology import ball, h_maxima
+    from skimage.segmentation import watershed
+
+    am = np.asarray(am, dtype=bool)
+    if not am.any():
+        return np.zeros(am.shape, dtype=np.int32)
+    vs = np.asarray(voxel_size, float)
+    solid = am
+    if close_radius > 0:
+        solid = ndi.binary_fill_holes(ndi.binary_closing(am, ball(close_radius)) | am)
+    dt = ndi.distance_transform_edt(solid, sampling=vs / vs.min()).astype(np.float32)
+    markers, _ = ndi.label(h_maxima(ndi.gaussian_filter(dt, sigma), h))
+    labels = watershed(-dt, markers, mask=solid)
+    return (labels * am).astype(np.int32)
+
+
+def snow_particles(am: np.ndarray, *, sigma: float = 0.4, r_max: int = 4) -> np.ndarray:
+    """porespy's SNOW partitioning of the AM (the reference method, for cross-checks)."""
+    import porespy as ps
+
+    am = np.asarray(am, dtype=bool)
+    with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
+        snow = ps.filters.snow_partitioning(am, r_max=r_max, sigma=sigma)
+    return (snow.regions * am).astype(np.int32)
+
+
+def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
+                   sphericity: bool = True) -> pd.DataFrame:
+    """Measure every particle of a labelled volume.
+
+    Parameters
+    ----------
+    instances : ndarray of int, (z, y, x)
+        Particle ids (0 = background).
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    sphericity : bool
+        Compute the Wadell sphericity from a marching-cubes surface (slower).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per particle: ``id``, ``volume_um3``, ``diameter_um``
+        (equivalent sphere), ``sphericity``, ``centroid_z_um`` / ``_y_`` /
+        ``_x_``, ``cut`` (touches the volume boundary).
+    """
+    vs = np.asarray(voxel_size, float)
+    rows = []
+    for region in measure.regionprops(instances):
+        sl = region.slice
+        cut = any(s.start == 0 or s.stop == n for s, n in zip(sl, instances.shape))
+        volume = region.area * float(np.prod(vs))
+        diameter = (6.0 * volume / np.pi) ** (1.0 / 3.0)
+        sph = np.nan
+        if sphericity and region.area >= 27:
+            padded = np.pad(region.image, 1).astype(np.float32)
+            verts, faces, _, _ = measure.marching_cubes(padded, 0.5, spacing=tuple(vs))
+            area = measure.mesh_surface_area(verts, faces)
+            sph = float(np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area) if area > 0 else np.nan
+        cz, cy, cx = (np.asarray(region.centroid) * vs)
+        rows.append({"id": region.label, "volume_um3": volume, "diameter_um": diameter,
+                     "sphericity": sph, "centroid_z_um": cz, "centroid_y_um": cy,
+                     "centroid_x_um": cx, "cut": cut})
+    columns = ["id", "volume_um3", "diameter_um", "sphericity", "centroid_z_um",
+               "centroid_y_um", "centroid_x_um", "cut"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def size_summary(table: pd.DataFrame, total_volume_um3: float) -> dict:
+    """d10/d50/d90 (number-weighted) and volume-weighted d50 of whole particles.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`particle_table`.
+    total_volume_um3 : float
+        Volume analysed, for the number density.
+
+    Returns
+    -------
+    dict
+        ``particles_whole``, ``particles_cut``, ``d10_um``, ``d50_um``,
+        ``d90_um``, ``d50_volume_weighted_um``, ``sphericity_mean``,
+        ``number_density_per_um3`` (whole + half of the cut ones). NaN when no
+        particle is whole.
+    """
+    whole = table[~table["cut"]]
+    out = {"particles_whole": int(len(whole)), "particles_cut": int(table["cut"].sum())}
+    if len(whole):
+        d = np.sort(whole["diameter_um"].to_numpy())
+        out.update({f"d{q}_um": float(np.percentile(d, q)) for q in (10, 50, 90)})
+        w = (d**3) / (d**3).sum()
+        out["d50_volume_weighted_um"] = float(d[np.searchsorted(np.cumsum(w), 0.5)])
+        out["sphericity_mean"] = float(whole["sphericity"].mean())
+    else:
+        out.update({k: float("nan") for k in ("d10_um", "d50_um", "d90_um",
+                                              "d50_volume_weighted_um", "sphericity_mean")})
+    out["number_density_per_um3"] = (len(whole) + 0.5 * out["particles_cut"]) / total_volume_um3
+    return out
+
+
+def nearest_neighbour_distances(table: pd.DataFrame) -> np.ndarray:
+    """Distance (µm) from each particle centroid to the nearest other one."""
+    xyz = table[["centroid_z_um", "centroid_y_um", "centroid_x_um"]].to_numpy()
+    if len(xyz) < 2:
+        return np.array([])
+    d, _ = cKDTree(xyz).query(xyz, k=2)
+    return d[:, 1]
+
+
+def local_fraction_cv(mask: np.ndarray, block: int) -> float:
+    """Coefficient of variation of the phase fraction over non-overlapping cubic blocks.
+
+    A measure of how evenly a phase (e.g. the AM) is dispersed at the scale
+    ``block`` (voxels). NaN if fewer than two blocks fit.
+    """
+    nz, ny, nx = (n // block for n in mask.shape)
+    if nz * ny * nx < 2:
+        return float("nan")
+    m = mask[: nz * block, : ny * block, : nx * block].astype(np.float32)
+    f = m.reshape(nz, block, ny, block, nx, block).mean(axis=(1, 3, 5))
+    return float(f.std() / f.mean()) if f.mean() > 0 else float("nan")
+
+
+def two_point_correlation(mask: np.ndarray, voxel_size, max_r_um: float | None = None
+                          ) -> pd.DataFrame:
+    """Two-point correlation S2(r) of a phase, averaged over the three axis directions.
+
+    ``S2(r)`` is the probability that two points a distance ``r`` apart both
+    lie in the phase: ``eps`` at r = 0, tending to ``eps^2`` for an
+    uncorrelated (well-dispersed) structure. Computed exactly along z, y
+    and x (lags in voxels times each axis' voxel size) and averaged on the
+    common distances; porespy's ``two_point_correlation`` is the cross-check
+    in the tests.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, (z, y, x)
+    voxel_size : tuple of float
+        (dz, dy, dx) in micrometres.
+    max_r_um : float, optional
+        Largest distance (default: half the longest side; each direction
+        contributes up to half its own extent).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``r_um``, ``s2``.
+    """
+    m = np.asarray(mask, dtype=np.float32)
+    vs = np.asarray(voxel_size, float)
+    half = 0.5 * np.asarray(m.shape) * vs  # each axis reaches half its own extent
+    max_r = half.max() if max_r_um is None else max_r_um
+    r = np.arange(0.0, max_r + 1e-9, vs.max())
+    total, count = np.zeros(r.size), np.zeros(r.size)
+    for axis in range(3):
+        lags = np.arange(0, int(min(max_r, half[axis]) / vs[axis]) + 1)
+        s2 = [float((np.take(m, range(0, m.shape[axis] - k), axis=axis)
+                     * np.take(m, range(k, m.shape[axis]), axis=axis)).mean()) for k in lags]
+        covered = r <= lags[-1] * vs[axis] + 1e-9
+        total[covered] += np.interp(r[covered], lags * vs[axis], s2)
+        count[covered] += 1
+    keep = count > 0
+    return pd.DataFrame({"r_um": r[keep], "s2": total[keep] / count[keep]})
+
+
+def correlation_length(s2: pd.DataFrame, fraction: float) -> float:
+    """Distance at which S2 has fallen by 1 - 1/e of the way from eps to eps^2 (NaN if never)."""
+    target = fraction**2 + (fraction - fraction**2) / np.e
+    below = np.flatnonzero(s2["s2"].to_numpy() <= target)
+    return float(s2["r_um"].iloc[below[0]]) if below.size else float("nan")
