@@ -21,6 +21,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 def _write_setup(folder: Path, config_edit=None, sheet_rows=None):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["demo"]["shape"] = [10, 64, 64]
+    config["align"]["fiducial_window"] = [0, 24, 0, 64]
     config["demo"]["samples"] = {"tiny_a": {"porosity": 0.40, "seed": 1},
                                  "tiny_b": {"porosity": 0.28, "seed": 2}}
     if config_edit:
@@ -68,15 +69,15 @@ def test_series_table_has_one_row_per_sample_with_process_parameters(series):
     assert (table["binder"] == "PVDF").all()
     # porosity falls as calendering rises, as the simulated truth does
     assert table["volume_fraction_pore"].iloc[0] > table["volume_fraction_pore"].iloc[1]
-    for col in ("tortuosity_pore_z", "tortuosity_pore_y", "tortuosity_pore_x"):
+    for col in ("tau_pore_z", "tau_pore_y", "tau_pore_x"):
         assert (table[col] >= 1.0).all()
     assert (series / "results" / "series" / "volume_fraction_pore.png").stat().st_size > 1000
 
 
 def test_every_rule_wrote_a_log_and_volumes_keep_their_voxel_size(series):
-    for stage in ("demo_stack", "align", "preprocess", "segment", "volume", "metrics"):
+    for stage in ("demo_stack", "align", "preprocess", "segment", "qc_figure", "volume", "metrics"):
         assert (series / "logs" / stage / "tiny_a.log").is_file(), stage
-        if stage != "demo_stack":
+        if stage not in ("demo_stack", "qc_figure"):
             assert (series / "benchmarks" / stage / "tiny_a.tsv").is_file(), stage
     labels, voxel = fio.read_volume(series / "results" / "volume" / "tiny_a.tif")
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
@@ -92,7 +93,7 @@ def test_editing_a_segment_parameter_reruns_only_segment_and_after(series):
     _write_setup(series, config_edit=lambda c: c["segment"].update(nbins=128))
     plan = _summary(series)
     pending = set(plan.loc[plan["plan"] == "update pending", "rule"])
-    assert pending == {"segment", "volume", "metrics", "series"}
+    assert pending == {"segment", "qc_figure", "volume", "metrics", "series"}
     untouched = set(plan.loc[plan["plan"] == "no update", "rule"])
     assert {"demo_stack", "align", "preprocess"} <= untouched
     _snakemake(series, "--cores", "2")
