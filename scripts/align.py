@@ -29,11 +29,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         raise ValueError(f"align: trim_top_px {cfg['trim_top_px']} >= image height {ny}")
     log.info("%s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, raw.shape, raw.dtype,
              voxel, origin)
-    result = estimate_drift(raw, upsample_factor=cfg["upsample_factor"],
-                            references=cfg["references"], window=window,
-                            downsample=cfg["downsample"], band_sigmas=cfg["bandpass_px"],
-                            min_quality=cfg["min_quality"],
-                            progress=progress("registering"))
+    try:
+        result = estimate_drift(raw, upsample_factor=cfg["upsample_factor"],
+                                references=cfg["references"], window=window,
+                                downsample=cfg["downsample"], band_sigmas=cfg["bandpass_px"],
+                                min_quality=cfg["min_quality"],
+                                progress=progress("registering"))
+    except ValueError as exc:
+        raise ValueError(f"{raw_dir}: {exc}") from exc
     drift = result.drift
     if cfg["frame"] == "crop":
         rows, cols = common_region(drift, (ny, nx))

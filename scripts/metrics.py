@@ -12,7 +12,7 @@ cfg = snakemake.params.settings  # noqa: F821
 out = snakemake.output  # noqa: F821
 sample = snakemake.wildcards.sample  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    labels, voxel = io.read_volume(snakemake.input.volume)  # noqa: F821
+    labels, voxel = io.read_labels(snakemake.input.volume)  # noqa: F821
     electronic = (CBD,) if cfg["electronic_network"] == "cbd" else (AM, CBD)
     metrics, particles, aggregates = sample_metrics(
         labels, voxel, tortuosity_axes=cfg["tortuosity_axes"], electronic_phases=electronic,

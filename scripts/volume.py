@@ -11,7 +11,7 @@ from fibrecon.volume import remove_small_objects_3d  # noqa: E402
 p = snakemake.params  # noqa: F821
 out = snakemake.output  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    labels, voxel = io.read_volume(snakemake.input.labels)  # noqa: F821
+    labels, voxel = io.read_labels(snakemake.input.labels)  # noqa: F821
     clean = remove_small_objects_3d(labels, p.min_object_voxels)
     log.info("%d voxels relabelled (islands < %d voxels)", int((clean != labels).sum()),
              p.min_object_voxels)

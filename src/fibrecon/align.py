@@ -189,6 +189,9 @@ def estimate_drift(
             quality = float(np.clip(1.0 - error, 0.0, 1.0))
             rows.append((z, r, -shift[0] * downsample, -shift[1] * downsample, quality))
         cache.append((z, f))
+    if nz and not structure.any():
+        raise ValueError("every slice is constant: nothing to register (blank or "
+                         "saturated images?)")
     pairs = np.array(rows, dtype=float).reshape(-1, 5)
     quality = np.ones(nz)
     flagged = np.zeros(nz, dtype=bool)

@@ -13,11 +13,14 @@ napari open them at the right scale.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,7 @@ __all__ = [
     "write_volume_slices",
     "read_sem_metadata",
     "read_volume",
+    "read_labels",
     "write_volume",
     "write_sem_slice",
     "write_acquisition",
@@ -69,12 +73,21 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):  # left by a killed job
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        if os.environ.get("FIBRECON_FAULT_DISK_FULL"):  # fault injection for the tests
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"{path}: disk full while writing; nothing was "
+                          f"written (free space on {path.parent.resolve()})") from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -253,6 +266,8 @@ class RawStack:
             raise RawDataError(f"{folder}: kV channels have different slice counts {sorted(counts)}")
         if len(shape) != 2:
             raise RawDataError(f"{first}: expected 2D greyscale images, got shape {shape}")
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise RawDataError(f"{first}: unsupported pixel type {dtype}")
         self.shape = (counts.pop(), len(self.kvs), *shape)
         self.dtype = dtype
         self.metadata = read_sem_metadata(self._sources[0][0][0])
@@ -264,8 +279,14 @@ class RawStack:
     def __getitem__(self, z: int) -> np.ndarray:
         if not -len(self) <= z < len(self):
             raise IndexError(f"slice {z} out of range for {len(self)} slices")
-        return np.stack([_read_image(path, key=page) for path, page in
-                         (src[z] for src in self._sources)])
+        planes = []
+        for path, page in (src[z] for src in self._sources):
+            img = _read_image(path, key=page)
+            if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+                raise RawDataError(f"{path} (slice {z}): {int((~np.isfinite(img)).sum())} "
+                                   "NaN or infinite pixel values")
+            planes.append(img)
+        return np.stack(planes)
 
 
 def read_raw_stack(folder, pattern: str, kvs) -> tuple[np.ndarray, dict]:
@@ -507,6 +528,25 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float]]:
         return vol.read_all(), vol.voxel_size
 
 
+def read_labels(path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Read a label volume and check that it holds only 0 pore, 1 AM, 2 CBD.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the unexpected values.
+    """
+    labels, voxel = read_volume(path)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: label volume has pixel type {labels.dtype}, expected integers")
+    values = np.unique(labels)
+    bad = values[(values < 0) | (values > 2)]
+    if bad.size:
+        raise ValueError(f"{path}: unexpected label values {bad[:10].tolist()} "
+                         "(expected 0 pore, 1 AM, 2 CBD)")
+    return labels.astype(np.uint8), voxel
+
+
 class VolumeReader:
     """A volume TIFF written by fibrecon, read one z-slice at a time.
 
@@ -598,9 +638,13 @@ def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: boo
     dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float64 else dtype)
     expected = tuple(shape[1:])
 
+    slow = float(os.environ.get("FIBRECON_FAULT_SLOW_WRITE", "0") or 0)  # test hook
+
     def planes():
         count = 0
         for item in slices:
+            if slow:
+                time.sleep(slow)
             item = np.asarray(item)
             if item.shape != expected:
                 raise ValueError(f"{path}: slice {count} has shape {item.shape}, "

@@ -1,64 +1,20 @@
 """The real workflow on a tiny simulated series, in a temporary directory."""
 
-import io
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from helpers import snakemake, summary, write_setup
 
 from fibrecon import io as fio
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-
-
-def _write_setup(folder: Path, config_edit=None, sheet_rows=None):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["demo"]["shape"] = [10, 64, 64]
-    config["align"]["fiducial_window"] = [0, 24, 0, 64]
-    config["demo"]["samples"] = {"tiny_a": {"porosity": 0.40, "seed": 1},
-                                 "tiny_b": {"porosity": 0.28, "seed": 2}}
-    if config_edit:
-        config_edit(config)
-    (folder / "config").mkdir(parents=True, exist_ok=True)
-    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    rows = sheet_rows or [
-        ["tiny_a", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
-         "from_metadata", "0.05", "0", "PVDF"],
-        ["tiny_b", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
-         "from_metadata", "0.05", "1000", "PVDF"],
-    ]
-    header = ["sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um",
-              "calendering_line_load_N_per_mm", "binder"]
-    lines = ["\t".join(r) for r in [header, *rows]]
-    (folder / "config" / "samples.tsv").write_text("\n".join(lines) + "\n")
-
-
-def _snakemake(folder: Path, *args, check=True):
-    result = subprocess.run([*SNAKEMAKE, "--directory", str(folder), *args],
-                            capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {args} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def _summary(folder: Path) -> pd.DataFrame:
-    out = _snakemake(folder, "--summary").stdout
-    start = out.index("output_file")
-    return pd.read_csv(io.StringIO(out[start:]), sep="\t")
-
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
     folder = tmp_path_factory.mktemp("series")
-    _write_setup(folder)
-    _snakemake(folder, "--cores", "2")
+    write_setup(folder)
+    snakemake(folder, "--cores", "2")
     return folder
 
 
@@ -90,16 +46,16 @@ def test_every_rule_wrote_a_log_and_volumes_keep_their_voxel_size(series):
 def test_editing_a_segment_parameter_reruns_only_segment_and_after(series):
     before = {p: p.stat().st_mtime_ns for stage in ("raw", "aligned", "preprocessed")
               for p in (series / "results" / stage).rglob("*") if p.is_file()}
-    _write_setup(series, config_edit=lambda c: c["segment"].update(nbins=128))
-    plan = _summary(series)
+    write_setup(series, config_edit=lambda c: c["segment"].update(nbins=128))
+    plan = summary(series)
     pending = set(plan.loc[plan["plan"] == "update pending", "rule"])
     assert pending == {"segment", "qc_figure", "volume", "metrics", "series"}
     untouched = set(plan.loc[plan["plan"] == "no update", "rule"])
     assert {"demo_stack", "align", "preprocess"} <= untouched
-    _snakemake(series, "--cores", "2")
+    snakemake(series, "--cores", "2")
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before
-    plan = _summary(series)
+    plan = summary(series)
     assert (plan["plan"] == "no update").all()
 
 
@@ -108,8 +64,8 @@ def test_editing_a_segment_parameter_reruns_only_segment_and_after(series):
     (lambda c: c["volume"].update(min_object_voxels=-1), "key 'volume/min_object_voxels'"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, edit, message):
-    _write_setup(tmp_path, config_edit=edit)
-    result = _snakemake(tmp_path, "--cores", "1", check=False)
+    write_setup(tmp_path, config_edit=edit)
+    result = snakemake(tmp_path, "--cores", "1", check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
@@ -117,11 +73,11 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, message):
 
 def test_duplicate_sample_and_missing_folder_stop_before_any_job(tmp_path):
     row = ["x", "simulated", "s_{slice:03d}_{kv}kV.tif", "1", "0.1", "0.1", "0.1", "0", "a"]
-    _write_setup(tmp_path, sheet_rows=[row, row])
-    result = _snakemake(tmp_path, "--cores", "1", check=False)
+    write_setup(tmp_path, sheet_rows=[row, row])
+    result = snakemake(tmp_path, "--cores", "1", check=False)
     assert result.returncode != 0 and "duplicate sample id(s) ['x']" in result.stderr
     missing = ["y", "data/none", "s_{slice:03d}_{kv}kV.tif", "1", "0.1", "0.1", "0.1", "0", "a"]
-    _write_setup(tmp_path, sheet_rows=[missing])
-    result = _snakemake(tmp_path, "--cores", "1", check=False)
+    write_setup(tmp_path, sheet_rows=[missing])
+    result = snakemake(tmp_path, "--cores", "1", check=False)
     assert "sample 'y': raw data folder" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "results").exists()

@@ -1,0 +1,50 @@
+"""Helpers of the integration tests: a tiny simulated series in a folder, and snakemake."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def write_setup(folder: Path, config_edit=None, sheet_rows=None):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["demo"]["shape"] = [10, 64, 64]
+    config["align"]["fiducial_window"] = [0, 24, 0, 64]
+    config["demo"]["samples"] = {"tiny_a": {"porosity": 0.40, "seed": 1},
+                                 "tiny_b": {"porosity": 0.28, "seed": 2}}
+    if config_edit:
+        config_edit(config)
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    rows = sheet_rows or [
+        ["tiny_a", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
+         "from_metadata", "0.05", "0", "PVDF"],
+        ["tiny_b", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3", "from_metadata",
+         "from_metadata", "0.05", "1000", "PVDF"],
+    ]
+    header = ["sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um",
+              "calendering_line_load_N_per_mm", "binder"]
+    lines = ["\t".join(r) for r in [header, *rows]]
+    (folder / "config" / "samples.tsv").write_text("\n".join(lines) + "\n")
+
+
+def snakemake(folder: Path, *args, check=True):
+    result = subprocess.run([*SNAKEMAKE, "--directory", str(folder), *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def summary(folder: Path) -> pd.DataFrame:
+    out = snakemake(folder, "--summary").stdout
+    start = out.index("output_file")
+    return pd.read_csv(io.StringIO(out[start:]), sep="\t")
+
+
