@@ -8,7 +8,13 @@ rule series:
             caption="../report/series.rst",
             category="Series",
         ),
+        csv="results/series/metrics.csv",
         plots=expand("results/series/{metric}.png", metric=SERIES_METRICS),
+        heatmap=report(
+            "results/series/correlations.png",
+            caption="../report/correlations.rst",
+            category="Series",
+        ),
     log:
         "logs/series/series.log",
     localrule: True

@@ -698,7 +698,7 @@ def write_figure(path, fig, dpi: int = 120) -> None:
     plt.close(fig)
 
 
-def write_table(path, df) -> None:
-    """Write a pandas DataFrame as a tab-separated table (no index)."""
+def write_table(path, df, sep: str = "\t") -> None:
+    """Write a pandas DataFrame as a tab-separated (or ``sep``) table, no index, NaN spelled out."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
+        df.to_csv(tmp, sep=sep, index=False, na_rep="NaN")

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 __all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters", "drift_figure",
-           "three_panel", "size_distribution"]
+           "three_panel", "size_distribution", "correlation_heatmap"]
 
 #: Display colours of pore, AM, CBD.
 PHASE_COLOURS = ListedColormap(["#1f1f3a", "#e0b040", "#3aa0a0"])
@@ -159,4 +159,32 @@ def size_distribution(particles: pd.DataFrame, title: str = ""):
     ax.legend()
     if title:
         ax.set_title(title)
+    return fig
+
+
+def correlation_heatmap(table: pd.DataFrame, parameters, metrics):
+    """Pearson correlation of every numeric process parameter with every metric across samples.
+
+    With fewer than three samples or a constant column, the cell is blank.
+    """
+    params = [p for p in parameters if pd.api.types.is_numeric_dtype(table[p])]
+    mets = [m for m in metrics if m in table and pd.api.types.is_numeric_dtype(table[m])]
+    values = table[params + mets].replace([np.inf, -np.inf], np.nan).astype(float)
+    corr = np.full((len(params), len(mets)), np.nan)
+    if len(table) >= 3:
+        for i, p in enumerate(params):
+            for j, m in enumerate(mets):
+                a, b = values[p], values[m]
+                ok = a.notna() & b.notna()
+                if ok.sum() >= 3 and a[ok].std() > 0 and b[ok].std() > 0:
+                    corr[i, j] = np.corrcoef(a[ok], b[ok])[0, 1]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(mets), 1.5 + 0.45 * len(params)),
+                           constrained_layout=True)
+    im = ax.imshow(corr, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(mets)), mets, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(params)), params, fontsize=8)
+    for (i, j), c in np.ndenumerate(corr):
+        if np.isfinite(c):
+            ax.text(j, i, f"{c:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label=f"Pearson r ({len(table)} samples)")
     return fig

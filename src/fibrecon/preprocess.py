@@ -67,7 +67,8 @@ class PreprocessParams:
     background_order : int or None
         Polynomial degree of the brightness surface; None = off.
     background_smoothing : float
-        Gaussian sigma (slices) applied to the surface coefficients along z.
+        Gaussian sigma (slices) applied along z to the surface shape (the
+        coefficients relative to the constant term; the level stays per slice).
     percentiles : tuple of float
         Low and high percentiles mapped to 0 and 1 per slice.
     percentile_smoothing : float
@@ -366,8 +367,14 @@ def estimate_corrections(stack, params: PreprocessParams, *, downsample: int | N
         pcts.append(slice_pcts)
     out = {"percentiles": _smooth_along_z(np.asarray(pcts, float), p.percentile_smoothing)}
     if p.background_order is not None:
-        out["coefficients"] = _smooth_along_z(np.asarray(coefs, float), p.background_smoothing)
-        out["levels"] = _smooth_along_z(np.asarray(levels, float), p.background_smoothing)
+        # smooth the shape of the surface along z, not its level: the level carries
+        # the slice-to-slice gain, which must stay per slice
+        coefs = np.asarray(coefs, float)
+        level = coefs[..., :1]
+        level = np.where(np.abs(level) > 1e-12, level, 1.0)
+        shape = _smooth_along_z(coefs / level, p.background_smoothing)
+        out["coefficients"] = shape * level
+        out["levels"] = np.asarray(levels, float)
     else:
         out["coefficients"] = out["levels"] = None
     return out
