@@ -237,8 +237,9 @@ def main():
               "", "| input | CNR AM/pore | residual AM (% contrast) | residual pore (% contrast) |",
               "| --- | --- | --- | --- |"]
     lines += [f"| {n} | {a:.2f} | {100 * b:.1f} | {100 * c:.1f} |" for n, a, b, c in pre]
-    lines += ["", f"CNR is limited by the grain (channelling) contrast inside the AM, which is "
-              f"structure, not noise: on the same stack simulated without grain contrast, CNR "
+    lines += ["", f"CNR is limited by within-phase variation that is not noise (grain contrast, "
+              f"charging smears, edge brightening) and that denoising keeps; without grain contrast "
+              f"the CNR "
               f"{no_grain_cnr[0]:.2f} raw -> {no_grain_cnr[1]:.2f} preprocessed "
               f"({no_grain_cnr[1] / no_grain_cnr[0]:.1f}x)."]
     lines += ["", f"Time per slice (2 channels): fibrecon preprocess {1000 * t_ours:.0f} ms; "
