@@ -32,6 +32,7 @@ def test_sample_metrics_keys():
 
 
 # ---------------------------------------------------------------- particles
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import tifffile  # noqa: E402
@@ -45,7 +46,10 @@ from fibrecon.particles import (local_fraction_cv, particle_table, separate_part
 from fibrecon.simulate import simulate_sample  # noqa: E402
 from fibrecon.tortuosity import finite_volume_tau, tortuosity_factor  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# the project's shared data: beside the checkout, or where FIBRECON_SHARED_DATA points
+DATA = next((p for p in (Path(os.environ.get("FIBRECON_SHARED_DATA", "/nonexistent")),
+                         Path(__file__).resolve().parents[3] / "shared" / "data",
+                         Path("/work/shared/data")) if p.is_dir()), Path("/nonexistent"))
 
 
 def _sphere_lattice(n=3, r=8):
