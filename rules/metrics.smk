@@ -3,12 +3,13 @@ rule metrics:
         volume="results/volume/{sample}.tif",
         code=[
             code(m)
-            for m in ("metrics", "particles", "tortuosity", "cbd", "interfaces")
+            for m in ("metrics", "particles", "tortuosity", "cbd", "interfaces", "rve")
         ],
     output:
         metrics="results/metrics/{sample}.json",
         particles="results/metrics/{sample}_particles.tsv",
         aggregates="results/metrics/{sample}_cbd_aggregates.tsv",
+        rve="results/metrics/{sample}_rve.tsv",
         psd=report(
             "results/metrics/{sample}_psd.png",
             caption="../report/psd.rst",

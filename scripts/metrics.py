@@ -7,6 +7,7 @@ from fibrecon import AM, CBD, io  # noqa: E402
 from fibrecon.metrics import sample_metrics  # noqa: E402
 from fibrecon.plot import size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
+from fibrecon.rve import subvolume_spread  # noqa: E402
 
 cfg = snakemake.params.settings  # noqa: F821
 out = snakemake.output  # noqa: F821
@@ -22,5 +23,6 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     io.write_table(out.particles, particles)
     io.write_table(out.aggregates, aggregates)
+    io.write_table(out.rve, subvolume_spread(labels, voxel))
     io.write_json(out.metrics, metrics)
     io.write_figure(out.psd, size_distribution(particles, title=sample))

@@ -78,8 +78,10 @@ def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters):
     fig, axes = plt.subplots(1, len(numeric), figsize=(3.4 * len(numeric), 3.2),
                              constrained_layout=True, squeeze=False)
     y = table[metric].replace([np.inf, -np.inf], np.nan)
+    err_col = f"{metric}_sd_half_edge"  # representative-volume spread, where measured
+    err = table[err_col] if err_col in table else None
     for ax, p in zip(axes[0], numeric):
-        ax.plot(table[p], y, "o", color="#1f77b4")
+        ax.errorbar(table[p], y, yerr=err, fmt="o", color="#1f77b4", capsize=3)
         for _, row in table.iterrows():
             ax.annotate(str(row["sample"]), (row[p], row[metric]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")

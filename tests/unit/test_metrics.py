@@ -142,3 +142,19 @@ def test_tortuosity_on_a_real_electrode_volume_agrees_with_taufactor():
         ref = tortuosity_factor(pore, axis, conv_crit=1e-3)["tau"]
         ours = finite_volume_tau(np.moveaxis(pore, axis, 0))
         assert ours == pytest.approx(ref, rel=0.01)
+
+
+def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
+    from fibrecon.rve import subvolume_spread
+
+    rng = np.random.default_rng(1)
+    labels = (ndi.gaussian_filter(rng.random((48, 48, 48)), 1.5) > 0.5).astype(np.uint8)
+    t = subvolume_spread(labels, (0.1, 0.1, 0.1), count=16)
+    am = t[t.metric == "volume_fraction_am"].set_index("edge_fraction")
+    assert am.loc[0.25, "sd"] > am.loc[0.75, "sd"] > 0 and am.loc[1.0, "sd"] == 0
+    assert am.loc[1.0, "mean"] == pytest.approx(labels.mean())
+    graded = np.zeros((48, 48, 48), np.uint8)
+    graded[:, :, :24] = 1  # not homogeneous at the scale of half the volume
+    g = subvolume_spread(graded, (0.1,) * 3, count=16)
+    g_am = g[g.metric == "volume_fraction_am"].set_index("edge_fraction")
+    assert g_am.loc[0.5, "sd"] > 3 * am.loc[0.5, "sd"]
