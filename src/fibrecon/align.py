@@ -22,6 +22,7 @@ import scipy.fft as sfft
 from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
+from skimage.measure import block_reduce
 from skimage.registration import phase_cross_correlation
 
 __all__ = [
@@ -61,13 +62,6 @@ class DriftResult:
     pairs: np.ndarray
 
 
-def _downsample(img: np.ndarray, factor: int) -> np.ndarray:
-    if factor <= 1:
-        return img
-    ny, nx = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
-    return img[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean(axis=(1, 3))
-
-
 def _bandpass_filter(shape, low_sigma: float, high_sigma: float) -> np.ndarray:
     """Fourier-domain difference of Gaussians (keeps scales between the sigmas)."""
     fy = sfft.fftfreq(shape[0])[:, None]
@@ -104,7 +98,9 @@ def registration_image(channels: np.ndarray, *, window=None, downsample: int = 2
     if window is not None:
         y0, y1, x0, x1 = window
         img = img[y0:y1, x0:x1]
-    img = _downsample(img, downsample)
+    if downsample > 1:  # block average, remainder rows/columns dropped
+        img = block_reduce(img[: img.shape[0] - img.shape[0] % downsample,
+                               : img.shape[1] - img.shape[1] % downsample], downsample, np.mean)
     hi = np.percentile(img, 99.5)
     img = np.minimum(img, hi)  # saturated charging must not dominate the match
     img = img - img.mean(axis=0, keepdims=True)  # curtains run along y

@@ -54,8 +54,8 @@ def fraction_profile(labels: np.ndarray, phase: int, axis: int) -> np.ndarray:
     return (labels == phase).mean(axis=other)
 
 
-def transport(labels: np.ndarray, phases, voxel_size, axes, *, device: str = "cpu",
-              conv_crit: float = 1e-2) -> dict:
+def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "network",
+              device: str = "cpu", conv_crit: float = 1e-2) -> dict:
     """Tortuosity factor, relative effective transport and MacMullin number of a network.
 
     Parameters
@@ -67,21 +67,24 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, device: str = "cp
     voxel_size : tuple of float
     axes : sequence of str
         Directions, from ``"z"``, ``"y"``, ``"x"``.
+    name : str
+        Network name used in the keys (``"pore"``, ``"electronic"``).
 
     Returns
     -------
     dict
-        Per axis: ``tau_<axis>``, ``relative_<axis>`` (D_eff/D = eps/tau, the
-        relative effective diffusivity or conductivity), ``macmullin_<axis>``
-        (N_M = tau/eps = 1/relative; inf when not percolating).
+        Per axis: ``tau_<name>_<axis>``, ``relative_<name>_<axis>`` (D_eff/D =
+        eps/tau, the relative effective diffusivity or conductivity),
+        ``macmullin_<name>_<axis>`` (N_M = tau/eps = 1/relative; inf when not
+        percolating).
     """
     mask = np.isin(labels, list(phases))
     out = {}
     for ax in axes:
         r = tortuosity_factor(mask, AXES[ax], voxel_size, device=device, conv_crit=conv_crit)
-        out[f"tau_{ax}"] = r["tau"]
-        out[f"relative_{ax}"] = r["D_rel"]
-        out[f"macmullin_{ax}"] = 1.0 / r["D_rel"] if r["D_rel"] > 0 else float("inf")
+        out[f"tau_{name}_{ax}"] = r["tau"]
+        out[f"relative_{name}_{ax}"] = r["D_rel"]
+        out[f"macmullin_{name}_{ax}"] = 1.0 / r["D_rel"] if r["D_rel"] > 0 else float("inf")
     return out
 
 
@@ -144,9 +147,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
 
     # transport
     for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
-        for k, v in transport(labels, phases, vs, tortuosity_axes, device=device,
-                              conv_crit=conv_crit).items():
-            out[f"{k.split('_')[0]}_{name}_{k.split('_')[1]}"] = v
+        out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
+                             conv_crit=conv_crit))
     out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
 
     # CBD and pores

@@ -32,6 +32,7 @@ import numpy as np
 import pywt
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
+from skimage.measure import block_reduce
 
 __all__ = [
     "PreprocessParams",
@@ -303,13 +304,6 @@ def _filtered(image, p: PreprocessParams) -> np.ndarray:
     return img
 
 
-def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
-    if factor <= 1:
-        return img
-    ny, nx = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
-    return img[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean(axis=(1, 3))
-
-
 def _smooth_along_z(values: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0 or len(values) < 2:
         return values
@@ -350,7 +344,11 @@ def estimate_corrections(stack, params: PreprocessParams, *, downsample: int | N
     for z in indices:
         slice_coefs, slice_levels, slice_pcts = [], [], []
         for channel in np.asarray(stack[z], dtype=np.float32):
-            img = _filtered(_block_mean(channel, downsample), small)
+            if downsample > 1:  # block average, remainder rows/columns dropped
+                channel = block_reduce(channel[: channel.shape[0] - channel.shape[0] % downsample,
+                                               : channel.shape[1] - channel.shape[1] % downsample],
+                                       downsample, np.mean)
+            img = _filtered(channel, small)
             if p.background_order is not None:
                 coef, level = _bright_phase_coefficients(img, p.background_order)
                 if coef is None:  # no bright phase: leave the slice as it is
