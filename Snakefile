@@ -21,6 +21,7 @@ wildcard_constraints:
 include: "rules/demo.smk"
 include: "rules/align.smk"
 include: "rules/preprocess.smk"
+include: "rules/train.smk"
 include: "rules/segment.smk"
 include: "rules/qc.smk"
 include: "rules/volume.smk"

@@ -1,12 +1,15 @@
 # Sample sheet and config: loaded and validated before any job starts.
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fibrecon.samples import (  # noqa: E402
+    check_model_settings,
     load_sample_sheet,
     load_schema,
+    model_card_path,
     process_columns,
     validate_config,
 )
@@ -70,19 +73,68 @@ def voxel_from_sheet(wildcards):
     return {axis: row[f"voxel_{axis}_um"] for axis in ("x", "y", "z")}
 
 
+def selected_kvs(sample):
+    """kV values of the channels segmentation uses (config segment: channels)."""
+    kvs = SAMPLES.at[sample, "kvs"]
+    wanted = config["segment"]["channels"]
+    return kvs if wanted == "all" else [float(kv) for kv in wanted]
+
+
 def segment_channels(wildcards):
     """Channel indices of the configured kV values (all channels by default)."""
     kvs = SAMPLES.at[wildcards.sample, "kvs"]
-    wanted = config["segment"]["channels"]
-    if wanted == "all":
-        return list(range(len(kvs)))
-    missing = [kv for kv in wanted if float(kv) not in kvs]
+    missing = [kv for kv in selected_kvs(wildcards.sample) if kv not in kvs]
     if missing:
         raise ValueError(
             f"segment: channels: kV {missing} not acquired for sample "
             f"'{wildcards.sample}' (its kvs: {kvs})"
         )
-    return [kvs.index(float(kv)) for kv in wanted]
+    return [kvs.index(kv) for kv in selected_kvs(wildcards.sample)]
+
+
+def segment_model(wildcards):
+    """The network file the segment rule reads (none for the classical method)."""
+    return config["segment"]["model"] if config["segment"]["method"] == "unet" else []
+
+
+# Class probabilities are an extra output of segment only when asked for.
+PROBABILITIES_OUTPUT = (
+    {"probabilities": "results/segmented/{sample}_probabilities.tif"}
+    if config["segment"]["save_probabilities"]
+    else {}
+)
+
+
+def user_slices_folder(wildcards):
+    folder = config["train"]["user_slices"]
+    return ancient(folder) if folder else []
+
+
+# The model's kV channels and receptive field, checked against every sample
+# before any job (the segment job checks the model file itself again).
+if config["segment"]["method"] == "unet":
+    _model = Path(config["segment"]["model"])
+    if _model.as_posix() != "results/models/unet.pt":
+        if not _model.is_file():
+            raise ValueError(
+                f"segment: model: {_model}: model file not found (set it to the shipped "
+                "resources/models/unet_1kV_3kV.pt, or to results/models/unet.pt to train one)"
+            )
+        if not model_card_path(_model).is_file():
+            raise ValueError(f"{_model}: its model card {model_card_path(_model)} is missing")
+        _card = json.loads(model_card_path(_model).read_text())
+        for _s in SAMPLES.index:
+            check_model_settings(
+                _card, selected_kvs(_s), config["segment"]["tile_px"], _model
+            )
+    else:
+        _trained = [float(k) for k in config["train"]["kvs"]]
+        for _s in SAMPLES.index:
+            if [float(k) for k in selected_kvs(_s)] != _trained:
+                raise ValueError(
+                    f"sample '{_s}': segment channels {selected_kvs(_s)} differ from the kV "
+                    f"list the model is trained for (train: kvs: {_trained})"
+                )
 
 
 SERIES_METRICS = (

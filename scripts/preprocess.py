@@ -10,9 +10,7 @@ from fibrecon.preprocess import (PreprocessParams, estimate_corrections,  # noqa
                                  preprocessed_slices)
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 
-cfg = dict(snakemake.params.settings)  # noqa: F821
-cfg["percentiles"] = (cfg.pop("percentile_low"), cfg.pop("percentile_high"))
-params = PreprocessParams(**cfg)
+params = PreprocessParams.from_config(snakemake.params.settings)  # noqa: F821
 with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
     log.info("%s: %s, settings %s", stack.path, stack.shape, params)
     corrections = estimate_corrections(stack, params, progress=progress("estimating"))

@@ -3,19 +3,81 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
+import json  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 from fibrecon import io  # noqa: E402
+from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
+from fibrecon.samples import check_model_settings  # noqa: E402
 from fibrecon.segment import (combine_channels, label_slice, multiotsu_thresholds,  # noqa: E402
                               sample_voxels)
 
 p = snakemake.params  # noqa: F821
-with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
+out = snakemake.output  # noqa: F821
+
+
+def network_labels(stack, log):
+    """Labels (and, when asked, float16 probabilities kept in a memory map) per slice."""
+    import torch
+
+    from fibrecon.infer import (context_image, predict_probabilities, prepare_for_inference,
+                                resolve_device)
+    from fibrecon.unet import file_sha256, load_model
+
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    device = resolve_device(p.device)
+    net, card = load_model(snakemake.input.model, device)  # noqa: F821
+    check_model_settings(card, [p.kvs[c] for c in p.channels], p.tile_px, snakemake.input.model)  # noqa: F821
+    log.info("model %s (sha256 %s), kV %s, context %d, on %s", snakemake.input.model,  # noqa: F821
+             file_sha256(snakemake.input.model), card["kvs"], card["context"], device)  # noqa: F821
+    used = asdict(PreprocessParams.from_config(p.preprocess))
+    differ = {k: (v, used.get(k)) for k, v in card.get("preprocess", {}).items()
+              if json.loads(json.dumps(used.get(k))) != v}
+    if differ:
+        log.warning("preprocessing differs from the model's training (trained, used): %s; "
+                    "expect lower accuracy, or retrain (rule train_model)", differ)
+    net = prepare_for_inference(net, device)
+    probs = None
+    if out.get("probabilities"):
+        nz, _, ny, nx = stack.shape
+        probs = np.lib.format.open_memmap(f"{out.probabilities}.npy.part", "w+", np.float16,
+                                          (nz, 3, ny, nx))
+    for z in progress("segmenting")(range(len(stack))):
+        prob = predict_probabilities(net, context_image(stack, z, p.channels, card["context"]),
+                                     multiple=net_multiple(card), tile=p.tile_px,
+                                     overlap=p.overlap_px, batch_size=p.batch_size,
+                                     device=device)
+        if probs is not None:
+            probs[z] = prob
+        yield prob.argmax(0).astype(np.uint8)
+    if probs is not None:
+        probs.flush()
+        io.write_volume_slices(out.probabilities, iter(probs), probs.shape, np.float16,
+                               stack.voxel_size, channels=True)
+        del probs
+
+
+def net_multiple(card):
+    return 2 ** card["architecture"]["depth"]
+
+
+def classical_labels(stack, log):
     thresholds = multiotsu_thresholds(sample_voxels(stack, p.channels), nbins=p.nbins)
-    log.info("method %s on channels %s: thresholds %s", p.method, p.channels, thresholds)
-    labels = (label_slice(combine_channels(stack[z], p.channels), thresholds)
-              for z in progress("labelling")(range(len(stack))))
+    log.info("multi-Otsu on channels %s: thresholds %s", p.channels, thresholds)
+    for z in progress("labelling")(range(len(stack))):
+        yield label_slice(combine_channels(stack[z], p.channels), thresholds)
+
+
+with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
+    labels = (network_labels if p.method == "unet" else classical_labels)(stack, log)
     nz, _, ny, nx = stack.shape
-    io.write_volume_slices(snakemake.output.labels, labels, (nz, ny, nx), np.uint8,  # noqa: F821
-                           stack.voxel_size)
+    try:
+        io.write_volume_slices(out.labels, labels, (nz, ny, nx), np.uint8, stack.voxel_size)
+    finally:
+        if out.get("probabilities"):
+            import pathlib
+
+            pathlib.Path(f"{out.probabilities}.npy.part").unlink(missing_ok=True)

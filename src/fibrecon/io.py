@@ -36,6 +36,7 @@ __all__ = [
     "atomic_dir",
     "read_raw_stack",
     "RawStack",
+    "read_labelled_slices",
     "VolumeReader",
     "write_volume_slices",
     "read_sem_metadata",
@@ -574,7 +575,7 @@ class VolumeReader:
         except Exception as exc:
             raise ValueError(f"{self.path}: cannot be read as TIFF ({exc})") from exc
         series = self._tif.series[0]
-        ij = self._tif.imagej_metadata or {}
+        ij = self._tif.imagej_metadata or (self._tif.shaped_metadata or ({},))[0]
         page = self._tif.pages.first
         xr = page.tags["XResolution"].value
         yr = page.tags["YResolution"].value
@@ -624,6 +625,8 @@ def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: boo
     shape : tuple of int
         Full shape, (z, y, x) or (z, c, y, x).
     dtype : numpy dtype
+        float16 is written as a plain (non-ImageJ) TIFF with the same metadata
+        as JSON, which :class:`VolumeReader` reads back.
     voxel_size : sequence of 3 float
         (dz, dy, dx) in micrometres.
     channels : bool
@@ -655,8 +658,10 @@ def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: boo
         if count != shape[0]:
             raise ValueError(f"{path}: got {count} slices, expected {shape[0]}")
 
+    imagej = dtype != np.float16  # ImageJ has no float16: a plain TIFF with JSON metadata
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, planes(), shape=tuple(shape), dtype=dtype, imagej=True,
+        tifffile.imwrite(tmp, planes(), shape=tuple(shape), dtype=dtype, imagej=imagej,
+                         photometric="minisblack",
                          resolution=(1.0 / dx, 1.0 / dy),
                          metadata={"spacing": dz, "unit": "um", "axes": axes,
                                    "Info": f"fibrecon axes={axes}"})
@@ -702,3 +707,59 @@ def write_table(path, df, sep: str = "\t") -> None:
     """Write a pandas DataFrame as a tab-separated (or ``sep``) table, no index, NaN spelled out."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep=sep, index=False, na_rep="NaN")
+
+
+# --------------------------------------------------------------------------
+# User-labelled slices (fine-tuning the segmentation network)
+# --------------------------------------------------------------------------
+
+
+def read_labelled_slices(folder, n_channels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Image/label pairs ``NAME.tif`` + ``NAME_labels.tif`` from a folder.
+
+    ``NAME.tif`` holds one slice's network input, (channels, y, x) or (y, x)
+    for one channel: the preprocessed kV channels in the model's order (a
+    slice of ``results/preprocessed/<sample>.tif``). ``NAME_labels.tif`` holds
+    its labels, (y, x), 0 pore, 1 AM, 2 CBD.
+
+    Returns
+    -------
+    list of (images (1, c, y, x) float32, labels (1, y, x) uint8)
+
+    Raises
+    ------
+    ValueError
+        Naming the file: no pairs, a label file without image (or the
+        reverse), wrong channel count, shapes that differ, label values
+        outside 0-2.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: labelled-slices folder not found")
+    labels = {p.name[: -len("_labels.tif")]: p for p in folder.glob("*_labels.tif")}
+    images = {p.stem: p for p in folder.glob("*.tif") if not p.name.endswith("_labels.tif")}
+    if not labels:
+        raise ValueError(f"{folder}: no NAME_labels.tif files (expected NAME.tif + "
+                         "NAME_labels.tif pairs)")
+    unpaired = sorted(set(labels) ^ set(images))
+    if unpaired:
+        name = unpaired[0]
+        have = labels.get(name) or images.get(name)
+        raise ValueError(f"{have}: has no partner ({name}.tif and {name}_labels.tif go together)")
+    pairs = []
+    for name in sorted(labels):
+        img = _read_image(images[name]).astype(np.float32)
+        img = img[None] if img.ndim == 2 else img
+        lab = _read_image(labels[name])
+        if img.ndim != 3 or img.shape[0] != n_channels:
+            raise ValueError(f"{images[name]}: shape {img.shape}, expected ({n_channels}, y, x) "
+                             "(the model's input channels)")
+        if lab.shape != img.shape[1:]:
+            raise ValueError(f"{labels[name]}: shape {lab.shape} differs from its image "
+                             f"{img.shape[1:]}")
+        bad = np.setdiff1d(np.unique(lab), [0, 1, 2])
+        if bad.size:
+            raise ValueError(f"{labels[name]}: unexpected label values {bad[:10].tolist()} "
+                             "(expected 0 pore, 1 AM, 2 CBD)")
+        pairs.append((img[None], lab.astype(np.uint8)[None]))
+    return pairs

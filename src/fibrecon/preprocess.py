@@ -89,6 +89,13 @@ class PreprocessParams:
     percentile_smoothing: float = 2.0
     clahe: bool = False
 
+    @classmethod
+    def from_config(cls, settings: dict) -> "PreprocessParams":
+        """From the ``preprocess:`` section of the config (``percentile_low``/``_high`` keys)."""
+        cfg = dict(settings)
+        cfg["percentiles"] = (cfg.pop("percentile_low", 1.0), cfg.pop("percentile_high", 99.0))
+        return cls(**cfg)
+
 
 def denoise(image: np.ndarray, method: str = "gaussian", sigma: float = 2.0) -> np.ndarray:
     """Denoise one image (float32 out).

@@ -23,6 +23,8 @@ from fibrecon import CROSS_SECTION_TILT_DEG
 
 __all__ = [
     "ConfigError",
+    "model_card_path",
+    "check_model_settings",
     "SHEET_COLUMNS",
     "load_schema",
     "validate_config",
@@ -259,3 +261,30 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
                     f"conflicts with {meta[axis]:g} µm in the instrument metadata"
                 )
     return (values["z"], values["y"], values["x"]), origin
+
+
+def model_card_path(model_path) -> Path:
+    """The model card written next to a model: ``NAME.pt`` -> ``NAME.card.json``."""
+    p = Path(model_path)
+    return p.with_name(p.stem + ".card.json")
+
+
+def check_model_settings(card: dict, kvs, tile: int, model_path) -> None:
+    """Refuse a model whose kV channels differ from ``kvs`` or a tile below its receptive field.
+
+    Raises
+    ------
+    ValueError
+        Naming the model file, its kV list and the configured one.
+    """
+    want = [float(k) for k in kvs]
+    have = [float(k) for k in card["kvs"]]
+    if want != have:
+        raise ValueError(
+            f"{model_path}: the model expects kV channels {have} (in this order), but the "
+            f"configured channels are {want}; set segment: channels to {have} or use a model "
+            "trained for these channels (rule train_model)")
+    rf = int(card.get("receptive_field_px", 0))
+    if tile < rf:
+        raise ValueError(f"segment: tile_px = {tile} is smaller than the receptive field of "
+                         f"{model_path} ({rf} px); use a tile of at least {rf} px")

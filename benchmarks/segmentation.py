@@ -1,0 +1,213 @@
+"""Segmentation network: train the shipped model and its comparison variants, measure IoU.
+
+Trains on one seeded set of simulated stacks (``fibrecon.training``):
+
+* ``unet_1kV_3kV``   2D, both kV channels: the shipped model (resources/models/)
+* ``unet_1kV``       2D, 1 kV only      } the multi-kV claim: same data, same steps
+* ``unet_3kV``       2D, 3 kV only      }
+* ``unet_1kV_3kV_w16``  twice the features (capacity vs CPU speed)
+* ``unet_1kV_3kV_nodenoise``  trained and tested without the Gaussian denoising
+* ``unet_1kV_3kV_ctx1``  2.5D: slices z-1, z, z+1 as extra channels
+
+and evaluates each, with the classical multi-Otsu baseline, on simulated
+stacks whose seeds, microstructures and artifact settings were never used in
+training ("default": every artifact at strength 1; "strong": 1.5, noise 2.5,
+beyond the training range). Per-phase IoU over all test voxels.
+
+Run on a GPU machine (about 6 minutes on one H100) or, slowly, on CPU::
+
+    python benchmarks/segmentation.py train --out DIR [--steps 3000]
+    python benchmarks/segmentation.py report DIR   # writes the RESULTS.md section
+
+``train`` writes DIR/<model>.pt, DIR/<model>.card.json, DIR/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from fibrecon import io  # noqa: E402
+from fibrecon.infer import (context_image, predict_probabilities,  # noqa: E402
+                            prepare_for_inference, resolve_device)
+from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
+from fibrecon.segment import segment_multiotsu  # noqa: E402
+from fibrecon.simulate import ARTIFACTS, simulate_sample  # noqa: E402
+from fibrecon.training import (MICROSTRUCTURE_RANGES, TrainSettings, confusion,  # noqa: E402
+                               iou_from_confusion, synthetic_stacks, train_model)
+from fibrecon.unet import save_model  # noqa: E402
+
+KVS = [1.0, 3.0]
+VARIANTS = {  # name: (kvs, context, width, preprocessing)
+    "unet_1kV_3kV": ([1.0, 3.0], 0, 8, "default"),
+    "unet_1kV": ([1.0], 0, 8, "default"),
+    "unet_3kV": ([3.0], 0, 8, "default"),
+    "unet_1kV_3kV_w16": ([1.0, 3.0], 0, 16, "default"),
+    "unet_1kV_3kV_nodenoise": ([1.0, 3.0], 0, 8, "no denoising"),
+    "unet_1kV_3kV_ctx1": ([1.0, 3.0], 1, 8, "default"),
+    "unet_1kV_3kV_nodenoise_ctx1": ([1.0, 3.0], 1, 8, "no denoising"),
+}
+PREPROCESSING = {"default": PreprocessParams(), "no denoising": PreprocessParams(denoise="none")}
+TEST_SETTINGS = {
+    "default": {k: 1.0 for k in ARTIFACTS},
+    "strong": {**{k: 1.5 for k in ARTIFACTS}, "noise": 2.5},
+}
+
+
+def test_stacks(preprocess: PreprocessParams, n_per_setting: int = 3, shape=(24, 256, 256)):
+    """Held-out stacks: seeds 90001.., microstructure drawn from a generator never used in training."""
+    rng = np.random.default_rng(777)
+    out = []
+    for setting, artifacts in TEST_SETTINGS.items():
+        for i in range(n_per_setting):
+            micro = {k: float(rng.uniform(*r)) for k, r in MICROSTRUCTURE_RANGES.items()}
+            seed = 90001 + len(out)
+            s = simulate_sample(shape, (0.05,) * 3, KVS, seed=seed,
+                                artifacts={**artifacts, "drift": 0.0}, **micro)
+            out.append({"setting": setting, "seed": seed, "micro": micro,
+                        "images": preprocess_stack(s.raw, preprocess), "labels": s.labels})
+    return out
+
+
+def evaluate(net, card, stacks, device) -> dict:
+    """Per-phase IoU over all voxels of each test setting."""
+    net = prepare_for_inference(net, device)
+    channels = [KVS.index(k) for k in card["kvs"]]
+    multiple = 2 ** card["architecture"]["depth"]
+    cms = {}
+    for st in stacks:
+        cm = cms.setdefault(st["setting"], torch.zeros(3, 3, dtype=torch.long))
+        for z in range(len(st["labels"])):
+            prob = predict_probabilities(net, context_image(st["images"], z, channels,
+                                                            card["context"]),
+                                         multiple=multiple, tile=1024, device=device)
+            cm += confusion(torch.from_numpy(prob.argmax(0)), torch.from_numpy(
+                st["labels"][z].astype(np.int64)))
+    return {k: iou_from_confusion(v) for k, v in cms.items()}
+
+
+def evaluate_classical(stacks) -> dict:
+    cms = {}
+    for st in stacks:
+        cm = cms.setdefault(st["setting"], torch.zeros(3, 3, dtype=torch.long))
+        pred = segment_multiotsu(st["images"])
+        cm += confusion(torch.from_numpy(pred.astype(np.int64)),
+                        torch.from_numpy(st["labels"].astype(np.int64)))
+    return {k: iou_from_confusion(v) for k, v in cms.items()}
+
+
+def inference_speed(net, device, n_channels: int, size: int = 1024, repeats: int = 4) -> float:
+    """Mvoxel/s of tiled inference (softmax and blending included) on size x size slices."""
+    multiple = net.multiple
+    net = prepare_for_inference(net, device)
+    img = np.random.default_rng(0).random((n_channels, size, size), dtype=np.float32)
+    predict_probabilities(net, img, multiple=multiple, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        predict_probabilities(net, img, multiple=multiple, device=device)
+    return repeats * size * size / (time.perf_counter() - t) / 1e6
+
+
+def cmd_train(args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    base = TrainSettings(kvs=KVS, stacks=args.stacks, steps=args.steps, workers=args.workers)
+    results = {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+               "torch": torch.__version__,
+               "settings": base.__dict__ | {"stack_shape": list(base.stack_shape)},
+               "classical": {}, "models": {}}
+    sims, tests = {}, {}
+    for pre_name in dict.fromkeys(VARIANTS[v][3] for v in args.variants):  # all data first
+        pre = PREPROCESSING[pre_name]  # (process pool forks before CUDA is in use)
+        sims[pre_name] = synthetic_stacks(base.stacks, base.stack_shape, base.voxel_size_um,
+                                          KVS, pre, base.seed, workers=args.workers)
+        tests[pre_name] = test_stacks(pre)
+        results["classical"][pre_name] = evaluate_classical(tests[pre_name])
+        print(f"{time.perf_counter() - t0:.0f} s: classical", pre_name,
+              results["classical"][pre_name], flush=True)
+    for name in args.variants:
+        if time.perf_counter() - t0 > args.budget_s:
+            print(f"budget spent: {name} skipped", flush=True)
+            continue
+        kvs, context, width, pre_name = VARIANTS[name]
+        pre = PREPROCESSING[pre_name]
+        s = replace(base, kvs=kvs, context=context, width=width)
+        net, card = train_model(s, pre, simulated=(sims[pre_name], KVS), device=device,
+                                progress_bar=False)
+        card["name"] = name
+        save_model(out / f"{name}.pt", net, card)
+        io.write_json(out / f"{name}.card.json", card)
+        r = {"preprocessing": pre_name, "train_s": card["seconds"],
+             "validation": card["validation"]["simulated"],
+             "test": evaluate(net, card, tests[pre_name], device),
+             "inference_mvox_s": round(inference_speed(net, device, len(kvs) * (2 * context + 1)),
+                                       2),
+             "parameters": sum(p.numel() for p in net.parameters())}
+        results["models"][name] = r
+        print(f"{time.perf_counter() - t0:.0f} s:", name, json.dumps(r), flush=True)
+        io.write_json(out / "results.json", results)
+    results["total_s"] = round(time.perf_counter() - t0, 1)
+    io.write_json(out / "results.json", results)
+
+
+def cmd_report(args):
+    from results_md import write_section
+
+    r = io.read_json(Path(args.dir) / "results.json")
+    rows = ["| segmentation | test setting | IoU pore | IoU AM | IoU CBD |", "|---|---|---|---|---|"]
+    for pre_name, per_setting in r["classical"].items():
+        for setting, c in per_setting.items():
+            rows.append(f"| classical multi-Otsu ({pre_name} preprocessing) | {setting} | "
+                        f"{c['iou_pore']:.3f} | {c['iou_am']:.3f} | {c['iou_cbd']:.3f} |")
+    for name, m in r["models"].items():
+        for setting, c in m["test"].items():
+            rows.append(f"| {name} | {setting} | {c['iou_pore']:.3f} | {c['iou_am']:.3f} | "
+                        f"{c['iou_cbd']:.3f} |")
+    speed = ["| model | training time | inference at 1024x1024 |", "|---|---|---|"]
+    for name, m in r["models"].items():
+        speed.append(f"| {name} | {m['train_s']:.0f} s | {m['inference_mvox_s']:.1f} Mvoxel/s |")
+    s = r["settings"]
+    text = [f"Trained on {r['device']} ({r['gpu'] or 'CPU'}, torch {r['torch']}): "
+            f"{s['stacks']} simulated stacks of {s['stack_shape']} (random microstructure and "
+            f"artifact strengths, {s['validation_fraction']:.0%} held out), {s['steps']} steps of "
+            f"{s['batch_size']} patches of {s['patch_px']} px. Test: 3 + 3 stacks of 24x256x256 "
+            "with unseen seeds and microstructures, artifacts at strength 1 (default) and 1.5 with "
+            "noise 2.5 (strong, beyond the training range). Per-phase IoU over all test voxels:",
+            "", *rows, "", "Training time and inference speed on the same machine:", "", *speed,
+            "", f"Command: `python benchmarks/segmentation.py train --out DIR` "
+            "(on the GPU machine), then `python benchmarks/segmentation.py report DIR`."]
+    write_section("Segmentation network (issue 5)", "\n".join(text))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--out", required=True)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--stacks", type=int, default=40)
+    t.add_argument("--workers", type=int, default=8)
+    t.add_argument("--budget-s", type=float, default=480)
+    t.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    r = sub.add_parser("report")
+    r.add_argument("dir")
+    args = ap.parse_args(argv)
+    (cmd_train if args.cmd == "train" else cmd_report)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Tortuosity solver speed: 30 % porosity blob volumes of 128^3, 256^3, 384^3.
+
+Solvers (each named with --solvers): ``fibrecon`` (fibrecon.tortuosity
+finite-volume solve), ``taufactor`` (taufactor.Solver on --device), ``porespy``
+(porespy.simulations.tortuosity_fd; needs openpnm, see benchmarks/requirements.txt).
+
+    python benchmarks/tortuosity_speed.py --out DIR [--sizes 128 256 384] [--device cuda]
+    python benchmarks/tortuosity_speed.py report DIR [DIR ...]
+
+``--out`` writes DIR/tortuosity.json; ``report`` merges such files into the
+RESULTS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io as _io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def blobs(n: int, porosity: float = 0.30, blobiness_px: float = 4.0, seed: int = 0) -> np.ndarray:
+    """Pore mask of ``porosity``: smoothed Gaussian noise thresholded at its quantile."""
+    field = ndi.gaussian_filter(np.random.default_rng(seed).standard_normal((n, n, n),
+                                                                           dtype=np.float32),
+                                blobiness_px)
+    return field <= np.quantile(field, porosity)
+
+
+def run_taufactor(mask, device):
+    import taufactor
+    import torch
+
+    with contextlib.redirect_stdout(_io.StringIO()):
+        t = time.perf_counter()
+        s = taufactor.Solver(mask.astype(np.float32), device=device)
+        s.solve(verbose=False, conv_crit=1e-2)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return float(np.ravel(s.tau.cpu().numpy() if hasattr(s.tau, "cpu") else s.tau)[0]), \
+        time.perf_counter() - t
+
+
+def run_fibrecon(mask, device):
+    from fibrecon.tortuosity import finite_volume_tau
+
+    t = time.perf_counter()
+    tau = finite_volume_tau(mask)
+    return float(tau), time.perf_counter() - t
+
+
+def run_porespy(mask, device):
+    import porespy
+
+    t = time.perf_counter()
+    r = porespy.simulations.tortuosity_fd(mask, axis=0)
+    return float(r.tortuosity), time.perf_counter() - t
+
+
+SOLVERS = {"fibrecon": run_fibrecon, "taufactor": run_taufactor, "porespy": run_porespy}
+
+
+def cmd_run(args):
+    import platform
+
+    rows = []
+    for n in args.sizes:
+        mask = blobs(n)
+        for name in args.solvers:
+            tau, sec = SOLVERS[name](mask, args.device)
+            rows.append({"size": n, "solver": name, "device": args.device, "tau": tau,
+                         "seconds": round(sec, 2), "porosity": float(mask.mean())})
+            print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = args.machine or f"{platform.node()} ({__import__('os').cpu_count()} CPUs)"
+    (out / "tortuosity.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 384])
+    ap.add_argument("--solvers", nargs="+", default=["fibrecon", "taufactor"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--machine", default=None)
+    cmd_run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+rule train_model:
+    input:
+        user_slices=user_slices_folder,
+        code=[code(m) for m in ("training", "unet", "simulate", "preprocess")],
+    output:
+        model="results/models/unet.pt",
+        card="results/models/unet.card.json",
+    log:
+        "logs/train_model.log",
+    benchmark:
+        "benchmarks/train_model.tsv"
+    conda:
+        "../envs/segment.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        settings={k: v for k, v in config["train"].items() if k not in ("user_slices", "device")},
+        preprocess=config["preprocess"],
+        device=config["train"]["device"],
+    script:
+        "../scripts/train_model.py"
