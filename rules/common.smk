@@ -92,9 +92,18 @@ def segment_channels(wildcards):
     return [kvs.index(kv) for kv in selected_kvs(wildcards.sample)]
 
 
+def resolve_model_path(path):
+    """A model path as given, or, when not found there, inside the workflow (shipped models)."""
+    shipped = Path(workflow.basedir) / path
+    return str(shipped) if not Path(path).exists() and shipped.exists() else path
+
+
+MODEL = resolve_model_path(config["segment"]["model"])
+
+
 def segment_model(wildcards):
     """The network file the segment rule reads (none for the classical method)."""
-    return config["segment"]["model"] if config["segment"]["method"] == "unet" else []
+    return MODEL if config["segment"]["method"] == "unet" else []
 
 
 # Class probabilities are an extra output of segment only when asked for.
@@ -113,7 +122,7 @@ def user_slices_folder(wildcards):
 # The model's kV channels and receptive field, checked against every sample
 # before any job (the segment job checks the model file itself again).
 if config["segment"]["method"] == "unet":
-    _model = Path(config["segment"]["model"])
+    _model = Path(MODEL)
     if _model.as_posix() != "results/models/unet.pt":
         if not _model.is_file():
             raise ValueError(

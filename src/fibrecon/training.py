@@ -79,14 +79,14 @@ class TrainSettings:
     """
 
     kvs: list = field(default_factory=lambda: [1.0, 3.0])
-    context: int = 0
+    context: int = 1
     width: int = 8
     depth: int = 4
-    stacks: int = 40
+    stacks: int = 64
     stack_shape: tuple = (16, 256, 256)
     voxel_size_um: float = 0.05
     validation_fraction: float = 0.15
-    steps: int = 3000
+    steps: int = 7000
     batch_size: int = 16
     patch_px: int = 192
     learning_rate: float = 3e-3

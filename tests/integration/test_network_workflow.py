@@ -1,0 +1,53 @@
+"""The network in the workflow: train_model feeding segment, probabilities, model checks."""
+
+import numpy as np
+import pytest
+from helpers import snakemake, write_setup
+
+from fibrecon import io as fio
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_training(config):
+    config["segment"].update(model="results/models/unet.pt", save_probabilities=True)
+    config["train"].update(stacks=3, stack_shape=[4, 64, 64], steps=8, batch_size=2,
+                           patch_px=64, width=4, depth=2, device="cpu")
+
+
+def test_train_model_rule_feeds_segment_and_probabilities_sum_to_one(tmp_path):
+    write_setup(tmp_path, config_edit=tiny_training)
+    snakemake(tmp_path, "--cores", "2", "results/segmented/tiny_a.tif")
+    card = fio.read_json(tmp_path / "results" / "models" / "unet.card.json")
+    assert card["kvs"] == [1.0, 3.0] and card["context"] == 1
+    assert card["training_data"]["simulated"]["stacks"] == 2  # one of 3 held out
+    assert set(card["validation"]["simulated"]) == {"iou_pore", "iou_am", "iou_cbd"}
+    labels, voxel = fio.read_volume(tmp_path / "results" / "segmented" / "tiny_a.tif")
+    probs, pvoxel = fio.read_volume(tmp_path / "results" / "segmented" /
+                                    "tiny_a_probabilities.tif")
+    assert probs.dtype == np.float16 and probs.shape == (labels.shape[0], 3, *labels.shape[1:])
+    np.testing.assert_allclose(probs.astype(np.float32).sum(1), 1.0, atol=5e-3)
+    agree = (probs.argmax(1) == labels).mean()
+    assert agree > 0.99  # float16 rounding may flip near-ties
+    assert pvoxel == voxel
+    log = (tmp_path / "logs" / "segment" / "tiny_a.log").read_text()
+    assert "results/models/unet.pt (sha256" in log and "segmenting" in log
+    assert not list((tmp_path / "results").rglob("*.part"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["segment"].update(channels=[3]),
+     "the model expects kV channels [1.0, 3.0] (in this order), but the configured channels "
+     "are [3.0]"),
+    (lambda c: c["segment"].update(tile_px=128), "tile_px = 128 is smaller than the receptive"),
+    (lambda c: c["segment"].update(model="nowhere/model.pt"),
+     "segment: model: nowhere/model.pt: model file not found"),
+    (lambda c: c["segment"].update(model="results/models/unet.pt", channels=[3]),
+     "differ from the kV list the model is trained for"),
+])
+def test_model_that_does_not_fit_the_config_stops_before_any_job(tmp_path, edit, message):
+    write_setup(tmp_path, config_edit=edit)
+    result = snakemake(tmp_path, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,144 @@
+"""The segmentation network: architecture, model files, tiled inference, training, checks."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from fibrecon import io
+from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference, tile_starts
+from fibrecon.preprocess import PreprocessParams
+from fibrecon.samples import check_model_settings, model_card_path
+from fibrecon.training import (PatchDataset, TrainSettings, confusion, iou_from_confusion,
+                               train_model)
+from fibrecon.unet import ModelLoadError, UNet, input_channels, load_model, save_model
+
+SHIPPED = "resources/models/unet_1kV_3kV.pt"
+
+
+def test_unet_keeps_the_image_size_and_its_receptive_field_is_what_it_says():
+    net = UNet(2, width=4, depth=3).eval()
+    assert net(torch.zeros(1, 2, 48, 64)).shape == (1, 3, 48, 64)
+    # a change at one pixel reaches exactly as far as the stated receptive field
+    x = torch.rand(1, 2, 256, 256, requires_grad=True)
+    net(x)[0, :, 128, 128].sum().backward()
+    rows = np.flatnonzero(x.grad[0].abs().sum(0).sum(1).numpy())
+    assert rows.max() - rows.min() + 1 <= net.receptive_field
+    assert rows.max() - rows.min() + 1 >= net.receptive_field - 2 * net.multiple
+
+
+def test_model_file_round_trip_and_errors_name_the_file(tmp_path):
+    net = UNet(input_channels([1, 3], 1), width=4, depth=2)
+    save_model(tmp_path / "m.pt", net, {"kvs": [1.0, 3.0], "context": 1,
+                                        "version": torch.__version__})
+    loaded, card = load_model(tmp_path / "m.pt")
+    x = torch.rand(1, 6, 16, 16)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+    assert card["kvs"] == [1.0, 3.0]
+    with pytest.raises(ModelLoadError, match="m2.pt: model file not found"):
+        load_model(tmp_path / "m2.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="bad.pt: not a readable model checkpoint"):
+        load_model(tmp_path / "bad.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ModelLoadError, match="other.pt: not a fibrecon model"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="lacks"):
+        save_model(tmp_path / "x.pt", net, {"kvs": [1.0]})
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_kv_mismatch_and_small_tile_are_refused_naming_both():
+    card = {"kvs": [1.0, 3.0], "receptive_field_px": 200}
+    check_model_settings(card, [1, 3], 256, "m.pt")
+    with pytest.raises(ValueError, match=r"m.pt: the model expects kV channels \[1.0, 3.0\].*"
+                                         r"configured channels are \[3.0\]"):
+        check_model_settings(card, [3], 256, "m.pt")
+    with pytest.raises(ValueError, match="tile_px = 64 is smaller than the receptive field"):
+        check_model_settings(card, [1, 3], 64, "m.pt")
+    assert model_card_path("a/unet.pt").as_posix() == "a/unet.card.json"
+
+
+def test_tiles_cover_the_image_and_blending_matches_one_big_tile():
+    assert tile_starts(1000, 512, 64) == [0, 448, 488]
+    for size, tile, overlap in [(100, 32, 8), (515, 128, 32), (64, 64, 16)]:
+        starts = tile_starts(size, tile, overlap)
+        covered = np.zeros(size, bool)
+        for s in starts:
+            covered[s: s + tile] = True
+        assert covered.all() and starts[-1] + tile == size
+    torch.manual_seed(0)
+    net = prepare_for_inference(UNet(2, width=4, depth=2))
+    img = np.random.default_rng(0).random((2, 100, 130), dtype=np.float32)
+    whole = predict_probabilities(net, img, multiple=4, tile=1024)
+    tiled = predict_probabilities(net, img, multiple=4, tile=48, overlap=24, batch_size=3)
+    assert whole.shape == tiled.shape == (3, 100, 130)
+    np.testing.assert_allclose(whole.sum(0), 1.0, rtol=1e-5)
+    # a depth-2 net sees 37 px; with 24 px overlap the blended tiles agree with one big tile
+    assert np.mean(np.abs(whole - tiled)) < 0.02
+
+
+def test_context_image_orders_slices_and_repeats_at_the_ends():
+    stack = np.arange(4)[:, None, None, None] * np.ones((4, 2, 3, 3)) + \
+        np.array([0, 10])[None, :, None, None]
+    x = context_image(stack, 0, [0, 1], 1)
+    assert x[:, 0, 0].tolist() == [0, 10, 0, 10, 1, 11]
+    assert context_image(stack, 3, [1], 1)[:, 0, 0].tolist() == [12, 13, 13]
+
+
+def test_iou_from_confusion_and_augmented_patches_are_seeded():
+    cm = confusion(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 2]))
+    iou = iou_from_confusion(cm)
+    assert iou == {"iou_pore": 0.5, "iou_am": 0.5, "iou_cbd": 1.0}
+    stacks = [(np.random.default_rng(0).random((3, 2, 40, 40)).astype(np.float16),
+               np.random.default_rng(1).integers(0, 3, (3, 40, 40)).astype(np.uint8))]
+    ds = PatchDataset(stacks, 32, 1, 10, seed=5)
+    a, b = ds[3], ds[3]
+    assert a[0].shape == (6, 32, 32) and a[1].shape == (32, 32)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="larger than training image"):
+        PatchDataset(stacks, 64, 0, 1, seed=0)
+
+
+@pytest.mark.slow
+def test_training_learns_the_simulated_phases_and_is_reproducible():
+    s = TrainSettings(kvs=[1.0, 3.0], stacks=4, stack_shape=(6, 64, 64), steps=60, batch_size=4,
+                      patch_px=64, width=4, depth=3, learning_rate=1e-2)
+    pre = PreprocessParams(denoise="none")
+    net, card = train_model(s, pre, device="cpu", progress_bar=False)
+    net2, _ = train_model(s, pre, device="cpu", progress_bar=False)
+    for (k, v), v2 in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert torch.equal(v, v2), k  # bit-identical on CPU with the same seed
+    val = card["validation"]["simulated"]
+    # 60 steps of a tiny net already separate the phases far better than chance (~0.33)
+    assert val["iou_am"] > 0.6 and val["iou_pore"] > 0.5, val
+    assert card["kvs"] == [1.0, 3.0] and card["preprocess"]["denoise"] == "none"
+    assert card["training_data"]["simulated"]["stacks"] == 3
+
+
+def test_user_slices_are_read_in_pairs_and_bad_ones_named(tmp_path):
+    img = np.random.default_rng(0).random((2, 20, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    tifffile.imwrite(tmp_path / "a_labels.tif", np.ones((20, 24), np.uint8))
+    pairs = io.read_labelled_slices(tmp_path, 2)
+    assert pairs[0][0].shape == (1, 2, 20, 24) and pairs[0][1].shape == (1, 20, 24)
+    with pytest.raises(ValueError, match=r"a.tif: shape \(2, 20, 24\), expected \(6, y, x\)"):
+        io.read_labelled_slices(tmp_path, 6)
+    tifffile.imwrite(tmp_path / "b_labels.tif", np.full((20, 24), 7, np.uint8))
+    with pytest.raises(ValueError, match="b_labels.tif: has no partner"):
+        io.read_labelled_slices(tmp_path, 2)
+    tifffile.imwrite(tmp_path / "b.tif", img)
+    with pytest.raises(ValueError, match=r"b_labels.tif: unexpected label values \[7\]"):
+        io.read_labelled_slices(tmp_path, 2)
+
+
+def test_shipped_model_loads_matches_its_card_and_stays_small():
+    net, card = load_model(SHIPPED)
+    assert card == json.loads(model_card_path(SHIPPED).read_text())
+    assert card["kvs"] == [1.0, 3.0] and net.hparams["in_channels"] == 6
+    assert card["receptive_field_px"] == net.receptive_field
+    assert model_card_path(SHIPPED).exists()
+    import os
+    assert os.path.getsize(SHIPPED) <= 20 * 2**20
