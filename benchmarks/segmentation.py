@@ -17,7 +17,7 @@ beyond the training range). Per-phase IoU over all test voxels.
 Run on a GPU machine (about 6 minutes on one H100) or, slowly, on CPU::
 
     python benchmarks/segmentation.py train --out DIR [--steps 3000]
-    python benchmarks/segmentation.py report DIR   # writes the RESULTS.md section
+    python benchmarks/segmentation.py report DIR/results.json [...]   # the RESULTS.md section
 
 ``train`` writes DIR/<model>.pt, DIR/<model>.card.json, DIR/results.json.
 """
@@ -164,32 +164,76 @@ def cmd_train(args):
 
 
 def cmd_report(args):
+    """RESULTS.md section from one or more ``results.json`` (or a list of them in one file)."""
     from results_md import write_section
 
-    r = io.read_json(Path(args.dir) / "results.json")
-    rows = ["| segmentation | test setting | IoU pore | IoU AM | IoU CBD |", "|---|---|---|---|---|"]
-    for pre_name, per_setting in r["classical"].items():
-        for setting, c in per_setting.items():
-            rows.append(f"| classical multi-Otsu ({pre_name} preprocessing) | {setting} | "
-                        f"{c['iou_pore']:.3f} | {c['iou_am']:.3f} | {c['iou_cbd']:.3f} |")
-    for name, m in r["models"].items():
-        for setting, c in m["test"].items():
-            rows.append(f"| {name} | {setting} | {c['iou_pore']:.3f} | {c['iou_am']:.3f} | "
-                        f"{c['iou_cbd']:.3f} |")
-    speed = ["| model | training time | inference at 1024x1024 |", "|---|---|---|"]
-    for name, m in r["models"].items():
-        speed.append(f"| {name} | {m['train_s']:.0f} s | {m['inference_mvox_s']:.1f} Mvoxel/s |")
-    s = r["settings"]
-    text = [f"Trained on {r['device']} ({r['gpu'] or 'CPU'}, torch {r['torch']}): "
-            f"{s['stacks']} simulated stacks of {s['stack_shape']} (random microstructure and "
-            f"artifact strengths, {s['validation_fraction']:.0%} held out), {s['steps']} steps of "
-            f"{s['batch_size']} patches of {s['patch_px']} px. Test: 3 + 3 stacks of 24x256x256 "
-            "with unseen seeds and microstructures, artifacts at strength 1 (default) and 1.5 with "
-            "noise 2.5 (strong, beyond the training range). Per-phase IoU over all test voxels:",
-            "", *rows, "", "Training time and inference speed on the same machine:", "", *speed,
-            "", f"Command: `python benchmarks/segmentation.py train --out DIR` "
-            "(on the GPU machine), then `python benchmarks/segmentation.py report DIR`."]
+    runs = []
+    for f in args.files:
+        r = io.read_json(f)
+        runs.extend(r if isinstance(r, list) else [r])
+    rows = ["| segmentation | training (stacks, steps) | test setting | IoU pore | IoU AM | "
+            "IoU CBD |", "|---|---|---|---|---|---|"]
+    speed = ["| model | training time | inference at 1024x1024 | parameters |",
+             "|---|---|---|---|"]
+    classical_done = set()
+    for r in runs:
+        for pre_name, per_setting in r["classical"].items():
+            for setting, c in per_setting.items():
+                if (pre_name, setting) in classical_done:
+                    continue
+                classical_done.add((pre_name, setting))
+                rows.append(f"| classical multi-Otsu ({pre_name} preprocessing) | - | {setting} | "
+                            f"{c['iou_pore']:.3f} | {c['iou_am']:.3f} | {c['iou_cbd']:.3f} |")
+        st = r["settings"]
+        for name, m in r["models"].items():
+            for setting, c in m["test"].items():
+                rows.append(f"| {name} ({m['preprocessing']} preprocessing) | {st['stacks']}, "
+                            f"{st['steps']} | {setting} | {c['iou_pore']:.3f} | "
+                            f"{c['iou_am']:.3f} | {c['iou_cbd']:.3f} |")
+            speed.append(f"| {name} ({st['steps']} steps) | {m['train_s']:.0f} s | "
+                         f"{m['inference_mvox_s']:.1f} Mvoxel/s | {m['parameters']:,} |")
+    r0 = runs[0]
+    s = r0["settings"]
+    text = [f"Trained on {r0['device']} ({r0['gpu'] or 'CPU'}, torch {r0['torch']}) with "
+            "`fibrecon.training`: simulated stacks of "
+            f"{s['stack_shape']} (each with random microstructure and artifact strengths, "
+            f"{s['validation_fraction']:.0%} held out), batches of {s['batch_size']} patches of "
+            f"{s['patch_px']} px. Test: 3 + 3 stacks of 24x256x256 with unseen seeds and "
+            "microstructures, artifacts at strength 1 (default) and 1.5 with noise 2.5 (strong, "
+            "beyond the training range). Per-phase IoU over all test voxels (the same test "
+            "stacks for every row of one preprocessing):", "", *rows, "",
+            "Time and inference speed on the same GPU (inference: tiled prediction with "
+            "blending and softmax of one 1024x1024 slice; 2 CPU cores give about 3.5 Mvoxel/s "
+            "for the shipped model, `Segmentation speed on CPU` below):", "", *speed, "",
+            "Commands: `python benchmarks/segmentation.py train --out DIR [--steps N --stacks N "
+            "--variants ...]` on the GPU machine, then `python benchmarks/segmentation.py report "
+            "benchmarks/segmentation_h100.json` (the runs kept as JSON)."]
     write_section("Segmentation network (issue 5)", "\n".join(text))
+
+
+def cmd_speed(args):
+    """Inference speed of the shipped model on this machine (2 CPU cores in CI)."""
+    import os
+
+    from results_md import write_section
+
+    from fibrecon.unet import load_model
+
+    torch.set_num_threads(args.threads)
+    rows = ["| model | input | threads | inference at 1024x1024 |", "|---|---|---|---|"]
+    for path in args.models:
+        net, card = load_model(path)
+        n = net.hparams["in_channels"]
+        mvox = inference_speed(net, "cpu", n, repeats=6)
+        rows.append(f"| {Path(path).name} | {len(card['kvs'])} kV x {2 * card['context'] + 1} "
+                    f"slices | {args.threads} | {mvox:.2f} Mvoxel/s |")
+        print(rows[-1], flush=True)
+    write_section("Segmentation speed on CPU (issue 5)", "\n".join(
+        [f"Tiled inference (one 1024x1024 tile, batch norm folded, channels-last, blending and "
+         f"softmax included) on this machine ({os.cpu_count()} CPU cores; target >= 2 Mvoxel/s "
+         "with 2 channels):", "", *rows, "",
+         "Command: `.venv/bin/python benchmarks/segmentation.py speed` (with the Makefile's "
+         "MALLOC_* settings)."]))
 
 
 def main(argv=None):
@@ -204,9 +248,13 @@ def main(argv=None):
     t.add_argument("--budget-s", type=float, default=480)
     t.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     r = sub.add_parser("report")
-    r.add_argument("dir")
+    r.add_argument("files", nargs="+")
+    sp = sub.add_parser("speed")
+    sp.add_argument("--models", nargs="+", default=[str(Path(__file__).resolve().parents[1] /
+                                                        "resources/models/unet_1kV_3kV.pt")])
+    sp.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    (cmd_train if args.cmd == "train" else cmd_report)(args)
+    {"train": cmd_train, "report": cmd_report, "speed": cmd_speed}[args.cmd](args)
 
 
 if __name__ == "__main__":

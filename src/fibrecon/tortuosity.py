@@ -39,9 +39,47 @@ def percolates(mask: np.ndarray, axis: int) -> bool:
     return bool(np.intersect1d(first[first > 0], last[last > 0]).size)
 
 
-def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float = 1e-7,
-                      maxiter: int = 20_000) -> float:
-    """Tortuosity factor along axis 0 by a finite-volume solve (conjugate gradients).
+def _system(mask: np.ndarray, spacing):
+    """Finite-volume matrix, right-hand side and face indices of the flux-carrying voxels."""
+    n0 = mask.shape[0]
+    comp, _ = ndi.label(mask)
+    touching = np.union1d(np.unique(comp[0]), np.unique(comp[-1]))
+    active = np.isin(comp, touching[touching > 0])
+    del comp
+    index = np.full(mask.shape, -1, dtype=np.int32)
+    n = int(active.sum())
+    index[active] = np.arange(n, dtype=np.int32)
+    h = np.asarray(spacing, dtype=float)
+    g = (h[0] / h) ** 2
+    diag = np.zeros(n)
+    rows, cols, vals = [], [], []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        a, b = index[tuple(lo)], index[tuple(hi)]
+        both = (a >= 0) & (b >= 0)
+        ia, ib = a[both], b[both]
+        rows += [ia, ib]
+        cols += [ib, ia]
+        vals += [np.full(ia.size, -g[axis])] * 2
+        diag += g[axis] * (np.bincount(ia, minlength=n) + np.bincount(ib, minlength=n))
+    inlet, outlet = index[0][index[0] >= 0], index[-1][index[-1] >= 0]
+    diag[inlet] += 2.0  # half-voxel link to c = 0
+    diag[outlet] += 2.0  # half-voxel link to c = 1
+    rhs = np.zeros(n)
+    rhs[outlet] += 2.0
+    ar = np.arange(n, dtype=np.int32)
+    matrix = sparse.csr_matrix(
+        (np.concatenate(vals + [diag]), (np.concatenate(rows + [ar]), np.concatenate(cols + [ar]))),
+        shape=(n, n))
+    x0 = (np.nonzero(active)[0] + 0.5) / n0  # linear start
+    return matrix, rhs, x0, inlet
+
+
+def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float = 1e-6,
+                      maxiter: int = 5_000, preconditioner: str = "amg") -> float:
+    """Tortuosity factor along axis 0 by a finite-volume solve (preconditioned conjugate gradients).
 
     Parameters
     ----------
@@ -53,6 +91,9 @@ def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float 
         Relative residual at which conjugate gradients stop.
     maxiter : int
         Iteration cap.
+    preconditioner : str
+        ``"amg"`` (smoothed-aggregation algebraic multigrid, pyamg: iterations
+        nearly independent of the volume size) or ``"jacobi"``.
 
     Returns
     -------
@@ -74,40 +115,16 @@ def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float 
     eps = float(mask.mean())
     if not percolates(mask, 0):
         return float("inf")
-    comp, _ = ndi.label(mask)
-    touching = np.union1d(np.unique(comp[0]), np.unique(comp[-1]))
-    active = np.isin(comp, touching[touching > 0])
-    index = np.full(mask.shape, -1, dtype=np.int64)
-    n = int(active.sum())
-    index[active] = np.arange(n)
-    h = np.asarray(spacing, dtype=float)
-    g = (h[0] / h) ** 2
-    diag = np.zeros(n)
-    rows, cols, vals = [], [], []
-    for axis in range(3):
-        a = np.take(index, range(mask.shape[axis] - 1), axis=axis)
-        b = np.take(index, range(1, mask.shape[axis]), axis=axis)
-        both = (a >= 0) & (b >= 0)
-        ia, ib = a[both], b[both]
-        rows += [ia, ib]
-        cols += [ib, ia]
-        vals += [np.full(ia.size, -g[axis])] * 2
-        np.add.at(diag, ia, g[axis])
-        np.add.at(diag, ib, g[axis])
-    inlet, outlet = index[0][index[0] >= 0], index[-1][index[-1] >= 0]
-    diag[inlet] += 2.0  # half-voxel link to c = 0
-    diag[outlet] += 2.0  # half-voxel link to c = 1
-    rhs = np.zeros(n)
-    rhs[outlet] += 2.0
-    matrix = sparse.csr_matrix(
-        (np.concatenate(vals + [diag]),
-         (np.concatenate(rows + [np.arange(n)]), np.concatenate(cols + [np.arange(n)]))),
-        shape=(n, n),
-    )
-    precond = sparse.diags(1.0 / diag)
-    x0 = np.zeros(n)
-    coords = np.nonzero(active)[0]
-    x0[:] = (coords + 0.5) / n0  # linear start
+    matrix, rhs, x0, inlet = _system(mask, spacing)
+    if preconditioner == "amg":
+        import pyamg
+
+        precond = pyamg.smoothed_aggregation_solver(
+            matrix, symmetry="symmetric", max_coarse=1000).aspreconditioner(cycle="V")
+    elif preconditioner == "jacobi":
+        precond = sparse.diags(1.0 / matrix.diagonal())
+    else:
+        raise ValueError(f"preconditioner must be 'amg' or 'jacobi', got {preconditioner!r}")
     c, info = splinalg.cg(matrix, rhs, x0=x0, rtol=rtol, maxiter=maxiter, M=precond)
     if info != 0:
         raise RuntimeError(f"finite-volume tortuosity did not converge in {maxiter} iterations")
