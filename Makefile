@@ -32,6 +32,7 @@ test: $(STAMP)
 # of benchmarks/RESULTS.md. Peer tools (PyStack3D) come from benchmarks/requirements.txt.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -r benchmarks/requirements.txt
+	$(BIN)/pip install --quiet --no-deps openpnm==3.6.4
 	$(BIN)/snakemake --cores $(CORES) --forceall
 	$(BIN)/python benchmarks/collect.py
 	$(BIN)/python benchmarks/simulate_speed.py

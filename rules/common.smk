@@ -130,7 +130,9 @@ if config["segment"]["method"] == "unet":
                 "resources/models/unet_1kV_3kV.pt, or to results/models/unet.pt to train one)"
             )
         if not model_card_path(_model).is_file():
-            raise ValueError(f"{_model}: its model card {model_card_path(_model)} is missing")
+            raise ValueError(
+                f"{_model}: its model card {model_card_path(_model)} is missing"
+            )
         _card = json.loads(model_card_path(_model).read_text())
         for _s in SAMPLES.index:
             check_model_settings(

@@ -4,8 +4,8 @@ rule segment:
         model=segment_model,
         code=[code("segment"), code("infer"), code("unet")],
     output:
-        labels="results/segmented/{sample}.tif",
         **PROBABILITIES_OUTPUT,
+        labels="results/segmented/{sample}.tif",
     log:
         "logs/segment/{sample}.log",
     benchmark:
@@ -13,6 +13,8 @@ rule segment:
     conda:
         "../envs/segment.yaml"
     threads: 2
+    resources:
+        gpu=1 if config["segment"]["method"] == "unet" else 0,
     params:
         method=config["segment"]["method"],
         channels=segment_channels,

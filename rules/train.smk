@@ -15,7 +15,11 @@ rule train_model:
     resources:
         gpu=1,
     params:
-        settings={k: v for k, v in config["train"].items() if k not in ("user_slices", "device")},
+        settings={
+            k: v
+            for k, v in config["train"].items()
+            if k not in ("user_slices", "device")
+        },
         preprocess=config["preprocess"],
         device=config["train"]["device"],
     script:

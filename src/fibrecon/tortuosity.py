@@ -7,13 +7,15 @@ faces normal to the flux and no-flux walls elsewhere. A domain without
 obstacles gives exactly 1; a phase that does not connect the two faces gives
 ``inf`` (never a negative value or NaN).
 
-Cubic voxels are solved with taufactor's ``Solver``. For anisotropic voxels
-(FIB-SEM slices are often thicker than the pixel size) taufactor 1.2.1's
-``AnisotropicSolver`` is wrong: a straight channel along the flux gives 2
-instead of 1 at spacing (0.05, 0.04, 0.04) and diverges at (0.05, 0.02,
-0.02) (see ``tests/unit/test_tortuosity.py``). fibrecon then solves the same
-finite-volume problem itself (:func:`finite_volume_tau`), which is checked
-against taufactor on cubic voxels.
+fibrecon solves TauFactor's finite-volume problem itself
+(:func:`finite_volume_tau`, conjugate gradients preconditioned with pyamg's
+smoothed-aggregation multigrid), for any voxel shape; it is checked against
+taufactor on cubic voxels (tests and benchmarks). On a GPU (``device="cuda"``)
+taufactor's solver is used for cubic voxels. taufactor 1.2.1's
+``AnisotropicSolver`` is wrong for anisotropic voxels (FIB-SEM slices are
+often thicker than the pixel size): a straight channel along the flux gives 2
+instead of 1 at spacing (0.05, 0.04, 0.04) and diverges at (0.05, 0.02, 0.02)
+(see ``tests/unit/test_tortuosity.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
-__all__ = ["percolates", "tortuosity_factor", "finite_volume_tau"]
+__all__ = ["percolates", "tortuosity_factor", "finite_volume_tau", "taufactor_tau"]
 
 
 def percolates(mask: np.ndarray, axis: int) -> bool:
@@ -77,7 +79,7 @@ def _system(mask: np.ndarray, spacing):
     return matrix, rhs, x0, inlet
 
 
-def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float = 1e-6,
+def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float = 1e-5,
                       maxiter: int = 5_000, preconditioner: str = "amg") -> float:
     """Tortuosity factor along axis 0 by a finite-volume solve (preconditioned conjugate gradients).
 
@@ -133,6 +135,22 @@ def finite_volume_tau(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), *, rtol: float 
     return eps / d_rel if d_rel > 0 else float("inf")
 
 
+def taufactor_tau(mask: np.ndarray, *, device: str = "cpu", conv_crit: float = 1e-2,
+                  iter_limit: int = 100_000) -> float:
+    """Tortuosity factor along axis 0 from taufactor's ``Solver`` (cubic voxels).
+
+    The reference that :func:`finite_volume_tau` is checked against, and the
+    GPU path of :func:`tortuosity_factor`.
+    """
+    import taufactor
+
+    with contextlib.redirect_stdout(_io.StringIO()):
+        solver = taufactor.Solver(np.asarray(mask, dtype=np.float32), device=device)
+        solver.solve(iter_limit=iter_limit, verbose=False, conv_crit=conv_crit)
+    tau = solver.tau.cpu().numpy() if hasattr(solver.tau, "cpu") else np.asarray(solver.tau)
+    return float(np.ravel(tau)[0])
+
+
 def tortuosity_factor(
     mask: np.ndarray,
     axis: int,
@@ -151,12 +169,14 @@ def tortuosity_factor(
     axis : int
         Direction of flux (0 z, 1 y, 2 x).
     voxel_size : tuple of float
-        (dz, dy, dx). Cubic voxels are solved with taufactor, anisotropic ones
-        with :func:`finite_volume_tau`.
+        (dz, dy, dx).
     device : str
-        ``"cpu"`` or ``"cuda"`` (taufactor).
+        ``"cpu"``: :func:`finite_volume_tau` (algebraic-multigrid preconditioned
+        conjugate gradients; faster than taufactor's CPU solver, see
+        benchmarks/RESULTS.md); ``"cuda"``: taufactor's GPU solver for cubic
+        voxels (anisotropic voxels always use :func:`finite_volume_tau`).
     conv_crit, iter_limit
-        taufactor's convergence criterion and iteration cap.
+        taufactor's convergence criterion and iteration cap (GPU only).
 
     Returns
     -------
@@ -186,16 +206,12 @@ def tortuosity_factor(
                 "solver": "percolation check"}
     moved = np.ascontiguousarray(np.moveaxis(mask, axis, 0))
     spacing = [float(voxel_size[axis])] + [float(voxel_size[a]) for a in range(3) if a != axis]
-    if np.allclose(spacing, spacing[0], rtol=1e-6):
-        import taufactor
-
-        with contextlib.redirect_stdout(_io.StringIO()):
-            solver = taufactor.Solver(moved.astype(np.float32), device=device)
-            solver.solve(iter_limit=iter_limit, verbose=False, conv_crit=conv_crit)
-        tau = solver.tau.cpu().numpy() if hasattr(solver.tau, "cpu") else np.asarray(solver.tau)
-        tau, name = float(np.ravel(tau)[0]), "taufactor"
+    cubic = np.allclose(spacing, spacing[0], rtol=1e-6)
+    if device.startswith("cuda") and cubic:
+        tau, name = taufactor_tau(moved, device=device, conv_crit=conv_crit,
+                                  iter_limit=iter_limit), "taufactor"
     else:
-        tau, name = finite_volume_tau(moved, spacing), "finite volume (fibrecon)"
+        tau, name = finite_volume_tau(moved, spacing), "finite volume, AMG-CG (fibrecon)"
     if not np.isfinite(tau) or tau <= 0:
         return {"tau": float("inf"), "epsilon": eps, "D_rel": 0.0, "percolates": False,
                 "solver": name}

@@ -44,7 +44,7 @@ from fibrecon.interfaces import interface_areas, surface_area  # noqa: E402
 from fibrecon.particles import (local_fraction_cv, particle_table, separate_particles,  # noqa: E402
                                 size_summary, snow_particles, two_point_correlation)
 from fibrecon.simulate import simulate_sample  # noqa: E402
-from fibrecon.tortuosity import finite_volume_tau, tortuosity_factor  # noqa: E402
+from fibrecon.tortuosity import taufactor_tau, tortuosity_factor  # noqa: E402
 
 # the project's shared data: beside the checkout, or where FIBRECON_SHARED_DATA points
 DATA = next((p for p in (Path(os.environ.get("FIBRECON_SHARED_DATA", "/nonexistent")),
@@ -139,8 +139,8 @@ def test_tortuosity_on_a_real_electrode_volume_agrees_with_taufactor():
     vol = tifffile.imread(DATA / "nmc_label_volumes" / "inpainter_nmc_128cube.tif")
     pore = vol[:96, :96, :96] == 0  # 0 pore, 1 NMC, 2 CBD in this file
     for axis in (0, 2):
-        ref = tortuosity_factor(pore, axis, conv_crit=1e-3)["tau"]
-        ours = finite_volume_tau(np.moveaxis(pore, axis, 0))
+        ref = taufactor_tau(np.moveaxis(pore, axis, 0), conv_crit=1e-3)
+        ours = tortuosity_factor(pore, axis)["tau"]
         assert ours == pytest.approx(ref, rel=0.01)
 
 
