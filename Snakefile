@@ -27,6 +27,7 @@ include: "rules/qc.smk"
 include: "rules/volume.smk"
 include: "rules/metrics.smk"
 include: "rules/series.smk"
+include: "rules/record.smk"
 
 
 rule all:
@@ -35,4 +36,5 @@ rule all:
         "results/series/metrics.tsv",
         expand("results/volume/{sample}_orthoslices.png", sample=SAMPLES.index),
         expand("results/qc/{sample}.png", sample=SAMPLES.index),
+        expand("results/records/{sample}.json", sample=SAMPLES.index),
     localrule: True

@@ -85,7 +85,40 @@ def cmd_run(args):
     (out / "tortuosity.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 
+def cmd_report(files):
+    """Merge tortuosity.json files into the RESULTS.md section."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_md import write_section
+
+    table = ["| machine | size | solver | device | tau | time (s) | vs taufactor tau | "
+             "time vs porespy (same run) |", "|---|---|---|---|---|---|---|---|"]
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        by = {(row["size"], row["solver"]): row for row in r["rows"]}
+        for row in r["rows"]:
+            ref = by.get((row["size"], "taufactor"))
+            peer = by.get((row["size"], "porespy"))
+            diff = f"{100 * (row['tau'] / ref['tau'] - 1):+.2f} %" if ref else "-"
+            ratio = f"{peer['seconds'] / row['seconds']:.2f}x" if peer else "-"
+            table.append(f"| {r['machine']} | {row['size']}^3 | {row['solver']} | "
+                         f"{row['device']} | {row['tau']:.4f} | {row['seconds']:.2f} | {diff} | "
+                         f"{ratio} |")
+    write_section("Tortuosity solver speed (issue 6)", "\n".join(
+        ["Pore phase of 30 % porosity blob volumes (Gaussian-filtered noise, sigma 4 px, "
+         "thresholded), flux along z. fibrecon: finite volume, CG preconditioned by pyamg "
+         "smoothed aggregation, rtol 1e-5; taufactor 1.2.1 Solver, conv_crit 1e-2; porespy "
+         "3.2.0 tortuosity_fd (openpnm 3.6.4 without PARDISO; porespy fills isolated pores "
+         "first, so its tau differs by about eps_total/eps_connected).", "", *table, "",
+         "Commands: `.venv/bin/python benchmarks/tortuosity_speed.py --out DIR --sizes 128 256 "
+         "--solvers fibrecon taufactor porespy` (CPU), `--device cuda --solvers taufactor` on "
+         "the GPU machine (kept as benchmarks/tortuosity_h100.json), then `... report "
+         "DIR/tortuosity.json benchmarks/tortuosity_h100.json`."]))
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "report":
+        return cmd_report(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 384])

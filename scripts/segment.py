@@ -25,14 +25,14 @@ def network_labels(stack, log):
 
     from fibrecon.infer import (context_image, predict_probabilities, prepare_for_inference,
                                 resolve_device)
-    from fibrecon.unet import file_sha256, load_model
+    from fibrecon.unet import load_model
 
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     device = resolve_device(p.device)
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
     check_model_settings(card, [p.kvs[c] for c in p.channels], p.tile_px, snakemake.input.model)  # noqa: F821
     log.info("model %s (sha256 %s), kV %s, context %d, on %s", snakemake.input.model,  # noqa: F821
-             file_sha256(snakemake.input.model), card["kvs"], card["context"], device)  # noqa: F821
+             io.file_sha256(snakemake.input.model), card["kvs"], card["context"], device)  # noqa: F821
     used = asdict(PreprocessParams.from_config(p.preprocess))
     differ = {k: (v, used.get(k)) for k, v in card.get("preprocess", {}).items()
               if json.loads(json.dumps(used.get(k))) != v}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import json
 import os
 import re
@@ -37,6 +38,7 @@ __all__ = [
     "read_raw_stack",
     "RawStack",
     "read_labelled_slices",
+    "file_sha256",
     "VolumeReader",
     "write_volume_slices",
     "read_sem_metadata",
@@ -680,6 +682,15 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file, hex (identity of models and input files in records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_json(path, obj) -> None:

@@ -15,7 +15,6 @@ says exactly what is wrong with a file that is not such a model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,8 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["UNet", "ModelLoadError", "save_model", "load_model", "file_sha256",
-           "input_channels"]
+__all__ = ["UNet", "ModelLoadError", "save_model", "load_model", "input_channels"]
 
 FORMAT = "fibrecon-unet/1"
 
@@ -103,15 +101,6 @@ class UNet(nn.Module):
 
 class ModelLoadError(ValueError):
     """A model file that cannot be used (missing, not a fibrecon model, corrupt)."""
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file, hex (the model's identity in records)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def input_channels(kvs, context: int) -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import snakemake, summary, write_setup
+from helpers import REPO, snakemake, summary, write_setup
 
 from fibrecon import io as fio
 
@@ -49,7 +49,7 @@ def test_editing_a_segment_parameter_reruns_only_segment_and_after(series):
     write_setup(series, config_edit=lambda c: c["segment"].update(nbins=128))
     plan = summary(series)
     pending = set(plan.loc[plan["plan"] == "update pending", "rule"])
-    assert pending == {"segment", "qc_figure", "volume", "metrics", "series"}
+    assert pending == {"segment", "qc_figure", "volume", "metrics", "series", "record"}
     untouched = set(plan.loc[plan["plan"] == "no update", "rule"])
     assert {"demo_stack", "align", "preprocess"} <= untouched
     snakemake(series, "--cores", "2")
@@ -81,3 +81,25 @@ def test_duplicate_sample_and_missing_folder_stop_before_any_job(tmp_path):
     result = snakemake(tmp_path, "--cores", "1", check=False)
     assert "sample 'y': raw data folder" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_record_is_valid_and_carries_units_checksums_and_model(series):
+    import jsonschema
+
+    from fibrecon.record import metric_unit
+
+    record = fio.read_json(series / "results" / "records" / "tiny_a.json")
+    jsonschema.validate(record, fio.read_json(REPO / "schemas" / "record.schema.json"))
+    assert record["sample"] == "tiny_a"
+    assert record["process_parameters"] == {"calendering_line_load_N_per_mm": 0, "binder": "PVDF"}
+    raw = series / "results" / "raw" / "tiny_a"
+    assert record["inputs"]["s_000_1kV.tif"] == fio.file_sha256(raw / "s_000_1kV.tif")
+    assert len(record["inputs"]) == 20  # 10 slices x 2 kV, nothing else
+    assert record["instrument"]["voxel_size_origin"]["z"] == "sheet"
+    assert record["segmentation_model"]["card"]["kvs"] == [1.0, 3.0]
+    m = record["metrics"]
+    assert m["d50_um"]["unit"] == "um" and m["number_density_per_um3"]["unit"] == "1/um^3"
+    assert m["volume_fraction_pore"]["error"] is not None
+    assert metric_unit("specific_area_am_pore_per_um") == "1/um"
+    for path in record["figures"].values():
+        assert (series / path).is_file()

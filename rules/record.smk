@@ -1,0 +1,28 @@
+rule record:
+    input:
+        metrics="results/metrics/{sample}.json",
+        acquisition="results/aligned/{sample}.json",
+        raw=raw_folder,
+        model=segment_model,
+        qc="results/qc/{sample}.png",
+        psd="results/metrics/{sample}_psd.png",
+        orthoslices="results/volume/{sample}_orthoslices.png",
+        drift="results/aligned/{sample}_drift.png",
+        schema=str(SCHEMAS / "record.schema.json"),
+        code=code("record"),
+    output:
+        record="results/records/{sample}.json",
+    log:
+        "logs/record/{sample}.log",
+    conda:
+        "../envs/series.yaml"
+    params:
+        process=lambda wildcards: {
+            c: SAMPLES.at[wildcards.sample, c] for c in PROCESS_COLUMNS
+        },
+        parameters={
+            k: config[k]
+            for k in ("align", "preprocess", "segment", "volume", "metrics")
+        },
+    script:
+        "../scripts/record.py"

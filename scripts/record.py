@@ -1,0 +1,32 @@
+"""Write the characterization record of one sample, validated against its schema."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
+
+from pathlib import Path  # noqa: E402
+
+import jsonschema  # noqa: E402
+
+from fibrecon import io  # noqa: E402
+from fibrecon.record import build_record  # noqa: E402
+from fibrecon.runlog import rule_log  # noqa: E402
+
+inp = snakemake.input  # noqa: F821
+with rule_log(snakemake.log[0]) as log:  # noqa: F821
+    model = None
+    if inp.get("model"):
+        card = io.read_json(Path(inp.model).with_name(Path(inp.model).stem + ".card.json"))
+        model = {"path": str(inp.model), "sha256": io.file_sha256(inp.model), "card": card}
+    raw = Path(inp.raw)
+    files = (sorted(p for p in raw.rglob("*") if p.is_file() and not p.name.startswith("."))
+             if raw.is_dir() else [raw])
+    inputs = {str(p.relative_to(raw) if raw.is_dir() else p.name): io.file_sha256(p)
+              for p in files}
+    log.info("%d input files checksummed", len(inputs))
+    record = build_record(
+        snakemake.wildcards.sample, snakemake.params.process,  # noqa: F821
+        io.read_json(inp.acquisition), snakemake.params.parameters,  # noqa: F821
+        io.read_json(inp.metrics), model=model, inputs=inputs,
+        figures={k: inp[k] for k in ("qc", "psd", "orthoslices", "drift")})
+    jsonschema.validate(record, io.read_json(inp.schema))
+    io.write_json(snakemake.output.record, record)  # noqa: F821
