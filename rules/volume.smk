@@ -4,6 +4,7 @@ rule volume:
         code=code("volume"),
     output:
         volume="results/volume/{sample}.tif",
+        ome="results/volume/{sample}.ome.tif",
         figure=report(
             "results/volume/{sample}_orthoslices.png",
             caption="../report/orthoslices.rst",

@@ -16,4 +16,5 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     log.info("%d voxels relabelled (islands < %d voxels)", int((clean != labels).sum()),
              p.min_object_voxels)
     io.write_volume(out.volume, clean, voxel)
+    io.write_ome_tiff(out.ome, clean, voxel)  # napari and Bio-Formats read the scale from it
     io.write_figure(out.figure, orthoslices(clean, voxel, title=snakemake.wildcards.sample))  # noqa: F821

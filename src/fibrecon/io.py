@@ -39,6 +39,8 @@ __all__ = [
     "RawStack",
     "read_labelled_slices",
     "file_sha256",
+    "write_ome_tiff",
+    "read_ome_scale",
     "VolumeReader",
     "write_volume_slices",
     "read_sem_metadata",
@@ -682,6 +684,46 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def write_ome_tiff(path, data: np.ndarray, voxel_size, *, channels: bool = False) -> None:
+    """Write a volume as OME-TIFF with its physical voxel size (napari, Fiji/Bio-Formats, QuPath).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination, ``.ome.tif``.
+    data : ndarray
+        (z, y, x), or (z, c, y, x) with ``channels=True``.
+    voxel_size : sequence of 3 float
+        (dz, dy, dx) in micrometres (``PhysicalSizeZ/Y/X`` in µm).
+    """
+    dz, dy, dx = (float(v) for v in voxel_size)
+    if min(dz, dy, dx) <= 0:
+        raise ValueError(f"{path}: voxel size must be positive, got {voxel_size}")
+    axes = "ZCYX" if channels else "ZYX"
+    if data.ndim != len(axes):
+        raise ValueError(f"{path}: expected a {len(axes)}D array ({axes}), got {data.ndim}D")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, ome=True, photometric="minisblack",
+                         metadata={"axes": axes, "PhysicalSizeX": dx, "PhysicalSizeXUnit": "µm",
+                                   "PhysicalSizeY": dy, "PhysicalSizeYUnit": "µm",
+                                   "PhysicalSizeZ": dz, "PhysicalSizeZUnit": "µm"})
+
+
+def read_ome_scale(path) -> tuple[float, float, float]:
+    """(dz, dy, dx) in micrometres from an OME-TIFF's ``Pixels`` element."""
+    import xml.etree.ElementTree as ET
+
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    if not xml:
+        raise ValueError(f"{path}: no OME metadata")
+    pixels = next(el for el in ET.fromstring(xml).iter() if el.tag.endswith("Pixels"))
+    factor = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
+    return tuple(float(pixels.get(f"PhysicalSize{a}")) * factor[pixels.get(f"PhysicalSize{a}Unit",
+                                                                          "µm")]
+                 for a in "ZYX")
 
 
 def file_sha256(path) -> str:

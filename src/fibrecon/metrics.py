@@ -88,6 +88,10 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
     return out
 
 
+#: Smallest edge (voxels) of a volume the metrics accept.
+MIN_EDGE_VOXELS = 8
+
+
 def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
                    particle_h: float = 1.0, particle_sigma: float = 1.0,
@@ -121,6 +125,17 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         One row per CBD cluster (:func:`fibrecon.cbd.aggregate_table`).
     """
     vs = tuple(float(v) for v in voxel_size)
+    if len(vs) != 3 or min(vs) <= 0 or not all(np.isfinite(vs)):
+        raise ValueError(f"voxel size must be three positive numbers (dz, dy, dx), got {voxel_size}")
+    if labels.ndim != 3 or min(labels.shape) < MIN_EDGE_VOXELS:
+        raise ValueError(
+            f"label volume of shape {labels.shape} is smaller than the analysis needs: every "
+            f"axis needs at least {MIN_EDGE_VOXELS} voxels (sub-volumes of a quarter of the edge "
+            "for the representative-volume spread, a path for the tortuosity solve)")
+    bad = np.setdiff1d(np.unique(labels), [PORE, AM, CBD])
+    if bad.size:
+        raise ValueError(f"label volume holds unexpected values {bad[:10].tolist()} "
+                         "(expected 0 pore, 1 AM, 2 CBD)")
     volume = labels.size * float(np.prod(vs))
     out = {"shape": list(labels.shape), "voxel_size_um": list(vs),
            "volume_um3": volume}
@@ -164,4 +179,17 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out[f"{name}_thickness_mean_um"] = float(thick.mean()) if thick.size else float("nan")
         out[f"{name}_thickness_d50_um"] = float(np.median(thick)) if thick.size else float("nan")
     out.update(interface_areas(labels, vs))
+    out["notes"] = _notes(out)
     return out, particles, aggregates
+
+
+def _notes(out: dict) -> list[str]:
+    """Why some metrics are NaN or infinite (absent phase, no percolating path)."""
+    notes = [f"phase {name} is absent: its size, thickness and network metrics are NaN or inf"
+             for name in PHASES.values() if out.get(f"volume_fraction_{name}") == 0]
+    for key, value in out.items():
+        if key.startswith("tau_") and value == float("inf"):
+            network, axis = key[4:].rsplit("_", 1)
+            notes.append(f"the {network} network does not connect the two faces normal to "
+                         f"{axis}: {key} = inf (no transport), relative value 0")
+    return notes

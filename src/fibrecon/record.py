@@ -103,5 +103,6 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
         "software": software_versions(),
         "inputs": inputs,
         "metrics": metric_entries(metrics),
+        "notes": list(metrics.get("notes", [])),
         "figures": {k: str(Path(v)) for k, v in figures.items()},
     }

@@ -38,6 +38,11 @@ def test_every_rule_wrote_a_log_and_volumes_keep_their_voxel_size(series):
     labels, voxel = fio.read_volume(series / "results" / "volume" / "tiny_a.tif")
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
     np.testing.assert_allclose(voxel, (0.05, 0.05, 0.05), rtol=1e-5)
+    assert fio.read_ome_scale(series / "results" / "volume" / "tiny_a.ome.tif") == \
+        pytest.approx((0.05, 0.05, 0.05), rel=1e-5)
+    import tifffile
+    np.testing.assert_array_equal(tifffile.imread(series / "results" / "volume" /
+                                                  "tiny_a.ome.tif"), labels)
     info = fio.read_json(series / "results" / "aligned" / "tiny_a.json")
     assert info["voxel_size_origin"] == {"z": "sheet", "y": "metadata", "x": "metadata"}
     assert not list((series / "results").rglob("*.part"))

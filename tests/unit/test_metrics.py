@@ -158,3 +158,24 @@ def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
     g = subvolume_spread(graded, (0.1,) * 3, count=16)
     g_am = g[g.metric == "volume_fraction_am"].set_index("edge_fraction")
     assert g_am.loc[0.5, "sd"] > 3 * am.loc[0.5, "sd"]
+
+
+@pytest.mark.parametrize("labels, voxel, message", [
+    (np.zeros((4, 40, 40), np.uint8), (0.05,) * 3, r"shape \(4, 40, 40\) is smaller than the "
+                                                   "analysis needs"),
+    (np.zeros((16, 16, 16), np.uint8), (0.05, 0.0, 0.05), "voxel size must be three positive"),
+    (np.full((16, 16, 16), 5, np.uint8), (0.05,) * 3, r"unexpected values \[5\]"),
+])
+def test_bad_volumes_are_refused_with_the_reason(labels, voxel, message):
+    with pytest.raises(ValueError, match=message):
+        sample_metrics(labels, voxel)
+
+
+def test_a_missing_phase_gives_nan_or_inf_with_a_note_not_a_crash():
+    rng = np.random.default_rng(0)
+    labels = (ndi.gaussian_filter(rng.random((24, 24, 24)), 2) > 0.5).astype(np.uint8)
+    m, _, _ = sample_metrics(labels, (0.1, 0.1, 0.1))  # pore and AM only
+    assert m["tau_electronic_z"] == np.inf and m["relative_electronic_z"] == 0
+    assert np.isnan(m["cbd_thickness_mean_um"])
+    assert any("phase cbd is absent" in n for n in m["notes"])
+    assert any("tau_electronic_z = inf" in n for n in m["notes"])
