@@ -28,8 +28,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Heavy measurements (about 20 minutes); each script rewrites its own section
-# of benchmarks/RESULTS.md. Peer tools (PyStack3D) come from benchmarks/requirements.txt.
+# Heavy measurements (about 35 minutes); each script rewrites its own section
+# of benchmarks/RESULTS.md. Peer tools (PyStack3D, scikit-learn, openpnm) come from
+# benchmarks/requirements.txt. GPU training runs are kept as benchmarks/*_h100.json
+# (python benchmarks/segmentation.py train --out DIR on a GPU machine).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -r benchmarks/requirements.txt
 	$(BIN)/pip install --quiet --no-deps openpnm==3.6.4
@@ -38,6 +40,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/align_preprocess.py
 	$(BIN)/python benchmarks/streaming_memory.py 1000
+	$(BIN)/python benchmarks/metrics.py
+	$(BIN)/python benchmarks/segmentation.py speed
+	$(BIN)/python benchmarks/real_segmentation.py
+	$(BIN)/python benchmarks/tortuosity_speed.py --out .bench/tortuosity --sizes 128 256 --solvers fibrecon taufactor porespy
+	$(BIN)/python benchmarks/tortuosity_speed.py report .bench/tortuosity/tortuosity.json benchmarks/tortuosity_h100.json
+	$(BIN)/python benchmarks/segmentation.py report benchmarks/segmentation_h100.json
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

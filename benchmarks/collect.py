@@ -61,7 +61,14 @@ def accuracy_table(root: Path) -> pd.DataFrame:
 
 
 def render(table: pd.DataFrame, accuracy: pd.DataFrame) -> str:
-    lines = [f"Demo series (3 samples, config/config.yaml), measured {date.today()} on "
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    seg = config["segment"]
+    method = (f"U-Net {seg['model']}" if seg["method"] == "unet"
+              else "classical multi-Otsu segmentation")
+    lines = [f"Demo series ({len(config['demo']['samples'])} samples, config/config.yaml), "
+             f"measured {date.today()} on "
              f"{platform.machine()} Python {platform.python_version()}, `make bench`.", "",
              "| rule | jobs | mean wall time (s) | max wall time (s) | peak RSS (MB) |",
              "| --- | --- | --- | --- | --- |"]
@@ -69,8 +76,8 @@ def render(table: pd.DataFrame, accuracy: pd.DataFrame) -> str:
         lines.append(f"| {rule} | {int(r.jobs)} | {r.mean_s:.2f} | {r.max_s:.2f} | "
                      f"{r.peak_rss_MB:.0f} |")
     if len(accuracy):
-        lines += ["", "Accuracy of the default pipeline (classical multi-Otsu segmentation) "
-                  "against the simulator's truth, same run:", "",
+        lines += ["", f"Accuracy of the default pipeline ({method}) against the simulator's "
+                  "truth, after drift, alignment and preprocessing, same run:", "",
                   "| sample | voxels (z x y x) | true porosity | IoU pore | IoU AM | IoU CBD | "
                   "voxel accuracy | porosity error |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
