@@ -48,3 +48,10 @@ def summary(folder: Path) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(out[start:]), sep="\t")
 
 
+def assert_stops_before_any_job(folder: Path, config_edit, message: str) -> None:
+    """A config edit makes snakemake fail with ``message`` before any job wrote a result."""
+    write_setup(folder, config_edit=config_edit)
+    result = snakemake(folder, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (folder / "results").exists()

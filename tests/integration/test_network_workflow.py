@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import snakemake, write_setup
+from helpers import assert_stops_before_any_job, snakemake, write_setup
 
 from fibrecon import io as fio
 
@@ -46,8 +46,4 @@ def test_train_model_rule_feeds_segment_and_probabilities_sum_to_one(tmp_path):
      "differ from the kV list the model is trained for"),
 ])
 def test_model_that_does_not_fit_the_config_stops_before_any_job(tmp_path, edit, message):
-    write_setup(tmp_path, config_edit=edit)
-    result = snakemake(tmp_path, "--cores", "1", check=False)
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
+    assert_stops_before_any_job(tmp_path, edit, message)

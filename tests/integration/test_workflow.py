@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO, snakemake, summary, write_setup
+from helpers import REPO, assert_stops_before_any_job, snakemake, summary, write_setup
 
 from fibrecon import io as fio
 
@@ -69,11 +69,7 @@ def test_editing_a_segment_parameter_reruns_only_segment_and_after(series):
     (lambda c: c["volume"].update(min_object_voxels=-1), "key 'volume/min_object_voxels'"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, edit, message):
-    write_setup(tmp_path, config_edit=edit)
-    result = snakemake(tmp_path, "--cores", "1", check=False)
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
+    assert_stops_before_any_job(tmp_path, edit, message)
 
 
 def test_duplicate_sample_and_missing_folder_stop_before_any_job(tmp_path):
