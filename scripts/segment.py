@@ -5,6 +5,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 
 import json  # noqa: E402
 from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -23,7 +24,7 @@ def network_labels(stack, log):
     """Labels (and, when asked, float16 probabilities kept in a memory map) per slice."""
     import torch
 
-    from fibrecon.infer import (context_image, predict_probabilities, prepare_for_inference,
+    from fibrecon.infer import (context_images, predict_probabilities, prepare_for_inference,
                                 resolve_device)
     from fibrecon.unet import load_model
 
@@ -39,15 +40,16 @@ def network_labels(stack, log):
     if differ:
         log.warning("preprocessing differs from the model's training (trained, used): %s; "
                     "expect lower accuracy, or retrain (rule train_model)", differ)
+    multiple = net.multiple
     net = prepare_for_inference(net, device)
     probs = None
     if out.get("probabilities"):
         nz, _, ny, nx = stack.shape
         probs = np.lib.format.open_memmap(f"{out.probabilities}.npy.part", "w+", np.float16,
                                           (nz, 3, ny, nx))
-    for z in progress("segmenting")(range(len(stack))):
-        prob = predict_probabilities(net, context_image(stack, z, p.channels, card["context"]),
-                                     multiple=net_multiple(card), tile=p.tile_px,
+    inputs = context_images(stack, p.channels, card["context"])
+    for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
+        prob = predict_probabilities(net, image, multiple=multiple, tile=p.tile_px,
                                      overlap=p.overlap_px, batch_size=p.batch_size,
                                      device=device)
         if probs is not None:
@@ -58,10 +60,6 @@ def network_labels(stack, log):
         io.write_volume_slices(out.probabilities, iter(probs), probs.shape, np.float16,
                                stack.voxel_size, channels=True)
         del probs
-
-
-def net_multiple(card):
-    return 2 ** card["architecture"]["depth"]
 
 
 def classical_labels(stack, log):
@@ -78,6 +76,4 @@ with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) a
         io.write_volume_slices(out.labels, labels, (nz, ny, nx), np.uint8, stack.voxel_size)
     finally:
         if out.get("probabilities"):
-            import pathlib
-
-            pathlib.Path(f"{out.probabilities}.npy.part").unlink(missing_ok=True)
+            Path(f"{out.probabilities}.npy.part").unlink(missing_ok=True)

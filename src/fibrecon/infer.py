@@ -9,14 +9,16 @@ not show. Tiles are padded (by reflection) to a multiple of the network's
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from fibrecon.unet import UNet
 
-__all__ = ["resolve_device", "prepare_for_inference", "context_image", "tile_starts",
-           "predict_probabilities"]
+__all__ = ["resolve_device", "prepare_for_inference", "context_image", "context_images",
+           "tile_starts", "predict_probabilities"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -55,6 +57,25 @@ def context_image(stack, z: int, channels, context: int) -> np.ndarray:
         img = np.asarray(stack[min(max(z + dz, 0), nz - 1)], dtype=np.float32)
         parts.append(img[list(channels)])
     return np.concatenate(parts, axis=0)
+
+
+def context_images(stack, channels, context: int):
+    """:func:`context_image` of every slice in z order, each slice read from ``stack`` once.
+
+    A window of the last ``2 * context + 1`` slices slides along z, so 2.5D
+    inference does not read every slice three times.
+    """
+    nz, channels = len(stack), list(channels)
+
+    def read(z):
+        return np.asarray(stack[min(max(z, 0), nz - 1)], dtype=np.float32)[channels]
+
+    window = collections.deque((read(dz) for dz in range(-context, context + 1)),
+                               maxlen=2 * context + 1)
+    for z in range(nz):
+        if z:
+            window.append(read(z + context))
+        yield np.concatenate(window, axis=0)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -183,7 +183,7 @@ class PatchDataset(torch.utils.data.Dataset):
         ny, nx = labels.shape[-2:]
         y0, x0 = (int(rng.integers(n - self.patch + 1)) for n in (ny, nx))
         box = (slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
-        x = context_image(images, z, range(images.shape[1]), self.context)[(slice(None),) + box]
+        x = context_image(images[(Ellipsis,) + box], z, range(images.shape[1]), self.context)
         y = np.asarray(labels[z][box], dtype=np.int64)
         if self.augment:
             if rng.random() < 0.5:
@@ -274,7 +274,7 @@ class _SliceDataset(torch.utils.data.Dataset):
         k, z = self.items[i]
         images, labels = self.stacks[k]
         ny, nx = (n // self.multiple * self.multiple for n in labels.shape[-2:])
-        x = context_image(images, z, range(images.shape[1]), self.context)[:, :ny, :nx]
+        x = context_image(images[..., :ny, :nx], z, range(images.shape[1]), self.context)
         return torch.from_numpy(x), torch.from_numpy(np.asarray(labels[z][:ny, :nx], np.int64))
 
 

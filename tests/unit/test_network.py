@@ -146,3 +146,14 @@ def test_shipped_model_loads_matches_its_card_and_stays_small():
     assert model_card_path(SHIPPED).exists()
     import os
     assert os.path.getsize(SHIPPED) <= 20 * 2**20
+
+
+def test_streamed_context_images_equal_the_per_slice_ones():
+    from fibrecon.infer import context_images
+
+    stack = np.random.default_rng(2).random((5, 2, 4, 4)).astype(np.float32)
+    for context in (0, 1, 2):
+        streamed = list(context_images(stack, [1, 0], context))
+        assert len(streamed) == 5
+        for z, img in enumerate(streamed):
+            np.testing.assert_array_equal(img, context_image(stack, z, [1, 0], context))
