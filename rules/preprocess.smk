@@ -4,6 +4,7 @@ rule preprocess:
         code=code("preprocess"),
     output:
         stack="results/preprocessed/{sample}.tif",
+        ome="results/preprocessed/{sample}.ome.tif",
     log:
         "logs/preprocess/{sample}.log",
     benchmark:

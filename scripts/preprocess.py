@@ -1,4 +1,4 @@
-"""Preprocess an aligned stack in two streaming passes."""
+"""Preprocess an aligned stack in two streaming passes; also write it as OME-TIFF."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
@@ -18,3 +18,7 @@ with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) a
         snakemake.output.stack,  # noqa: F821
         preprocessed_slices(stack, params, corrections, progress=progress("correcting")),
         stack.shape, np.float32, stack.voxel_size, channels=True)
+    with io.VolumeReader(snakemake.output.stack) as done:  # noqa: F821
+        io.write_volume_slices(snakemake.output.ome, (done[z] for z in range(len(done))),  # noqa: F821
+                               done.shape, done.dtype, done.voxel_size, channels=True, ome=True)
+    log.info("wrote %s and its OME-TIFF copy", snakemake.output.stack)  # noqa: F821

@@ -44,6 +44,7 @@ __all__ = [
     "VolumeReader",
     "write_volume_slices",
     "read_sem_metadata",
+    "channel_metadata",
     "read_volume",
     "read_labels",
     "write_volume",
@@ -226,15 +227,16 @@ class RawStack:
         (z, c, y, x).
     dtype : numpy.dtype
     metadata : dict
-        Instrument metadata of the first file (:func:`read_sem_metadata`), plus
-        ``files`` (number of files).
+        Instrument metadata (:func:`channel_metadata`), plus ``files``
+        (number of files).
 
     Raises
     ------
     RawDataError
         Before any pixel is read: a file that is not a TIFF, slices of differing
-        shape or dtype, kV channels with different slice counts (and the
-        errors of :func:`find_raw_files`).
+        shape or dtype, kV channels with different slice counts, metadata that
+        contradicts the configured kV channels (and the errors of
+        :func:`find_raw_files`).
 
     Notes
     -----
@@ -275,7 +277,7 @@ class RawStack:
             raise RawDataError(f"{first}: unsupported pixel type {dtype}")
         self.shape = (counts.pop(), len(self.kvs), *shape)
         self.dtype = dtype
-        self.metadata = read_sem_metadata(self._sources[0][0][0])
+        self.metadata = channel_metadata(self.kvs, [src[0][0] for src in self._sources])
         self.metadata["files"] = sum(len(v) for v in per_kv.values())
 
     def __len__(self) -> int:
@@ -292,6 +294,53 @@ class RawStack:
                                    "NaN or infinite pixel values")
             planes.append(img)
         return np.stack(planes)
+
+
+def channel_metadata(kvs, first_files, rtol: float = 0.01) -> dict:
+    """Instrument metadata of a multi-kV acquisition, checked against the configured kV list.
+
+    Parameters
+    ----------
+    kvs : list of float
+        The configured kV of each channel (from the file names).
+    first_files : list of Path
+        The first file of each channel.
+    rtol : float
+        Relative difference above which two values conflict.
+
+    Returns
+    -------
+    dict
+        The metadata of the first channel's file (:func:`read_sem_metadata`)
+        plus ``channels``: per kV channel its ``file``, ``kv``, ``detector``,
+        ``working_distance_mm``, ``date`` and their ``origin``, where present.
+
+    Raises
+    ------
+    RawDataError
+        A file whose metadata gives another acceleration voltage than the
+        channel it is configured as, or channels with different pixel sizes;
+        the message names the file(s) and both values.
+    """
+    metas = [read_sem_metadata(f) for f in first_files]
+    channels = []
+    for kv, path, meta in zip(kvs, first_files, metas):
+        if "kv" in meta and abs(meta["kv"] - kv) > rtol * kv:
+            raise RawDataError(
+                f"{path}: the instrument metadata says {meta['kv']:g} kV "
+                f"({meta['origin']['kv']}) but the file is configured as the {kv:g} kV channel "
+                "(kvs and raw_pattern in the config); fix the file names or the kV list")
+        if "pixel_size_um" in meta and "pixel_size_um" in metas[0] and not np.allclose(
+                meta["pixel_size_um"], metas[0]["pixel_size_um"], rtol=rtol):
+            raise RawDataError(
+                f"{path}: pixel size {meta['pixel_size_um']} µm differs from "
+                f"{metas[0]['pixel_size_um']} µm of {first_files[0]}; channels of one "
+                "acquisition must have the same pixel size")
+        keys = ("kv", "detector", "working_distance_mm", "date")
+        channels.append({"configured_kv": kv, "file": Path(path).name,
+                         **{k: meta[k] for k in keys if k in meta},
+                         "origin": {k: meta["origin"][k] for k in keys if k in meta}})
+    return {**metas[0], "channels": channels}
 
 
 def read_raw_stack(folder, pattern: str, kvs) -> tuple[np.ndarray, dict]:
@@ -323,52 +372,85 @@ def read_sem_metadata(path) -> dict:
     dict
         ``vendor`` ("FEI", "Zeiss" or None), and where present
         ``pixel_size_um`` as (y, x), ``kv`` (acceleration voltage),
-        ``working_distance_mm``, ``detector``, ``tilt_corrected``.
+        ``working_distance_mm``, ``detector``, ``tilt_corrected`` and ``date``
+        (as the instrument wrote it, with the time where given); ``origin``
+        says for each of these values the tag it was read from, with the file
+        name (e.g. ``"FEI [EBeam] HV in s_000_1kV.tif"``).
     """
+    path = Path(path)
     out: dict = {"vendor": None}
+    origin: dict = {}
+
+    def put(key, value, tag):
+        out[key] = value
+        origin[key] = f"{out['vendor']} {tag} in {path.name}"
+
     with tifffile.TiffFile(path) as tif:
         fei = tif.fei_metadata
         sem = tif.sem_metadata
     if fei:
         out["vendor"] = "FEI"
-        scan = fei.get("Scan", {}) or fei.get("EScan", {})
+        scan_name = "Scan" if "PixelWidth" in fei.get("Scan", {}) else "EScan"
+        scan = fei.get(scan_name, {})
         if "PixelWidth" in scan:
-            out["pixel_size_um"] = (float(scan["PixelHeight"]) * 1e6, float(scan["PixelWidth"]) * 1e6)
-        beam = fei.get("EBeam", {}) or fei.get("Beam", {})
+            put("pixel_size_um", (float(scan["PixelHeight"]) * 1e6, float(scan["PixelWidth"]) * 1e6),
+                f"[{scan_name}] PixelHeight, PixelWidth")
+        beam_name = "EBeam" if fei.get("EBeam") else "Beam"
+        beam = fei.get(beam_name, {})
         if "HV" in beam:
-            out["kv"] = float(beam["HV"]) / 1000.0
+            put("kv", float(beam["HV"]) / 1000.0, f"[{beam_name}] HV")
         if "WD" in beam:
-            out["working_distance_mm"] = float(beam["WD"]) * 1e3
+            put("working_distance_mm", float(beam["WD"]) * 1e3, f"[{beam_name}] WD")
         if "TiltCorrectionIsOn" in beam:
-            out["tilt_corrected"] = str(beam["TiltCorrectionIsOn"]).lower() in ("yes", "true", "1")
-        det = fei.get("Detectors", {})
-        if "Name" in det:
-            out["detector"] = str(det["Name"])
+            put("tilt_corrected", str(beam["TiltCorrectionIsOn"]).lower() in ("yes", "true", "1"),
+                f"[{beam_name}] TiltCorrectionIsOn")
+        if "Name" in fei.get("Detectors", {}):
+            put("detector", str(fei["Detectors"]["Name"]), "[Detectors] Name")
+        user = fei.get("User", {})
+        if "Date" in user:
+            put("date", " ".join(str(user[k]) for k in ("Date", "Time") if k in user),
+                "[User] Date, Time")
     elif sem:
         out["vendor"] = "Zeiss"
-        px = sem.get("ap_pixel_size") or sem.get("ap_image_pixel_size")
-        if px and len(px) >= 2:
-            size = float(px[1]) * {"nm": 1e-3, "µm": 1.0, "um": 1.0, "pm": 1e-6}.get(px[2] if len(px) > 2 else "nm", 1e-3)
-            out["pixel_size_um"] = (size, size)
-        hv = sem.get("ap_actualkv") or sem.get("ap_manualkv")
-        if hv and len(hv) >= 2:
-            out["kv"] = float(hv[1])
-        wd = sem.get("ap_wd")
-        if wd and len(wd) >= 2:
-            out["working_distance_mm"] = float(wd[1])
-        det = sem.get("dp_detector_type") or sem.get("dp_detector_channel")
-        if det and len(det) >= 2:
-            out["detector"] = str(det[1])
-        tilt = sem.get("dp_tilt_correction")
-        if tilt and len(tilt) >= 2:
-            out["tilt_corrected"] = tilt[1] is True or str(tilt[1]).lower() in ("on", "yes")
+
+        def value(*keys):  # (key, (label, value[, unit])) of the first key present
+            for key in keys:
+                v = sem.get(key)
+                if v and len(v) >= 2:
+                    return key.upper(), v
+            return None, None
+
+        key, px = value("ap_pixel_size", "ap_image_pixel_size")
+        if px:
+            unit = px[2] if len(px) > 2 else "nm"
+            size = float(px[1]) * {"nm": 1e-3, "µm": 1.0, "um": 1.0, "pm": 1e-6}.get(unit, 1e-3)
+            put("pixel_size_um", (size, size), key)
+        key, hv = value("ap_actualkv", "ap_manualkv")
+        if hv:
+            put("kv", float(hv[1]), key)
+        key, wd = value("ap_wd")
+        if wd:
+            put("working_distance_mm", float(wd[1]), key)
+        key, det = value("dp_detector_type", "dp_detector_channel")
+        if det:
+            put("detector", str(det[1]), key)
+        key, tilt = value("dp_tilt_correction")
+        if tilt:
+            put("tilt_corrected", tilt[1] is True or str(tilt[1]).lower() in ("on", "yes"), key)
+        key, date = value("ap_date")
+        if date:
+            _, time_ = value("ap_time")
+            put("date", f"{date[1]} {time_[1]}" if time_ else str(date[1]),
+                "AP_DATE, AP_TIME" if time_ else key)
+    out["origin"] = origin
     return out
 
 
 def _fei_text(pixel_size_um, kv, working_distance_mm, detector, tilt_corrected) -> str:
     return "\r\n".join([
         "[User]",
-        "Date=01/01/2026",
+        "Date=01/15/2026",
+        "Time=09:30:00 AM",
         "[Beam]",
         f"HV={kv * 1000:.1f}",
         "[EBeam]",
@@ -395,7 +477,8 @@ def _zeiss_text(pixel_size_um, kv, working_distance_mm, detector, tilt_corrected
         "AP_WD", f"WD = {working_distance_mm:.3f} mm",
         "DP_DETECTOR_TYPE", f"Detector = {detector}",
         "DP_TILT_CORRECTION", f"Tilt Corrn. = {'On' if tilt_corrected else 'Off'}",
-        "AP_DATE", "Date :01 Jan 2026",
+        "AP_DATE", "Date :15 Jan 2026",
+        "AP_TIME", "Time :9:30:00",
         "END", "",
     ])
 
@@ -617,8 +700,9 @@ class VolumeReader:
         self.close()
 
 
-def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: bool = False) -> None:
-    """Write a volume slice by slice (streaming) as an ImageJ TIFF with its voxel size.
+def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: bool = False,
+                        ome: bool = False) -> None:
+    """Write a volume slice by slice (streaming) as an ImageJ TIFF or OME-TIFF with its voxel size.
 
     Parameters
     ----------
@@ -635,6 +719,9 @@ def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: boo
         (dz, dy, dx) in micrometres.
     channels : bool
         Whether axis 1 is a channel axis.
+    ome : bool
+        Write OME-TIFF (``PhysicalSizeZ/Y/X`` in µm: napari, Fiji/Bio-Formats,
+        QuPath) instead of an ImageJ TIFF.
     """
     dz, dy, dx = (float(v) for v in voxel_size)
     if min(dz, dy, dx) <= 0:
@@ -662,13 +749,18 @@ def write_volume_slices(path, slices, shape, dtype, voxel_size, *, channels: boo
         if count != shape[0]:
             raise ValueError(f"{path}: got {count} slices, expected {shape[0]}")
 
-    imagej = dtype != np.float16  # ImageJ has no float16: a plain TIFF with JSON metadata
+    if ome:
+        options = {"ome": True, "metadata": {
+            "axes": axes, "PhysicalSizeX": dx, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": dy,
+            "PhysicalSizeYUnit": "µm", "PhysicalSizeZ": dz, "PhysicalSizeZUnit": "µm"}}
+    else:
+        options = {"imagej": dtype != np.float16,  # ImageJ has no float16: plain TIFF, JSON metadata
+                   "resolution": (1.0 / dx, 1.0 / dy),
+                   "metadata": {"spacing": dz, "unit": "um", "axes": axes,
+                                "Info": f"fibrecon axes={axes}"}}
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, planes(), shape=tuple(shape), dtype=dtype, imagej=imagej,
-                         photometric="minisblack",
-                         resolution=(1.0 / dx, 1.0 / dy),
-                         metadata={"spacing": dz, "unit": "um", "axes": axes,
-                                   "Info": f"fibrecon axes={axes}"})
+        tifffile.imwrite(tmp, planes(), shape=tuple(shape), dtype=dtype, photometric="minisblack",
+                         **options)
 
 
 # --------------------------------------------------------------------------
@@ -697,18 +789,16 @@ def write_ome_tiff(path, data: np.ndarray, voxel_size, *, channels: bool = False
         (z, y, x), or (z, c, y, x) with ``channels=True``.
     voxel_size : sequence of 3 float
         (dz, dy, dx) in micrometres (``PhysicalSizeZ/Y/X`` in µm).
+
+    See Also
+    --------
+    write_volume_slices : the same, streamed slice by slice (``ome=True``).
     """
-    dz, dy, dx = (float(v) for v in voxel_size)
-    if min(dz, dy, dx) <= 0:
-        raise ValueError(f"{path}: voxel size must be positive, got {voxel_size}")
     axes = "ZCYX" if channels else "ZYX"
     if data.ndim != len(axes):
         raise ValueError(f"{path}: expected a {len(axes)}D array ({axes}), got {data.ndim}D")
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, ome=True, photometric="minisblack",
-                         metadata={"axes": axes, "PhysicalSizeX": dx, "PhysicalSizeXUnit": "µm",
-                                   "PhysicalSizeY": dy, "PhysicalSizeYUnit": "µm",
-                                   "PhysicalSizeZ": dz, "PhysicalSizeZUnit": "µm"})
+    write_volume_slices(path, iter(data), data.shape, data.dtype, voxel_size, channels=channels,
+                        ome=True)
 
 
 def read_ome_scale(path) -> tuple[float, float, float]:

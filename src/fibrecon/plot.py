@@ -52,7 +52,7 @@ def orthoslices(labels: np.ndarray, voxel_size, title: str = ""):
     return fig
 
 
-def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters):
+def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters, group: str | None = "series"):
     """Scatter of one metric against each numeric process parameter.
 
     Parameters
@@ -63,13 +63,18 @@ def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters):
         Column to plot on the y axis.
     parameters : sequence of str
         Process-parameter columns; non-numeric ones are skipped.
+    group : str or None
+        Column whose values colour the points (one colour and legend entry
+        per series, e.g. a calendering and a mixing series in one sheet);
+        ignored when the table has no such column.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One panel per numeric parameter (a note when there is none).
+        One panel per numeric parameter (a note when there is none); error
+        bars from the representative-volume spread where measured.
     """
-    numeric = [p for p in parameters if pd.api.types.is_numeric_dtype(table[p])]
+    numeric = [p for p in parameters if p != group and pd.api.types.is_numeric_dtype(table[p])]
     if not numeric:
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.axis("off")
@@ -77,14 +82,25 @@ def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters):
         return fig
     fig, axes = plt.subplots(1, len(numeric), figsize=(3.4 * len(numeric), 3.2),
                              constrained_layout=True, squeeze=False)
-    y = table[metric].replace([np.inf, -np.inf], np.nan)
     err_col = f"{metric}_sd_half_edge"  # representative-volume spread, where measured
-    err = table[err_col] if err_col in table else None
+    groups = (list(table.groupby(group, sort=False, dropna=False)) if group in table
+              else [(None, table)])
+    colours = plt.get_cmap("tab10").colors
     for ax, p in zip(axes[0], numeric):
-        ax.errorbar(table[p], y, yerr=err, fmt="o", color="#1f77b4", capsize=3)
-        for _, row in table.iterrows():
-            ax.annotate(str(row["sample"]), (row[p], row[metric]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+        for i, (name, part) in enumerate(groups):
+            y = part[metric].replace([np.inf, -np.inf], np.nan)
+            shown = part[p].notna() & y.notna()
+            if not shown.any():
+                continue  # this series does not vary this parameter
+            ax.errorbar(part[p][shown], y[shown],
+                        yerr=part[err_col][shown] if err_col in part else None, fmt="o",
+                        color=colours[i % len(colours)], capsize=3,
+                        label=None if name is None else str(name))
+            for _, row in part[shown].iterrows():
+                ax.annotate(str(row["sample"]), (row[p], row[metric]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        if group in table and ax.get_legend_handles_labels()[0]:
+            ax.legend(title=group, fontsize=7, title_fontsize=7)
         ax.set_xlabel(p)
         ax.set_ylabel(metric)
     return fig

@@ -227,7 +227,8 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
     voxel_size : tuple of float
         (dz, dy, dx) in micrometres.
     origin : dict
-        For each axis, ``"sheet"`` or ``"metadata"``.
+        For each axis where its value came from: ``"sample sheet: voxel_z_um"``
+        or ``"metadata: <vendor> <tag> in <file>"``.
 
     Raises
     ------
@@ -235,14 +236,18 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
         ``from_metadata`` where the metadata has no value, or a sheet value
         that conflicts with the metadata.
     """
-    meta = {}
+    meta, tags = {}, metadata.get("origin", {})
     if "pixel_size_um" in metadata:
         meta["y"], meta["x"] = metadata["pixel_size_um"]
+        tag = tags.get("pixel_size_um", "pixel size")
+        tags = {"y": tag, "x": tag}
         if metadata.get("tilt_corrected") is False:
             # an uncorrected 52 degree cross-section image shortens y by sin 52
             meta["y"] = meta["y"] / np.sin(np.radians(CROSS_SECTION_TILT_DEG))
+            tags["y"] += f" / sin {CROSS_SECTION_TILT_DEG:g}° (image not tilt-corrected)"
     if "slice_thickness_um" in metadata:
         meta["z"] = metadata["slice_thickness_um"]
+        tags["z"] = metadata.get("origin", {}).get("slice_thickness_um", "slice thickness")
     values, origin = {}, {}
     for axis in ("z", "y", "x"):
         v = sheet[axis]
@@ -252,13 +257,14 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
                     f"{source}: voxel_{axis}_um is 'from_metadata' but the instrument metadata "
                     f"has no {axis} size; give it in the sample sheet"
                 )
-            values[axis], origin[axis] = float(meta[axis]), "metadata"
+            values[axis], origin[axis] = float(meta[axis]), f"metadata: {tags[axis]}"
         else:
-            values[axis], origin[axis] = float(v), "sheet"
+            values[axis], origin[axis] = float(v), f"sample sheet: voxel_{axis}_um"
             if axis in meta and abs(meta[axis] - values[axis]) > rtol * values[axis]:
                 raise ConfigError(
                     f"{source}: voxel_{axis}_um = {values[axis]:g} µm in the sample sheet "
-                    f"conflicts with {meta[axis]:g} µm in the instrument metadata"
+                    f"conflicts with {meta[axis]:g} µm in the instrument metadata "
+                    f"({tags[axis]})"
                 )
     return (values["z"], values["y"], values["x"]), origin
 

@@ -43,8 +43,15 @@ def test_every_rule_wrote_a_log_and_volumes_keep_their_voxel_size(series):
     import tifffile
     np.testing.assert_array_equal(tifffile.imread(series / "results" / "volume" /
                                                   "tiny_a.ome.tif"), labels)
+    pre, pre_voxel = fio.read_volume(series / "results" / "preprocessed" / "tiny_a.tif")
+    assert fio.read_ome_scale(series / "results" / "preprocessed" / "tiny_a.ome.tif") == \
+        pytest.approx(pre_voxel, rel=1e-5)
+    ome = tifffile.TiffFile(series / "results" / "preprocessed" / "tiny_a.ome.tif")
+    assert ome.series[0].axes == "ZCYX"
+    np.testing.assert_array_equal(ome.series[0].asarray(), pre)
     info = fio.read_json(series / "results" / "aligned" / "tiny_a.json")
-    assert info["voxel_size_origin"] == {"z": "sheet", "y": "metadata", "x": "metadata"}
+    assert info["voxel_size_origin"]["z"] == "sample sheet: voxel_z_um"
+    assert info["voxel_size_origin"]["x"].startswith("metadata: FEI [Scan] PixelHeight")
     assert not list((series / "results").rglob("*.part"))
 
 
@@ -96,7 +103,11 @@ def test_record_is_valid_and_carries_units_checksums_and_model(series):
     raw = series / "results" / "raw" / "tiny_a"
     assert record["inputs"]["s_000_1kV.tif"] == fio.file_sha256(raw / "s_000_1kV.tif")
     assert len(record["inputs"]) == 20  # 10 slices x 2 kV, nothing else
-    assert record["instrument"]["voxel_size_origin"]["z"] == "sheet"
+    assert record["instrument"]["voxel_size_origin"]["z"] == "sample sheet: voxel_z_um"
+    channels = record["instrument"]["channels"]
+    assert [c["kv"] for c in channels] == [1.0, 3.0]
+    assert channels[1]["origin"]["kv"] == "FEI [EBeam] HV in s_000_3kV.tif"
+    assert channels[0]["date"] and record["instrument"]["origin"]["detector"].startswith("FEI")
     assert record["segmentation_model"]["card"]["kvs"] == [1.0, 3.0]
     m = record["metrics"]
     assert m["d50_um"]["unit"] == "um" and m["number_density_per_um3"]["unit"] == "1/um^3"

@@ -96,11 +96,16 @@ def test_bad_kv_list(tmp_path, sheet_schema):
 
 
 def test_voxel_size_from_metadata_and_conflict():
-    meta = {"pixel_size_um": (0.0394, 0.03)}
+    meta = {"pixel_size_um": (0.0394, 0.03),
+            "origin": {"pixel_size_um": "FEI [Scan] PixelHeight, PixelWidth in f.tif"}}
     voxel, origin = resolve_voxel_size({"x": "from_metadata", "y": "from_metadata", "z": 0.05},
                                        meta)
-    assert voxel == (0.05, 0.0394, 0.03) and origin["x"] == "metadata"
-    with pytest.raises(ConfigError, match="0.04 µm in the sample sheet conflicts with 0.03"):
+    assert voxel == (0.05, 0.0394, 0.03)
+    assert origin == {"z": "sample sheet: voxel_z_um",
+                      "y": "metadata: FEI [Scan] PixelHeight, PixelWidth in f.tif",
+                      "x": "metadata: FEI [Scan] PixelHeight, PixelWidth in f.tif"}
+    with pytest.raises(ConfigError, match="0.04 µm in the sample sheet conflicts with 0.03 µm in "
+                       r"the instrument metadata \(FEI \[Scan\] PixelHeight"):
         resolve_voxel_size({"x": 0.04, "y": "from_metadata", "z": 0.05}, meta, source="f.tif")
     with pytest.raises(ConfigError, match="voxel_z_um is 'from_metadata'"):
         resolve_voxel_size({"x": 0.03, "y": 0.0394, "z": "from_metadata"}, meta)
@@ -115,3 +120,22 @@ def test_series_table_carries_process_parameters_first():
     assert table["load"].tolist() == [0, 500]
     with pytest.raises(KeyError, match="'c'"):
         series_table({"c": {}}, sheet, ["load"])
+
+
+def test_series_plot_colours_each_series_and_skips_parameters_it_does_not_vary():
+    from fibrecon.plot import metric_vs_parameters
+
+    table = pd.DataFrame({"sample": ["p40", "p30", "m10", "m90"],
+                          "series": ["calendering", "calendering", "mixing", "mixing"],
+                          "porosity_target": [0.40, 0.30, None, None],
+                          "mixing_time_min": [None, None, 10, 90],
+                          "volume_fraction_pore": [0.40, 0.31, 0.35, 0.36],
+                          "volume_fraction_pore_sd_half_edge": [0.01, 0.01, 0.02, 0.02]})
+    fig = metric_vs_parameters(table, "volume_fraction_pore",
+                               ["series", "porosity_target", "mixing_time_min"])
+    calendering, mixing = fig.axes
+    assert calendering.get_xlabel() == "porosity_target"
+    assert [t.get_text() for t in calendering.get_legend().get_texts()] == ["calendering"]
+    assert [t.get_text() for t in mixing.get_legend().get_texts()] == ["mixing"]
+    colours = {ax.get_xlabel(): ax.lines[0].get_color() for ax in fig.axes}
+    assert colours["porosity_target"] != colours["mixing_time_min"]

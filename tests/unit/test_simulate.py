@@ -201,8 +201,32 @@ def test_instrument_metadata_round_trip(tmp_path, vendor):
     assert meta["vendor"] == vendor and meta["kv"] == pytest.approx(2.5)
     np.testing.assert_allclose(meta["pixel_size_um"], (0.05, 0.05), rtol=1e-4)
     assert meta["tilt_corrected"] is True and meta["detector"]
-    stack, _ = io.read_raw_stack(tmp_path / "raw", "s_{slice:03d}_{kv}kV.tif", [1, 2.5])
+    assert meta["date"] and meta["origin"]["kv"].startswith(vendor)
+    stack, info = io.read_raw_stack(tmp_path / "raw", "s_{slice:03d}_{kv}kV.tif", [1, 2.5])
     np.testing.assert_array_equal(stack, s.raw)
+    assert [c["kv"] for c in info["channels"]] == [1.0, 2.5]
+    assert info["channels"][1]["file"] == "s_000_2.5kV.tif"
+
+
+@pytest.mark.parametrize("vendor", ["FEI", "Zeiss"])
+def test_metadata_that_contradicts_the_configured_channels_is_refused(tmp_path, vendor):
+    img = np.zeros((16, 16), np.uint16)
+    for z in range(2):  # the "1 kV" files were recorded at 5 kV
+        io.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01, kv=5,
+                           vendor=vendor)
+        io.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=0.01, kv=3,
+                           vendor=vendor)
+    with pytest.raises(io.RawDataError, match=r"s_0_1kV.tif: the instrument metadata says 5 kV "
+                       r".* configured as the 1 kV channel"):
+        io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
+    for z in range(2):  # right voltage, but another pixel size than the 1 kV channel
+        io.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01, kv=1,
+                           vendor=vendor)
+        io.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=0.02, kv=3,
+                           vendor=vendor)
+    with pytest.raises(io.RawDataError, match=r"s_0_3kV.tif: pixel size .* differs from .* "
+                       r"of .*s_0_1kV.tif"):
+        io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
 
 
 def test_command_line_writes_a_sample(tmp_path):
