@@ -42,10 +42,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/streaming_memory.py 1000
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/segmentation.py speed
+	$(BIN)/python benchmarks/segmentation.py evaluate
+	$(BIN)/python benchmarks/metrics_scale.py --shape 256 512 512
 	$(BIN)/python benchmarks/real_segmentation.py
 	$(BIN)/python benchmarks/tortuosity_speed.py --out .bench/tortuosity --sizes 128 256 --solvers fibrecon taufactor porespy
-	$(BIN)/python benchmarks/tortuosity_speed.py report .bench/tortuosity/tortuosity.json benchmarks/tortuosity_h100.json
-	$(BIN)/python benchmarks/segmentation.py report benchmarks/segmentation_h100.json
+	$(BIN)/python benchmarks/tortuosity_speed.py --out .bench/tortuosity384 --sizes 384 --solvers fibrecon
+	$(BIN)/python benchmarks/tortuosity_speed.py report .bench/tortuosity/tortuosity.json .bench/tortuosity384/tortuosity.json benchmarks/tortuosity_h100.json
+	$(BIN)/python benchmarks/segmentation.py report benchmarks/segmentation_gpu.json
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -103,16 +103,24 @@ def cmd_report(files):
             table.append(f"| {r['machine']} | {row['size']}^3 | {row['solver']} | "
                          f"{row['device']} | {row['tau']:.4f} | {row['seconds']:.2f} | {diff} | "
                          f"{ratio} |")
+    per_voxel = [f"{row['size']}^3 {row['seconds'] / row['size'] ** 3 * 1e6:.2f} us"
+                 for f in files for row in json.loads(Path(f).read_text())["rows"]
+                 if row["solver"] == "fibrecon" and row["device"] == "cpu"]
+    table += ["", "fibrecon time per voxel (linear scaling = constant): " + ", ".join(per_voxel)
+              + "."]
     write_section("Tortuosity solver speed (issue 6)", "\n".join(
         ["Pore phase of 30 % porosity blob volumes (Gaussian-filtered noise, sigma 4 px, "
-         "thresholded), flux along z. fibrecon: finite volume, CG preconditioned by pyamg "
-         "smoothed aggregation, rtol 1e-5; taufactor 1.2.1 Solver, conv_crit 1e-2; porespy "
+         "thresholded), flux along z. fibrecon: finite volume, CG preconditioned by a W-cycle "
+         "of pyamg plain aggregation (forward/backward Gauss-Seidel), stopped when the flux "
+         "averaged over all planes changes by < 1e-4 twice; taufactor 1.2.1 Solver, conv_crit 1e-2; porespy "
          "3.2.0 tortuosity_fd (openpnm 3.6.4 without PARDISO; porespy fills isolated pores "
          "first, so its tau differs by about eps_total/eps_connected).", "", *table, "",
          "Commands: `.venv/bin/python benchmarks/tortuosity_speed.py --out DIR --sizes 128 256 "
-         "--solvers fibrecon taufactor porespy` (CPU), `--device cuda --solvers taufactor` on "
+         "--solvers fibrecon taufactor porespy` and `--sizes 384 --solvers fibrecon` (CPU), "
+         "`--device cuda --solvers taufactor` on "
          "the GPU machine (kept as benchmarks/tortuosity_h100.json), then `... report "
-         "DIR/tortuosity.json benchmarks/tortuosity_h100.json`."]))
+         "DIR/tortuosity.json DIR384/tortuosity.json benchmarks/tortuosity_h100.json` (all in "
+         "`make bench`)."]))
 
 
 def main(argv=None):

@@ -82,11 +82,11 @@ class TrainSettings:
     context: int = 1
     width: int = 8
     depth: int = 4
-    stacks: int = 64
+    stacks: int = 96
     stack_shape: tuple = (16, 256, 256)
     voxel_size_um: float = 0.05
     validation_fraction: float = 0.15
-    steps: int = 7000
+    steps: int = 18000
     batch_size: int = 16
     patch_px: int = 192
     learning_rate: float = 3e-3
