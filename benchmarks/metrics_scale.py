@@ -8,7 +8,7 @@ rule runs them (:func:`fibrecon.metrics.sample_metrics`, tortuosity of pore and
 CBD along z, y and x); its peak resident memory (``ru_maxrss``) is reported with
 what the interpreter and imports alone hold.
 
-    .venv/bin/python benchmarks/metrics_scale.py [--shape 256 512 512]
+    .venv/bin/python benchmarks/metrics_scale.py [--shapes 128 256 256 256 512 512]
 """
 
 from __future__ import annotations
@@ -31,18 +31,25 @@ VS = (0.05, 0.05, 0.05)
 
 
 def peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(path: str) -> dict:
     """In the child process: import, read, run every metric; time and peak memory."""
+    import logging
+
     from fibrecon import io
     from fibrecon.metrics import sample_metrics
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # stage times to stderr
     base = peak_mb()
     labels, voxel = io.read_labels(path)
     t = time.perf_counter()
-    metrics, particles, aggregates = sample_metrics(labels, voxel)
+    metrics, particles, _, _ = sample_metrics(labels, voxel)
     return {"seconds": round(time.perf_counter() - t, 1), "peak_mb": round(peak_mb(), 1),
             "imports_mb": round(base, 1), "particles": int(len(particles)),
             "tau_pore_z": metrics.get("tau_pore_z"),
@@ -50,18 +57,11 @@ def measure(path: str) -> dict:
             "porosity": metrics["volume_fraction_pore"]}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", type=int, nargs=3, default=[256, 512, 512])
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(measure(args.child)))
-        return
+def run_shape(shape) -> dict:
+    """Simulate (once) and measure one volume size in a fresh process."""
     from fibrecon import io
     from fibrecon.simulate import generate_microstructure
 
-    shape = tuple(args.shape)
     path = ROOT / ".bench" / "metrics_scale" / f"labels_{'x'.join(map(str, shape))}.tif"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,30 +69,54 @@ def main(argv=None):
                                     rng=np.random.default_rng(2026))
         io.write_volume(path, m.labels.astype(np.uint8), VS)
         del m
-    out = subprocess.run([sys.executable, __file__, "--child", str(path)], check=True,
-                         capture_output=True, text=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    child = subprocess.run([sys.executable, __file__, "--child", str(path)], check=True,
+                           capture_output=True, text=True)
+    r = json.loads(child.stdout.strip().splitlines()[-1])
     voxels = int(np.prod(shape))
-    per_voxel = r["peak_mb"] * 2**20 / voxels
-    above = (r["peak_mb"] - r["imports_mb"]) * 2**20 / voxels
-    print(json.dumps(r | {"bytes_per_voxel": round(per_voxel, 1),
-                          "bytes_per_voxel_above_imports": round(above, 1)}))
+    r |= {"shape": list(shape), "voxels": voxels,
+          "bytes_per_voxel": round(r["peak_mb"] * 2**20 / voxels, 1),
+          "bytes_per_voxel_above_imports": round((r["peak_mb"] - r["imports_mb"]) * 2**20 / voxels,
+                                                 1),
+          "stages": [line.split("metrics stage", 1)[1].strip()
+                     for line in child.stderr.splitlines() if "metrics stage" in line]}
+    print(json.dumps(r), flush=True)
+    return r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", type=int, nargs="+", default=[128, 256, 256, 256, 512, 512],
+                    help="z y x of each volume, three numbers per volume")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child)))
+        return
+    if len(args.shapes) % 3:
+        ap.error("--shapes takes three numbers (z y x) per volume")
+    runs = [run_shape(tuple(args.shapes[i:i + 3])) for i in range(0, len(args.shapes), 3)]
     from results_md import write_section
 
+    rows, stages = [], []
+    for r in runs:
+        z, y, x = r["shape"]
+        rows.append(f"| {z}x{y}x{x} ({r['voxels'] / 1e6:.0f} Mvoxel, {r['particles']} particles) "
+                    f"| {r['seconds'] / 60:.1f} min | {r['peak_mb'] / 1024:.2f} GiB | "
+                    f"{r['bytes_per_voxel']:.0f} B | {r['bytes_per_voxel_above_imports']:.0f} B |")
+        stages += [f"{z}x{y}x{x}:", *r["stages"], ""]
     write_section("All metrics of a large volume (issue 6)", "\n".join([
-        f"`fibrecon.metrics.sample_metrics` (every metric: fractions, profiles, particles, "
+        "`fibrecon.metrics.sample_metrics` (every metric: fractions, profiles, particles, "
         "dispersion, tortuosity of pore and CBD along z, y, x, CBD microstructure, pore sizes, "
-        "surfaces, representative-volume spread) on a simulated label volume of "
-        f"{shape[0]}x{shape[1]}x{shape[2]} voxels of 50 nm (porosity {r['porosity']:.3f}, "
-        f"{r['particles']} particles), in a fresh process on this machine (2 CPU cores). "
-        "Target: under 10 minutes, peak memory <= 40 bytes per voxel.", "",
-        "| volume | time | peak memory (RSS) | per voxel | per voxel above the imports |",
-        "| --- | --- | --- | --- | --- |",
-        f"| {shape[0]}x{shape[1]}x{shape[2]} ({voxels / 1e6:.0f} Mvoxel) | "
-        f"{r['seconds'] / 60:.1f} min | {r['peak_mb'] / 1024:.2f} GiB | {per_voxel:.1f} B | "
-        f"{above:.1f} B |", "",
-        "Command: `.venv/bin/python benchmarks/metrics_scale.py --shape "
-        f"{' '.join(map(str, shape))}` (in `make bench`)."]))
+        "surfaces, representative-volume spread) on simulated label volumes (porosity 0.30, CBD "
+        "0.10, d50 3 um, 50 nm voxels), each in a fresh process on this machine (2 CPU cores); "
+        "peak memory is the process's VmHWM. Target at 512x512x256: under 10 minutes, peak "
+        "memory <= 40 bytes per voxel.", "",
+        "| volume | time | peak memory | per voxel | per voxel above the imports |",
+        "| --- | --- | --- | --- | --- |", *rows, "",
+        "Stages (wall time, peak memory of the process so far), from the metrics log:", "",
+        "```", *stages, "```", "",
+        "Command: `.venv/bin/python benchmarks/metrics_scale.py --shapes "
+        f"{' '.join(map(str, args.shapes))}` (in `make bench`)."]))
 
 
 if __name__ == "__main__":

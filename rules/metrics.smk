@@ -15,6 +15,11 @@ rule metrics:
             caption="../report/psd.rst",
             category="Particles",
         ),
+        rve_figure=report(
+            "results/metrics/{sample}_rve.png",
+            caption="../report/rve.rst",
+            category="Representative volume",
+        ),
     log:
         "logs/metrics/{sample}.log",
     benchmark:

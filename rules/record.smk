@@ -6,6 +6,7 @@ rule record:
         model=segment_model,
         qc="results/qc/{sample}.png",
         psd="results/metrics/{sample}_psd.png",
+        rve_figure="results/metrics/{sample}_rve.png",
         orthoslices="results/volume/{sample}_orthoslices.png",
         drift="results/aligned/{sample}_drift.png",
         schema=str(SCHEMAS / "record.schema.json"),

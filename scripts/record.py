@@ -28,6 +28,6 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         snakemake.wildcards.sample, snakemake.params.process,  # noqa: F821
         io.read_json(inp.acquisition), snakemake.params.parameters,  # noqa: F821
         io.read_json(inp.metrics), model=model, inputs=inputs,
-        figures={k: inp[k] for k in ("qc", "psd", "orthoslices", "drift")})
+        figures={k: inp[k] for k in ("qc", "psd", "rve_figure", "orthoslices", "drift")})
     jsonschema.validate(record, io.read_json(inp.schema))
     io.write_json(snakemake.output.record, record)  # noqa: F821

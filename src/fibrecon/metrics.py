@@ -8,6 +8,10 @@ thickness (:mod:`fibrecon.cbd`); interface areas (:mod:`fibrecon.interfaces`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+
 import numpy as np
 
 from fibrecon import AM, CBD, PHASES, PORE
@@ -88,6 +92,23 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
     return out
 
 
+LOG = logging.getLogger(__name__)  # a child of the rule log's "fibrecon" logger
+
+
+@contextlib.contextmanager
+def _stage(name: str):
+    """Log a metric stage's wall time and the process's peak memory so far."""
+    start = time.perf_counter()
+    yield
+    try:
+        import resource  # not on Windows
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except ImportError:
+        peak_mb = float("nan")
+    LOG.info("metrics stage %-26s %7.1f s, peak RSS so far %.0f MB", name,
+             time.perf_counter() - start, peak_mb)
+
+
 #: Smallest edge (voxels) of a volume the metrics accept.
 MIN_EDGE_VOXELS = 8
 
@@ -123,6 +144,9 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         One row per particle (:func:`fibrecon.particles.particle_table`).
     aggregates : pandas.DataFrame
         One row per CBD cluster (:func:`fibrecon.cbd.aggregate_table`).
+    spread : pandas.DataFrame
+        Representative-volume table (:func:`fibrecon.rve.subvolume_spread`);
+        its spread at half the edge is each metric's ``<name>_sd_half_edge``.
     """
     vs = tuple(float(v) for v in voxel_size)
     if len(vs) != 3 or min(vs) <= 0 or not all(np.isfinite(vs)):
@@ -141,7 +165,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
            "volume_um3": volume}
     for name, f in volume_fractions(labels).items():
         out[f"volume_fraction_{name}"] = f
-    spread = subvolume_spread(labels, vs)
+    with _stage("representative volume"):
+        spread = subvolume_spread(labels, vs)
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
@@ -149,38 +174,46 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
 
     # particles and dispersion
-    instances = separate_particles(labels == AM, vs, h=particle_h, sigma=particle_sigma)
-    particles = particle_table(instances, vs)
+    with _stage("particle separation"):
+        instances = separate_particles(labels == AM, vs, h=particle_h, sigma=particle_sigma)
+    with _stage("particle table"):
+        particles = particle_table(instances, vs)
+    del instances
     out.update(size_summary(particles, volume))
     nn = nearest_neighbour_distances(particles)
     out["nearest_neighbour_distance_mean_um"] = float(nn.mean()) if nn.size else float("nan")
     out["nearest_neighbour_distance_cv"] = float(nn.std() / nn.mean()) if nn.size else float("nan")
-    block = max(2, int(round(dispersion_block_um / min(vs))))
-    out["am_local_fraction_cv"] = local_fraction_cv(labels == AM, block)
-    s2 = two_point_correlation(labels == AM, vs)
-    out["am_correlation_length_um"] = correlation_length(s2, out["volume_fraction_am"])
+    with _stage("dispersion"):
+        block = max(2, int(round(dispersion_block_um / min(vs))))
+        out["am_local_fraction_cv"] = local_fraction_cv(labels == AM, block)
+        s2 = two_point_correlation(labels == AM, vs)
+        out["am_correlation_length_um"] = correlation_length(s2, out["volume_fraction_am"])
 
     # transport
     for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
-        out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
-                             conv_crit=conv_crit))
+        with _stage(f"tortuosity {name}"):
+            out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
+                                 conv_crit=conv_crit))
     out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
 
     # CBD and pores
     cbd = labels == CBD
-    out["cbd_percolating_fraction"] = percolating_fraction(cbd)
-    aggregates = aggregate_table(cbd, vs)
-    out["cbd_aggregates"] = int(len(aggregates))
-    out["cbd_aggregate_d50_um"] = float(aggregates["diameter_um"].median()) if len(aggregates) \
-        else float("nan")
-    out.update(am_surface_coverage(labels))
+    with _stage("CBD network and coverage"):
+        out["cbd_percolating_fraction"] = percolating_fraction(cbd)
+        aggregates = aggregate_table(cbd, vs)
+        out["cbd_aggregates"] = int(len(aggregates))
+        out["cbd_aggregate_d50_um"] = float(aggregates["diameter_um"].median()) \
+            if len(aggregates) else float("nan")
+        out.update(am_surface_coverage(labels))
     for name, mask in (("cbd", cbd), ("pore", labels == PORE)):
-        thick = local_thickness(mask, min(vs))[mask]
+        with _stage(f"local thickness {name}"):
+            thick = local_thickness(mask, min(vs))[mask]
         out[f"{name}_thickness_mean_um"] = float(thick.mean()) if thick.size else float("nan")
         out[f"{name}_thickness_d50_um"] = float(np.median(thick)) if thick.size else float("nan")
-    out.update(interface_areas(labels, vs))
+    with _stage("interface areas"):
+        out.update(interface_areas(labels, vs))
     out["notes"] = _notes(out)
-    return out, particles, aggregates
+    return out, particles, aggregates, spread
 
 
 def _notes(out: dict) -> list[str]:

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 __all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters", "drift_figure",
-           "three_panel", "size_distribution", "correlation_heatmap"]
+           "three_panel", "size_distribution", "correlation_heatmap", "representative_volume"]
 
 #: Display colours of pore, AM, CBD.
 PHASE_COLOURS = ListedColormap(["#1f1f3a", "#e0b040", "#3aa0a0"])
@@ -205,4 +205,40 @@ def correlation_heatmap(table: pd.DataFrame, parameters, metrics):
         if np.isfinite(c):
             ax.text(j, i, f"{c:.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, label=f"Pearson r ({len(table)} samples)")
+    return fig
+
+
+def representative_volume(spread: pd.DataFrame, title: str = ""):
+    """Each metric's mean and spread over sub-volumes against their volume.
+
+    Parameters
+    ----------
+    spread : pandas.DataFrame
+        From :func:`fibrecon.rve.subvolume_spread`.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per metric: mean +- sd at each sub-volume size; a spread
+        that has shrunk well before the full volume means the imaged volume
+        is representative for that metric.
+    """
+    names = list(dict.fromkeys(spread["metric"]))
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows),
+                             constrained_layout=True, squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        part = spread[spread["metric"] == name]
+        ax.errorbar(part["volume_um3"], part["mean"], yerr=part["sd"], fmt="o-", capsize=3,
+                    color="#1f77b4")
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("sub-volume (um^3)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(f"{title}: representative volume (mean +- sd over sub-volumes)", fontsize=9)
     return fig

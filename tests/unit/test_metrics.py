@@ -20,7 +20,8 @@ def test_sample_metrics_keys():
     labels = np.zeros((12, 12, 12), np.uint8)
     labels[:, :, :4] = 1
     labels[:, :, 4:5] = 2
-    m, particles, aggregates = sample_metrics(labels, (0.1, 0.1, 0.1), tortuosity_axes=("z", "x"))
+    m, particles, aggregates, spread = sample_metrics(labels, (0.1, 0.1, 0.1),
+                                                      tortuosity_axes=("z", "x"))
     assert m["volume_fraction_am"] == pytest.approx(1 / 3)
     assert m["tau_pore_z"] == pytest.approx(1.0, abs=1e-3)
     assert m["tau_pore_x"] == np.inf and m["macmullin_pore_x"] == np.inf
@@ -29,6 +30,9 @@ def test_sample_metrics_keys():
     assert m["tau_electronic_z"] == pytest.approx(1.0, abs=1e-3)  # a straight CBD sheet
     assert len(m["porosity_profile_z"]) == 12 and len(aggregates) == 1
     assert m["cbd_percolating_fraction"] == 1.0
+    assert {"volume_fraction_pore", "tau_pore_z", "cbd_percolating_fraction",
+            "am_surface_cbd_fraction"} <= set(spread["metric"])
+    assert m["tau_pore_z_sd_half_edge"] == pytest.approx(0.0, abs=1e-6)  # straight channels
 
 
 # ---------------------------------------------------------------- particles
@@ -158,6 +162,24 @@ def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
     g = subvolume_spread(graded, (0.1,) * 3, count=16)
     g_am = g[g.metric == "volume_fraction_am"].set_index("edge_fraction")
     assert g_am.loc[0.5, "sd"] > 3 * am.loc[0.5, "sd"]
+    tau = t[t.metric == "tau_pore_z"].set_index("edge_fraction")
+    assert list(tau.index) == [0.25, 0.5]  # the solve stops at half the edge
+    assert tau.loc[0.25, "sd"] > tau.loc[0.5, "sd"] > 0
+    assert (tau["n"] + tau["excluded"] == 16).all() and (tau["mean"] > 1).all()
+    assert (t.loc[t.metric == "am_surface_pore_fraction", "mean"] == 1).all()  # no CBD here
+    perc = t[t.metric == "cbd_percolating_fraction"]
+    assert perc["mean"].isna().all() and (perc["n"] == 0).all()  # absent phase: NaN, no crash
+
+
+def test_representative_volume_figure_has_a_panel_per_metric():
+    from fibrecon.plot import representative_volume
+    from fibrecon.rve import subvolume_spread
+
+    labels = np.random.default_rng(2).integers(0, 3, (24, 24, 24)).astype(np.uint8)
+    t = subvolume_spread(labels, (0.1,) * 3, count=4)
+    fig = representative_volume(t, title="s")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == list(dict.fromkeys(t["metric"]))
 
 
 @pytest.mark.parametrize("labels, voxel, message", [
@@ -174,7 +196,7 @@ def test_bad_volumes_are_refused_with_the_reason(labels, voxel, message):
 def test_a_missing_phase_gives_nan_or_inf_with_a_note_not_a_crash():
     rng = np.random.default_rng(0)
     labels = (ndi.gaussian_filter(rng.random((24, 24, 24)), 2) > 0.5).astype(np.uint8)
-    m, _, _ = sample_metrics(labels, (0.1, 0.1, 0.1))  # pore and AM only
+    m, _, _, _ = sample_metrics(labels, (0.1, 0.1, 0.1))  # pore and AM only
     assert m["tau_electronic_z"] == np.inf and m["relative_electronic_z"] == 0
     assert np.isnan(m["cbd_thickness_mean_um"])
     assert any("phase cbd is absent" in n for n in m["notes"])
