@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
@@ -234,6 +235,8 @@ def representative_volume(spread: pd.DataFrame, title: str = ""):
         ax.errorbar(part["volume_um3"], part["mean"], yerr=part["sd"], fmt="o-", capsize=3,
                     color="#1f77b4")
         ax.set_xscale("log")
+        ax.set_xlim(spread["volume_um3"].min() / 1.5, spread["volume_um3"].max() * 1.5)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("sub-volume (um^3)", fontsize=8)
         ax.tick_params(labelsize=7)
