@@ -190,6 +190,29 @@ def local_fraction_cv(mask: np.ndarray, block: int) -> float:
     return float(f.std() / f.mean()) if f.mean() > 0 else float("nan")
 
 
+def _lag_products(mask: np.ndarray, axis: int, max_lag: int, chunk_voxels: int = 2**22
+                  ) -> np.ndarray:
+    """``sum_i m[i] * m[i + k]`` along ``axis`` for k = 0..max_lag (exact, non-periodic).
+
+    Zero-padded FFT autocorrelation of every line along ``axis``, summed over
+    the lines; lines are processed in chunks of about ``chunk_voxels`` so the
+    memory stays bounded.
+    """
+    from scipy import fft
+
+    lines = np.moveaxis(mask, axis, -1).reshape(-1, mask.shape[axis])
+    n = lines.shape[1]
+    size = fft.next_fast_len(2 * n, real=True)
+    out = np.zeros(max_lag + 1)
+    step = max(1, chunk_voxels // n)
+    for start in range(0, lines.shape[0], step):
+        spectrum = fft.rfft(lines[start:start + step].astype(np.float64), n=size, axis=1,
+                            workers=-1)
+        power = (spectrum.real**2 + spectrum.imag**2).sum(axis=0)  # summed over the lines
+        out += fft.irfft(power, n=size)[: max_lag + 1]
+    return np.rint(out)  # integer counts
+
+
 def two_point_correlation(mask: np.ndarray, voxel_size, max_r_um: float | None = None
                           ) -> pd.DataFrame:
     """Two-point correlation S2(r) of a phase, averaged over the three axis directions.
@@ -215,7 +238,7 @@ def two_point_correlation(mask: np.ndarray, voxel_size, max_r_um: float | None =
     pandas.DataFrame
         ``r_um``, ``s2``.
     """
-    m = np.asarray(mask, dtype=np.float32)
+    m = np.asarray(mask, dtype=bool)
     vs = np.asarray(voxel_size, float)
     half = 0.5 * np.asarray(m.shape) * vs  # each axis reaches half its own extent
     max_r = half.max() if max_r_um is None else max_r_um
@@ -223,8 +246,7 @@ def two_point_correlation(mask: np.ndarray, voxel_size, max_r_um: float | None =
     total, count = np.zeros(r.size), np.zeros(r.size)
     for axis in range(3):
         lags = np.arange(0, int(min(max_r, half[axis]) / vs[axis]) + 1)
-        s2 = [float((np.take(m, range(0, m.shape[axis] - k), axis=axis)
-                     * np.take(m, range(k, m.shape[axis]), axis=axis)).mean()) for k in lags]
+        s2 = _lag_products(m, axis, lags[-1]) / ((m.shape[axis] - lags) * (m.size // m.shape[axis]))
         covered = r <= lags[-1] * vs[axis] + 1e-9
         total[covered] += np.interp(r[covered], lags * vs[axis], s2)
         count[covered] += 1

@@ -108,6 +108,12 @@ def test_dispersion_measures():
     assert s2["s2"].iloc[0] == pytest.approx(noise.mean())
     assert s2["s2"].iloc[3:].mean() == pytest.approx(noise.mean() ** 2, rel=0.05)
     assert local_fraction_cv(np.ones((8, 8, 8), bool), 4) == 0.0
+    lumpy = ndi.gaussian_filter(rng.random((12, 20, 30)), 2) > 0.5  # FFT counts are exact
+    s2 = two_point_correlation(lumpy, (0.1, 0.1, 0.1))
+    by_hand = np.mean([(np.take(lumpy, range(0, n - 2), axis=a)
+                        & np.take(lumpy, range(2, n), axis=a)).mean()
+                       for a, n in enumerate(lumpy.shape)])
+    assert s2["s2"].iloc[2] == pytest.approx(by_hand, rel=1e-12)
     half = np.zeros((8, 8, 8), bool)
     half[:4] = True
     assert local_fraction_cv(half, 4) == pytest.approx(1.0)
