@@ -220,9 +220,11 @@ def two_point_correlation(mask: np.ndarray, voxel_size, max_r_um: float | None =
     ``S2(r)`` is the probability that two points a distance ``r`` apart both
     lie in the phase: ``eps`` at r = 0, tending to ``eps^2`` for an
     uncorrelated (well-dispersed) structure. Computed exactly along z, y
-    and x (lags in voxels times each axis' voxel size) and averaged on the
-    common distances; porespy's ``two_point_correlation`` is the cross-check
-    in the tests.
+    and x (lags in voxels times each axis' voxel size; pair counts from a
+    zero-padded FFT of every line, equal to the direct sum, which the tests
+    check) and averaged on the common distances. Unlike porespy's
+    ``two_point_correlation`` (periodic FFT, radially binned), it is not
+    periodic and keeps the axis directions, so anisotropic voxels are exact.
 
     Parameters
     ----------
