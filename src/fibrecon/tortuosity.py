@@ -26,7 +26,6 @@ import io as _io
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
-from scipy.sparse import linalg as splinalg
 
 __all__ = ["percolates", "tortuosity_factor", "finite_volume_tau", "taufactor_tau"]
 
@@ -305,13 +304,15 @@ def tortuosity_factor(
     eps = float(mask.mean())
     if mask.all():
         return {"tau": 1.0, "epsilon": 1.0, "D_rel": 1.0, "percolates": True, "solver": "exact"}
-    if not percolates(mask, axis):
+    spacing = [float(voxel_size[axis])] + [float(voxel_size[a]) for a in range(3) if a != axis]
+    cubic = np.allclose(spacing, spacing[0], rtol=1e-6)
+    on_gpu = device.startswith("cuda") and cubic
+    # the finite-volume solve labels the phase once and decides percolation itself
+    if on_gpu and not percolates(mask, axis):
         return {"tau": float("inf"), "epsilon": eps, "D_rel": 0.0, "percolates": False,
                 "solver": "percolation check"}
     moved = np.ascontiguousarray(np.moveaxis(mask, axis, 0))
-    spacing = [float(voxel_size[axis])] + [float(voxel_size[a]) for a in range(3) if a != axis]
-    cubic = np.allclose(spacing, spacing[0], rtol=1e-6)
-    if device.startswith("cuda") and cubic:
+    if on_gpu:
         tau, name = taufactor_tau(moved, device=device, conv_crit=conv_crit,
                                   iter_limit=iter_limit), "taufactor"
     else:

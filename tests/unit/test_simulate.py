@@ -210,20 +210,19 @@ def test_instrument_metadata_round_trip(tmp_path, vendor):
 
 @pytest.mark.parametrize("vendor", ["FEI", "Zeiss"])
 def test_metadata_that_contradicts_the_configured_channels_is_refused(tmp_path, vendor):
-    img = np.zeros((16, 16), np.uint16)
-    for z in range(2):  # the "1 kV" files were recorded at 5 kV
-        io.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01, kv=5,
-                           vendor=vendor)
-        io.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=0.01, kv=3,
-                           vendor=vendor)
+    def write(kv_in_1kv_files, pixel_size_3kv):
+        img = np.zeros((16, 16), np.uint16)
+        for z in range(2):
+            io.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01,
+                               kv=kv_in_1kv_files, vendor=vendor)
+            io.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=pixel_size_3kv,
+                               kv=3, vendor=vendor)
+
+    write(kv_in_1kv_files=5, pixel_size_3kv=0.01)  # the "1 kV" files were recorded at 5 kV
     with pytest.raises(io.RawDataError, match=r"s_0_1kV.tif: the instrument metadata says 5 kV "
                        r".* configured as the 1 kV channel"):
         io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
-    for z in range(2):  # right voltage, but another pixel size than the 1 kV channel
-        io.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01, kv=1,
-                           vendor=vendor)
-        io.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=0.02, kv=3,
-                           vendor=vendor)
+    write(kv_in_1kv_files=1, pixel_size_3kv=0.02)  # right voltage, another pixel size
     with pytest.raises(io.RawDataError, match=r"s_0_3kV.tif: pixel size .* differs from .* "
                        r"of .*s_0_1kV.tif"):
         io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
