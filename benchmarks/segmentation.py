@@ -17,6 +17,7 @@ beyond the training range). Per-phase IoU over all test voxels.
 Run on a GPU machine (about 6 minutes on one H100) or, slowly, on CPU::
 
     python benchmarks/segmentation.py train --out DIR [--steps 3000]
+    python benchmarks/segmentation.py train --out DIR --init MODEL --seed 2 ...  # continue
     python benchmarks/segmentation.py report DIR/results.json [...]   # the RESULTS.md section
 
 ``train`` writes DIR/<model>.pt, DIR/<model>.card.json, DIR/results.json.
@@ -44,7 +45,7 @@ from fibrecon.segment import segment_multiotsu  # noqa: E402
 from fibrecon.simulate import ARTIFACTS, simulate_sample  # noqa: E402
 from fibrecon.training import (MICROSTRUCTURE_RANGES, TrainSettings, confusion,  # noqa: E402
                                iou_from_confusion, synthetic_stacks, train_model)
-from fibrecon.unet import save_model  # noqa: E402
+from fibrecon.unet import load_model, save_model  # noqa: E402
 
 KVS = [1.0, 3.0]
 VARIANTS = {  # name: (kvs, context, width, preprocessing)
@@ -124,11 +125,16 @@ def cmd_train(args):
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     t0 = time.perf_counter()
-    base = TrainSettings(kvs=KVS, stacks=args.stacks, steps=args.steps, workers=args.workers)
+    base = TrainSettings(kvs=KVS, stacks=args.stacks, steps=args.steps, workers=args.workers,
+                         seed=args.seed, learning_rate=args.learning_rate)
     results = {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
                "torch": torch.__version__,
                "settings": base.__dict__ | {"stack_shape": list(base.stack_shape)},
                "classical": {}, "models": {}}
+    if args.init:  # what the starting model had seen, for the report's training column
+        init_card = load_model(args.init)[1]
+        results["init"] = {"path": str(args.init), **{k: init_card["settings"][k] for k in
+                                                      ("stacks", "steps", "seed")}}
     sims, tests = {}, {}
     for pre_name in dict.fromkeys(VARIANTS[v][3] for v in args.variants):  # all data first
         pre = PREPROCESSING[pre_name]  # (process pool forks before CUDA is in use)
@@ -145,8 +151,9 @@ def cmd_train(args):
         kvs, context, width, pre_name = VARIANTS[name]
         pre = PREPROCESSING[pre_name]
         s = replace(base, kvs=kvs, context=context, width=width)
+        init = load_model(args.init) if args.init else None
         net, card = train_model(s, pre, simulated=(sims[pre_name], KVS), device=device,
-                                progress_bar=False)
+                                init=init, progress_bar=False)
         card["name"] = name
         save_model(out / f"{name}.pt", net, card)
         io.write_json(out / f"{name}.card.json", card)
@@ -185,12 +192,18 @@ def cmd_report(args):
                 rows.append(f"| classical multi-Otsu ({pre_name} preprocessing) | - | {setting} | "
                             f"{c['iou_pore']:.4f} | {c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
         st = r["settings"]
+        training = f"{st['stacks']}, {st['steps']}"
+        if r.get("init"):
+            i = r["init"]
+            training = (f"{i['stacks']}, {i['steps']} (seed {i['seed']}), continued on "
+                        f"{st['stacks']}, {st['steps']} (seed {st['seed']}, peak lr "
+                        f"{st['learning_rate']:g})")
         for name, m in r["models"].items():
             for setting, c in m["test"].items():
-                rows.append(f"| {name} ({m['preprocessing']} preprocessing) | {st['stacks']}, "
-                            f"{st['steps']} | {setting} | {c['iou_pore']:.4f} | "
+                rows.append(f"| {name} ({m['preprocessing']} preprocessing) | {training} | "
+                            f"{setting} | {c['iou_pore']:.4f} | "
                             f"{c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
-            speed.append(f"| {name} ({st['steps']} steps) | {r['gpu'] or 'CPU'} | "
+            speed.append(f"| {name} ({training}) | {r['gpu'] or 'CPU'} | "
                          f"{m['train_s']:.0f} s | "
                          f"{m['inference_mvox_s']:.1f} Mvoxel/s | {m['parameters']:,} |")
     r0 = runs[0]
@@ -275,6 +288,9 @@ def main(argv=None):
     t.add_argument("--stacks", type=int, default=40)
     t.add_argument("--workers", type=int, default=8)
     t.add_argument("--budget-s", type=float, default=480)
+    t.add_argument("--seed", type=int, default=1, help="seeds the training stacks and weights")
+    t.add_argument("--learning-rate", type=float, default=3e-3)
+    t.add_argument("--init", help="model file to continue training from (e.g. the shipped one)")
     t.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     r = sub.add_parser("report")
     r.add_argument("files", nargs="+")

@@ -119,6 +119,11 @@ def user_slices_folder(wildcards):
     return ancient(folder) if folder else []
 
 
+def init_model_file(wildcards):
+    model = config["train"]["init_model"]
+    return ancient(model) if model else []
+
+
 # The model's kV channels and receptive field, checked against every sample
 # before any job (the segment job checks the model file itself again).
 if config["segment"]["method"] == "unet":

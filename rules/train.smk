@@ -1,6 +1,7 @@
 rule train_model:
     input:
         user_slices=user_slices_folder,
+        init_model=init_model_file,
         code=[code(m) for m in ("training", "unet", "simulate", "preprocess")],
     output:
         model="results/models/unet.pt",
@@ -18,7 +19,7 @@ rule train_model:
         settings={
             k: v
             for k, v in config["train"].items()
-            if k not in ("user_slices", "device")
+            if k not in ("user_slices", "init_model", "device")
         },
         preprocess=config["preprocess"],
         device=config["train"]["device"],

@@ -280,6 +280,7 @@ class _SliceDataset(torch.utils.data.Dataset):
 
 def _fit(net, train_stacks, val_stacks, s: TrainSettings, steps: int, seed: int, accelerator,
          log_dir, progress_bar: bool):
+    net.train()  # a loaded model comes in eval mode, and Lightning keeps the modes it finds
     task = SegmentationTask(net, s.learning_rate, steps)
     loader = torch.utils.data.DataLoader(
         PatchDataset(train_stacks, s.patch_px, s.context, steps * s.batch_size, seed),
@@ -302,7 +303,7 @@ def _fit(net, train_stacks, val_stacks, s: TrainSettings, steps: int, seed: int,
 
 
 def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(),
-                init: UNet | None = None, simulated=None, device: str = "auto", log_dir=None,
+                init: tuple | None = None, simulated=None, device: str = "auto", log_dir=None,
                 progress=None, progress_bar: bool = True) -> tuple[UNet, dict]:
     """Train (or fine-tune) a U-Net; returns it and its model card.
 
@@ -315,8 +316,11 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
     user_stacks : sequence of (images (z, c, y, x), labels (z, y, x))
         User-labelled slices; a seeded fifth of them (at least one, when
         there are two or more) is held out for the fine-tuning validation.
-    init : UNet, optional
-        Start from these weights; with ``s.stacks = 0`` only fine-tuning runs.
+    init : (UNet, card), optional
+        Start from this model and its card (from :func:`fibrecon.unet.load_model`):
+        its kV channels and context must be those of ``s``; the new card keeps
+        the old one under ``"init"`` so that the training history stays with the
+        weights. With ``s.stacks = 0`` only fine-tuning runs.
     simulated : tuple (list, kvs), optional
         Stacks from :func:`synthetic_stacks` made earlier and their kV list
         (a superset of ``s.kvs``; the needed channels are picked): used
@@ -343,15 +347,20 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     pl.seed_everything(s.seed, workers=True, verbose=False)
     n_in = input_channels(s.kvs, s.context)
-    net = init if init is not None else UNet(n_in, width=s.width, depth=s.depth)
-    if net.hparams["in_channels"] != n_in:
-        raise ValueError(f"initial model has {net.hparams['in_channels']} input channels; "
-                         f"kV list {s.kvs} with context {s.context} needs {n_in}")
+    net = init[0] if init is not None else UNet(n_in, width=s.width, depth=s.depth)
+    if init is not None:
+        have = ([float(k) for k in init[1]["kvs"]], int(init[1]["context"]))
+        if have != ([float(k) for k in s.kvs], int(s.context)):
+            raise ValueError(f"initial model takes kV channels {have[0]} with context {have[1]}; "
+                             f"the training settings ask for {list(s.kvs)} with context "
+                             f"{s.context}")
     card = {"kvs": [float(k) for k in s.kvs], "context": int(s.context),
             "classes": {int(k): v for k, v in PHASES.items()},
             "receptive_field_px": net.receptive_field, "architecture": net.hparams,
             "preprocess": asdict(preprocess), "settings": asdict(s),
             "training_data": {}, "validation": {}}
+    if init is not None:
+        card["init"] = init[1]
     if simulated is not None:
         data, have = simulated
         pick = [[float(k) for k in have].index(float(k)) for k in s.kvs]

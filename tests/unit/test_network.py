@@ -1,6 +1,7 @@
 """The segmentation network: architecture, model files, tiled inference, training, checks."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -157,3 +158,23 @@ def test_streamed_context_images_equal_the_per_slice_ones():
         assert len(streamed) == 5
         for z, img in enumerate(streamed):
             np.testing.assert_array_equal(img, context_image(stack, z, [1, 0], context))
+
+
+def test_training_continues_from_a_loaded_model_in_training_mode_and_keeps_its_card():
+    s = TrainSettings(kvs=[1.0, 3.0], context=0, stacks=2, stack_shape=(3, 32, 32), steps=3,
+                      batch_size=2, patch_px=32, width=4, depth=2)
+    pre = PreprocessParams(denoise="none")
+    first, card = train_model(s, pre, device="cpu", progress_bar=False)
+    assert not first.training  # returned in eval mode, as load_model gives it
+    seen = []
+    first.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    second, card2 = train_model(replace(s, seed=2), pre, init=(first, card), device="cpu",
+                                progress_bar=False)
+    assert second is first and seen and seen[0]  # trained in training mode (batch-norm live)
+    assert any(not torch.equal(before[k], v) for k, v in second.state_dict().items())
+    assert card2["init"] == card and card2["settings"]["seed"] == 2
+    with pytest.raises(ValueError, match=r"initial model takes kV channels \[1.0, 3.0\] with "
+                                         r"context 0; the training settings ask for \[1.0\]"):
+        train_model(replace(s, kvs=[1.0]), pre, init=(first, card), device="cpu",
+                    progress_bar=False)
