@@ -101,6 +101,28 @@ def test_particle_sizes_of_a_simulated_electrode_match_the_truth():
     assert len(errors) >= 10 and np.median(errors) <= 0.10
 
 
+def test_h_maxima_equals_scikit_image_including_plateaus_and_ties():
+    from skimage.morphology import h_maxima as skimage_h_maxima
+
+    from fibrecon.extrema import h_maxima
+
+    maxima = 0
+    for seed in range(24):
+        rng = np.random.default_rng(seed)
+        f = ndi.gaussian_filter(rng.random(tuple(rng.integers(3, 24, 3))), rng.uniform(0.5, 2))
+        h = float(rng.uniform(0.001, 0.05))
+        if seed % 3 == 0:  # grey levels in steps: plateaus and equal maxima
+            f, h = np.round(f * 50) / 50, h * 50
+        f = f.astype(np.float32)
+        expected = skimage_h_maxima(f, h).astype(bool)
+        maxima += ndi.label(expected)[1]
+        np.testing.assert_array_equal(h_maxima(f, h), expected, err_msg=f"seed {seed}")
+    assert maxima > 100  # the comparison is not among empty masks
+    assert not h_maxima(np.zeros((3, 3, 3)), 1.0).any()  # h above the range: no maximum
+    with pytest.raises(ValueError, match="h must be positive"):
+        h_maxima(np.zeros((3, 3, 3)), 0)
+
+
 def test_dispersion_measures():
     rng = np.random.default_rng(0)
     noise = rng.random((40, 40, 40)) < 0.3

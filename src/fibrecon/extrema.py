@@ -1,0 +1,185 @@
+"""Regional maxima of a 3D field with their dynamics: h-maxima markers for the particle watershed.
+
+:func:`h_maxima` gives the same mask as :func:`skimage.morphology.h_maxima`
+(26-connected), which computes a grey-level reconstruction of the whole
+volume: about 80 bytes and 1.6 us per voxel. Here a single union-find
+flooding from the highest value down finds each regional maximum's dynamic
+(how far one must descend from it to reach a higher one) in about 15 bytes
+and 0.2 us per voxel (``tests/unit/test_metrics.py`` checks the two agree;
+``benchmarks/metrics_scale.py`` measures the particle stage).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["h_maxima"]
+
+_OFFSETS = np.array([(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                     if (dz, dy, dx) != (0, 0, 0)], dtype=np.int64)
+
+
+def _descending_keys(flat: np.ndarray, floor: float) -> np.ndarray:
+    """Voxel indices above ``floor`` packed with their value, sorted from the highest value down.
+
+    One uint64 per voxel (value bits high, index low) sorted in place: half
+    the memory of an argsort with its int64 result and a copy of the values.
+    """
+    bits = flat.view(np.uint32)
+    keys = np.empty(int(np.count_nonzero(flat > floor)), np.uint64)
+    start, step = 0, 1 << 20
+    for i in range(0, flat.size, step):
+        chunk = flat[i:i + step]
+        idx = np.flatnonzero(chunk > floor)
+        b = bits[i:i + step][idx]
+        order = np.where(b >> 31, ~b, b | np.uint32(1 << 31))  # ascending with the value
+        keys[start:start + idx.size] = ((~order).astype(np.uint64) << np.uint64(32)) | \
+            (idx + i).astype(np.uint64)
+        start += idx.size
+    keys.sort()
+    return keys
+
+
+@numba.njit(cache=True)
+def _root(parent, i):
+    while parent[i] >= 0:  # roots hold -(peak + 2)
+        nxt = parent[i]
+        if parent[nxt] >= 0:
+            parent[i] = parent[nxt]  # path halving
+        i = nxt
+    return i
+
+
+@numba.njit(cache=True)
+def _fate(fate, k):
+    while fate[k] != k:
+        k = fate[k]
+    return k
+
+
+@numba.njit(cache=True)
+def _grow(a, n):
+    out = np.empty(max(2 * a.size, n), a.dtype)
+    out[:a.size] = a
+    return out
+
+
+@numba.njit(cache=True)
+def _flood(flat, shape, offsets, keys, floor, h):
+    nz, ny, nx = shape
+    n = flat.size
+    parent = np.full(n, -1, np.int32)  # -1 unvisited, >= 0 parent voxel, <= -2 root of peak
+    pval = np.empty(1024, np.float32)  # per peak: its value, fate (tied peaks share one),
+    fate = np.empty(1024, np.int32)  # status 0 open, 1 marker, 2 merged below h
+    status = np.zeros(1024, np.int8)
+    top_voxel = np.empty(1024, np.int64)  # voxels on a peak's top plateau, and their peak
+    top_peak = np.empty(1024, np.int32)
+    n_peaks = 0
+    n_top = 0
+    roots = np.empty(26, np.int64)
+    n_keys = keys.size
+    for j in range(n_keys + n):
+        if j < n_keys:
+            v = np.int64(keys[j] & np.uint64(0xFFFFFFFF))
+        else:  # then the voxels at the floor value, in index order
+            v = j - n_keys
+            if parent[v] != -1 or flat[v] > floor:
+                continue
+        fv = flat[v]
+        z = v // (ny * nx)
+        y = (v // nx) % ny
+        x = v % nx
+        n_roots = 0
+        best = -1
+        for o in range(offsets.shape[0]):
+            zz = z + offsets[o, 0]
+            yy = y + offsets[o, 1]
+            xx = x + offsets[o, 2]
+            if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                continue
+            u = (zz * ny + yy) * nx + xx
+            if parent[u] == -1:
+                continue
+            r = _root(parent, u)
+            seen = False
+            for q in range(n_roots):
+                if roots[q] == r:
+                    seen = True
+            if seen:
+                continue
+            roots[n_roots] = r
+            n_roots += 1
+            if best < 0 or pval[-parent[r] - 2] > pval[-parent[best] - 2]:
+                best = r
+        if n_roots == 0:  # a new regional maximum
+            if n_peaks == pval.size:
+                pval, fate, status = (_grow(pval, 0), _grow(fate, 0), _grow(status, 0))
+                status[n_peaks:] = 0
+            pval[n_peaks] = fv
+            fate[n_peaks] = n_peaks
+            parent[v] = -(n_peaks + 2)
+            k = n_peaks
+            n_peaks += 1
+        else:
+            ka = -parent[best] - 2
+            ma = pval[ka]
+            for q in range(n_roots):
+                r = roots[q]
+                if r == best:
+                    continue
+                kb = -parent[r] - 2
+                mb = pval[kb]
+                if ma - np.float32(2e-6) * abs(ma) <= mb:  # tie (skimage's float tolerance)
+                    fate[kb] = _fate(fate, ka)
+                else:
+                    status[kb] = 1 if mb - fv >= h else 2
+                parent[r] = best
+            parent[v] = best
+            k = ka
+            if fv != ma:
+                continue
+        if n_top == top_voxel.size:  # v lies on the top plateau of peak k
+            top_voxel, top_peak = _grow(top_voxel, 0), _grow(top_peak, 0)
+        top_voxel[n_top] = v
+        top_peak[n_top] = k
+        n_top += 1
+    mask = np.zeros(n, np.bool_)
+    for t in range(n_top):
+        f = _fate(fate, top_peak[t])
+        if status[f] != 2:  # 1, or 0: the last component standing
+            mask[top_voxel[t]] = True
+    return mask
+
+
+def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
+    """Regional maxima of ``image`` whose dynamic is at least ``h``.
+
+    Parameters
+    ----------
+    image : ndarray, (z, y, x)
+        Converted to float32.
+    h : float
+        A maximum is kept when every path from it to a higher value descends
+        by at least ``h`` (26-connected paths).
+
+    Returns
+    -------
+    ndarray of bool, (z, y, x)
+        The top plateau of every kept maximum (what
+        :func:`skimage.morphology.h_maxima` returns, as bool).
+    """
+    f = np.ascontiguousarray(image, dtype=np.float32)
+    if f.ndim != 3:
+        raise ValueError(f"h_maxima needs a 3D array, got shape {f.shape}")
+    if f.size >= 2**31:
+        raise ValueError(f"volume of {f.size} voxels is too large for 32-bit voxel indices")
+    if h <= 0:
+        raise ValueError(f"h must be positive, got {h}")
+    if f.size == 0 or h > float(np.ptp(f)):
+        return np.zeros(f.shape, bool)
+    flat = f.ravel()
+    floor = np.float32(flat.min())
+    keys = _descending_keys(flat, floor)
+    mask = _flood(flat, np.array(f.shape, np.int64), _OFFSETS, keys, floor, np.float32(h))
+    return mask.reshape(f.shape)
