@@ -108,4 +108,5 @@ def local_thickness(mask: np.ndarray, voxel_size: float) -> np.ndarray:
         return np.zeros(mask.shape, np.float32)
     with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
         radius = ps.filters.local_thickness(mask)
-    return (2.0 * radius * voxel_size).astype(np.float32)
+    radius *= 2.0 * voxel_size  # in place: no float64 temporaries of the whole volume
+    return radius.astype(np.float32)

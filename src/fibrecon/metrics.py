@@ -46,7 +46,13 @@ def volume_fractions(labels: np.ndarray) -> dict:
     >>> volume_fractions(np.array([0, 0, 1, 2]))
     {'pore': 0.5, 'am': 0.25, 'cbd': 0.25}
     """
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(PHASES))
+    labels = np.asarray(labels)
+    counts = np.zeros(len(PHASES), np.int64)
+    flat = labels.reshape(-1)  # a view when contiguous; bincount casts each slab to int64
+    for start in range(0, flat.size, 1 << 22):
+        c = np.bincount(flat[start:start + (1 << 22)], minlength=len(PHASES))
+        counts = np.pad(counts, (0, max(0, c.size - counts.size)))
+        counts[:c.size] += c
     if counts.size > len(PHASES):
         raise ValueError(f"unexpected label values {np.nonzero(counts[len(PHASES):])[0] + 3}")
     return {name: float(counts[p] / labels.size) for p, name in PHASES.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fibrecon import CBD, PHASES, PORE
+from fibrecon import CBD, PORE
 from fibrecon.cbd import am_surface_coverage, percolating_fraction
 from fibrecon.tortuosity import tortuosity_factor
 
@@ -18,8 +18,9 @@ __all__ = ["RVE_METRICS", "subvolume_spread"]
 
 
 def _fractions(sub, voxel_size):
-    counts = np.bincount(sub.ravel(), minlength=len(PHASES))[: len(PHASES)]
-    return {f"volume_fraction_{name}": counts[p] / sub.size for p, name in PHASES.items()}
+    from fibrecon.metrics import volume_fractions  # (metrics imports this module)
+
+    return {f"volume_fraction_{name}": f for name, f in volume_fractions(sub).items()}
 
 
 def _cbd_percolation(sub, voxel_size):

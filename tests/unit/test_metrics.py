@@ -165,6 +165,18 @@ def test_interface_areas_of_a_plane_and_a_sphere():
     assert surface_area(ball, (0.1, 0.1, 0.1)) == pytest.approx(4 * np.pi * 2.5**2, rel=0.02)
 
 
+def test_surface_area_meshed_in_slabs_equals_one_mesh_of_the_whole_volume():
+    rng = np.random.default_rng(3)
+    mask = ndi.gaussian_filter(rng.random((50, 30, 34)), 2) > 0.5
+    whole = surface_area(mask, (0.07, 0.05, 0.05), slab=50)  # one slab
+    for slab in (3, 8, 17):
+        assert surface_area(mask, (0.07, 0.05, 0.05), slab=slab) == pytest.approx(whole, rel=1e-7)
+    dot = np.zeros((12, 12, 12), bool)
+    dot[6, 6, 6] = True  # thinner than the smoothing: meshed unsmoothed, in slabs too
+    assert surface_area(dot, (1, 1, 1), slab=4) == pytest.approx(surface_area(dot, (1, 1, 1)))
+    assert surface_area(dot, (1, 1, 1)) > 1.0
+
+
 # ---------------------------------------------------------------- real data
 @pytest.mark.skipif(not (DATA / "nmc_label_volumes").exists(), reason="shared data not present")
 def test_tortuosity_on_a_real_electrode_volume_agrees_with_taufactor():
