@@ -110,8 +110,9 @@ def cmd_report(files):
               + "."]
     write_section("Tortuosity solver speed (issue 6)", "\n".join(
         ["Pore phase of 30 % porosity blob volumes (Gaussian-filtered noise, sigma 4 px, "
-         "thresholded), flux along z. fibrecon: finite volume, CG preconditioned by a W-cycle "
-         "of pyamg plain aggregation (forward/backward Gauss-Seidel), stopped when the flux "
+         "thresholded), flux along z. fibrecon: finite volume in float32 (float64 solution and "
+         "sums), CG preconditioned by a W-cycle of plain aggregation (pyamg's aggregation and "
+         "forward/backward Gauss-Seidel, fibrecon's Galerkin products), stopped when the flux "
          "averaged over all planes changes by < 1e-4 twice; taufactor 1.2.1 Solver, conv_crit 1e-2; porespy "
          "3.2.0 tortuosity_fd (openpnm 3.6.4 without PARDISO; porespy fills isolated pores "
          "first, so its tau differs by about eps_total/eps_connected).", "", *table, "",
