@@ -32,7 +32,6 @@ import numpy as np
 import pywt
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
-from skimage.measure import block_reduce
 
 __all__ = [
     "PreprocessParams",
@@ -156,15 +155,41 @@ def destripe(image: np.ndarray, levels: int = 4, sigma: float = 2.0,
     """
     img = np.asarray(image, dtype=np.float32)
     levels = max(1, min(levels, pywt.dwt_max_level(min(img.shape), wavelet)))
-    coeffs = pywt.wavedec2(img, wavelet, level=levels)
-    out = [coeffs[0]]
-    for c_h, c_v, c_d in coeffs[1:]:
+    approx, details = img, []
+    for _ in range(levels):
+        approx, detail = _dwt2(approx, wavelet)
+        details.append(detail)
+    for c_h, c_v, c_d in reversed(details):
         spectrum = np.fft.rfft(c_v, axis=0)
         k = np.arange(spectrum.shape[0], dtype=np.float32)[:, None]
         spectrum *= 1.0 - np.exp(-(k**2) / (2.0 * sigma**2))
-        out.append((c_h, np.fft.irfft(spectrum, n=c_v.shape[0], axis=0), c_d))
-    rec = pywt.waverec2(out, wavelet)
-    return rec[: img.shape[0], : img.shape[1]].astype(np.float32)
+        c_v = np.fft.irfft(spectrum, n=c_v.shape[0], axis=0).astype(np.float32)
+        approx = _idwt2(approx[: c_h.shape[0], : c_h.shape[1]], (c_h, c_v, c_d), wavelet)
+    return approx[: img.shape[0], : img.shape[1]].astype(np.float32)
+
+
+def _dwt2(image, wavelet):
+    """One level of ``pywt.dwt2`` (symmetric mode), each 1D pass along contiguous memory.
+
+    PyWavelets' transform along axis 0 walks strided columns and takes 5x as
+    long as along axis 1; transposing in between gives the same coefficients
+    (``tests/unit/test_preprocess_segment_volume.py``) in a third of the time.
+    """
+    low_x, high_x = pywt.dwt(image, wavelet, axis=1)
+    aa, da = pywt.dwt(np.ascontiguousarray(low_x.T), wavelet, axis=1)
+    ad, dd = pywt.dwt(np.ascontiguousarray(high_x.T), wavelet, axis=1)
+    return aa.T, (da.T, ad.T, dd.T)
+
+
+def _idwt2(approx, details, wavelet):
+    """Inverse of :func:`_dwt2` (``pywt.idwt2``), contiguous passes."""
+    c_h, c_v, c_d = details
+    low_x = pywt.idwt(np.ascontiguousarray(approx.T), np.ascontiguousarray(c_h.T), wavelet,
+                      axis=1)
+    high_x = pywt.idwt(np.ascontiguousarray(c_v.T), np.ascontiguousarray(c_d.T), wavelet,
+                       axis=1)
+    return pywt.idwt(np.ascontiguousarray(low_x.T), np.ascontiguousarray(high_x.T), wavelet,
+                     axis=1)
 
 
 def _design_matrix(ny: int, nx: int, order: int, step: int = 1):
@@ -253,9 +278,35 @@ def fit_background(image: np.ndarray, order: int = 2, step: int = 4, mask=None) 
     return surface_from_coefficients(coef, image.shape, order)
 
 
+def _otsu(image: np.ndarray) -> float:
+    """scikit-image's Otsu threshold on a 256-bin histogram counted with ``bincount``.
+
+    ``threshold_otsu(image)`` builds the same histogram with ``np.histogram``
+    at three times the cost; bins differ only for values on a bin edge.
+    """
+    lo, hi = float(image.min()), float(image.max())
+    if not hi > lo:
+        return lo
+    index = ((image - lo) * (256.0 / (hi - lo))).astype(np.intp)
+    np.minimum(index, 255, out=index)
+    counts = np.bincount(index.ravel(), minlength=256)
+    return float(threshold_otsu(hist=(counts, lo + (np.arange(256) + 0.5) * (hi - lo) / 256)))
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks (remainder rows and columns dropped).
+
+    Rows summed first (contiguous), then columns: three times faster than
+    ``skimage.measure.block_reduce(image, factor, np.mean)``, same values.
+    """
+    ny, nx = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    rows = image[:ny, :nx].reshape(ny // factor, factor, nx).sum(axis=1)
+    return rows.reshape(ny // factor, nx // factor, factor).sum(axis=2) / (factor * factor)
+
+
 def _bright_phase_coefficients(image: np.ndarray, order: int, iterations: int = 3):
     """Surface coefficients of the brightest phase and its median level."""
-    bright = image > threshold_otsu(image)
+    bright = image > _otsu(image)
     level = float(np.median(image[bright]))
     if level <= 0:
         return None, level
@@ -264,7 +315,7 @@ def _bright_phase_coefficients(image: np.ndarray, order: int, iterations: int = 
         surface = np.clip(surface_from_coefficients(coef, image.shape, order),
                           0.25 * level, 4 * level)
         flat = image / surface
-        bright = flat > threshold_otsu(flat)
+        bright = flat > _otsu(flat)
         coef = surface_coefficients(image, order, mask=bright)
     return coef, level
 
@@ -346,30 +397,30 @@ def estimate_corrections(stack, params: PreprocessParams, *, downsample: int | N
     small = PreprocessParams(**{**p.__dict__, "denoise_sigma": p.denoise_sigma / downsample,
                                 "destripe_levels": max(1, p.destripe_levels - 2)})
     nz = len(stack)
+
+    def one(channel):
+        if downsample > 1:
+            channel = _block_mean(channel, downsample)
+        img = _filtered(channel, small)
+        coef = level = None
+        if p.background_order is not None:
+            coef, level = _bright_phase_coefficients(img, p.background_order)
+            if coef is None:  # no bright phase: leave the slice as it is
+                coef = np.zeros(len(_design_matrix(1, 1, p.background_order)[0]))
+                coef[0], level = 1.0, 1.0
+            surface = np.clip(surface_from_coefficients(coef, img.shape, p.background_order),
+                              0.25 * level, 4 * level)
+            img = img / surface
+        return coef, level, np.percentile(img, p.percentiles)
+
     coefs, levels, pcts = [], [], []
     indices = range(nz) if progress is None else progress(range(nz))
-    for z in indices:
-        slice_coefs, slice_levels, slice_pcts = [], [], []
-        for channel in np.asarray(stack[z], dtype=np.float32):
-            if downsample > 1:  # block average, remainder rows/columns dropped
-                channel = block_reduce(channel[: channel.shape[0] - channel.shape[0] % downsample,
-                                               : channel.shape[1] - channel.shape[1] % downsample],
-                                       downsample, np.mean)
-            img = _filtered(channel, small)
-            if p.background_order is not None:
-                coef, level = _bright_phase_coefficients(img, p.background_order)
-                if coef is None:  # no bright phase: leave the slice as it is
-                    coef = np.zeros(len(_design_matrix(1, 1, p.background_order)[0]))
-                    coef[0], level = 1.0, 1.0
-                surface = np.clip(surface_from_coefficients(coef, img.shape, p.background_order),
-                                  0.25 * level, 4 * level)
-                img = img / surface
-                slice_coefs.append(coef)
-                slice_levels.append(level)
-            slice_pcts.append(np.percentile(img, p.percentiles))
-        coefs.append(slice_coefs)
-        levels.append(slice_levels)
-        pcts.append(slice_pcts)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # channels in parallel
+        for z in indices:
+            per_channel = list(pool.map(one, np.asarray(stack[z], dtype=np.float32)))
+            coefs.append([c for c, _, _ in per_channel])
+            levels.append([lv for _, lv, _ in per_channel])
+            pcts.append([pc for _, _, pc in per_channel])
     out = {"percentiles": _smooth_along_z(np.asarray(pcts, float), p.percentile_smoothing)}
     if p.background_order is not None:
         # smooth the shape of the surface along z, not its level: the level carries

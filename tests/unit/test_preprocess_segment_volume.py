@@ -82,3 +82,19 @@ def test_streaming_passes_equal_the_in_memory_call():
 def test_unknown_denoiser_is_named():
     with pytest.raises(ValueError, match="unknown denoising method 'bilateral'"):
         denoise(np.zeros((4, 4)), "bilateral")
+
+
+def test_contiguous_wavelet_passes_equal_pywavelets():
+    import pywt
+
+    from fibrecon.preprocess import _dwt2, _idwt2
+
+    for shape in [(64, 64), (101, 37), (257, 310)]:
+        img = np.random.default_rng(len(shape)).random(shape).astype(np.float32)
+        approx, details = _dwt2(img, "db4")
+        ref_approx, ref_details = pywt.dwt2(img, "db4")
+        np.testing.assert_allclose(approx, ref_approx, atol=1e-5)
+        for ours, ref in zip(details, ref_details):
+            np.testing.assert_allclose(ours, ref, atol=1e-5)
+        np.testing.assert_allclose(_idwt2(approx, details, "db4"),
+                                   pywt.idwt2((ref_approx, ref_details), "db4"), atol=1e-5)
