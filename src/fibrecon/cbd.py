@@ -99,13 +99,16 @@ def local_thickness(mask: np.ndarray, voxel_size: float) -> np.ndarray:
     """Local thickness (diameter of the largest inscribed sphere, µm) of every voxel of a phase.
 
     porespy's ``local_thickness`` (Hildebrand & Rüegsegger 1997) on isotropic
-    voxels of size ``voxel_size``; 0 outside the phase.
+    voxels of size ``voxel_size``; 0 outside the phase. A phase that fills the
+    whole volume has no wall to measure from: NaN everywhere.
     """
     import porespy as ps
 
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.float32)
+    if mask.all():
+        return np.full(mask.shape, np.nan, np.float32)
     with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
         radius = ps.filters.local_thickness(mask)
     radius *= 2.0 * voxel_size  # in place: no float64 temporaries of the whole volume

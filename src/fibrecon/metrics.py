@@ -19,7 +19,7 @@ from fibrecon.cbd import aggregate_table, am_surface_coverage, local_thickness, 
 from fibrecon.interfaces import interface_areas
 from fibrecon.particles import (correlation_length, local_fraction_cv, nearest_neighbour_distances, particle_table,
                                 separate_particles, size_summary, two_point_correlation)
-from fibrecon.rve import subvolume_spread
+from fibrecon.rve import rve_metrics, subvolume_spread
 from fibrecon.tortuosity import tortuosity_factor
 
 __all__ = ["AXES", "volume_fractions", "fraction_profile", "transport", "sample_metrics"]
@@ -172,7 +172,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     for name, f in volume_fractions(labels).items():
         out[f"volume_fraction_{name}"] = f
     with _stage("representative volume"):
-        spread = subvolume_spread(labels, vs)
+        spread = subvolume_spread(labels, vs, metrics=rve_metrics(
+            particle_h=particle_h, particle_sigma=particle_sigma))
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]

@@ -154,6 +154,7 @@ def test_cbd_connectivity_aggregates_coverage_and_thickness():
     assert am_surface_coverage(labels)["am_surface_cbd_fraction"] == 1.0
     thick = local_thickness(labels == 1, 0.1)[5:15, 5:15, 2:6]
     assert np.median(thick) == pytest.approx(1.6, rel=0.15)  # a slab 8 voxels thick
+    assert np.isnan(local_thickness(np.ones((6, 6, 6), bool), 0.1)).all()  # no wall: unknown
 
 
 def test_interface_areas_of_a_plane_and_a_sphere():
@@ -209,6 +210,12 @@ def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
     assert (t.loc[t.metric == "am_surface_pore_fraction", "mean"] == 1).all()  # no CBD here
     perc = t[t.metric == "cbd_percolating_fraction"]
     assert perc["mean"].isna().all() and (perc["n"] == 0).all()  # absent phase: NaN, no crash
+    for name in ("d50_um", "pore_thickness_mean_um", "specific_area_am_pore_per_um"):
+        assert list(t.loc[t.metric == name, "edge_fraction"]) == [0.25, 0.5], name  # bounded
+    area = t[t.metric == "specific_area_am_pore_per_um"].set_index("edge_fraction")
+    assert area.loc[0.25, "sd"] > area.loc[0.5, "sd"] > 0 and (area["n"] == 16).all()
+    thick = t[t.metric == "pore_thickness_mean_um"].set_index("edge_fraction")
+    assert (thick["mean"] > 0.1).all() and thick.loc[0.5, "sd"] > 0
 
 
 def test_representative_volume_figure_has_a_panel_per_metric():
