@@ -213,7 +213,7 @@ def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
     for name in ("d50_um", "pore_thickness_mean_um", "specific_area_am_pore_per_um"):
         assert list(t.loc[t.metric == name, "edge_fraction"]) == [0.25, 0.5], name  # bounded
     area = t[t.metric == "specific_area_am_pore_per_um"].set_index("edge_fraction")
-    assert area.loc[0.25, "sd"] > area.loc[0.5, "sd"] > 0 and (area["n"] == 16).all()
+    assert area.loc[0.25, "sd"] > area.loc[0.5, "sd"] > 0 and (area["n"] == 4).all()  # 4 of 16
     thick = t[t.metric == "pore_thickness_mean_um"].set_index("edge_fraction")
     assert (thick["mean"] > 0.1).all() and thick.loc[0.5, "sd"] > 0
 
