@@ -171,12 +171,6 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
            "volume_um3": volume}
     for name, f in volume_fractions(labels).items():
         out[f"volume_fraction_{name}"] = f
-    with _stage("representative volume"):
-        spread = subvolume_spread(labels, vs, metrics=rve_metrics(
-            particle_h=particle_h, particle_sigma=particle_sigma))
-    half = spread[spread["edge_fraction"] == 0.5]
-    for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
-        out[f"{row['metric']}_sd_half_edge"] = row["sd"]
     for ax, a in AXES.items():
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
 
@@ -219,6 +213,14 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out[f"{name}_thickness_d50_um"] = float(np.median(thick)) if thick.size else float("nan")
     with _stage("interface areas"):
         out.update(interface_areas(labels, vs))
+    # last: what its many small solves leave resident (compiled code, allocator arenas)
+    # then stays below the peak of the whole-volume stages
+    with _stage("representative volume"):
+        spread = subvolume_spread(labels, vs, metrics=rve_metrics(
+            particle_h=particle_h, particle_sigma=particle_sigma))
+    half = spread[spread["edge_fraction"] == 0.5]
+    for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
+        out[f"{row['metric']}_sd_half_edge"] = row["sd"]
     out["notes"] = _notes(out)
     return out, particles, aggregates, spread
 
