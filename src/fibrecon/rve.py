@@ -59,7 +59,7 @@ def rve_metrics(*, particle_h: float = 1.0, particle_sigma: float = 1.0) -> dict
         The costly ones stop at half the edge (their error bar): the
         tortuosity solve on every sub-volume, particle separation, local
         thickness and surfaces on 4 of them, which bounds the whole spread to
-        about a third of the time of the full metric set
+        about a quarter of the time of the full metric set
         (``benchmarks/RESULTS.md``).
     """
     return {
