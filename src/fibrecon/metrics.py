@@ -217,9 +217,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     # then stays below the peak of the whole-volume stages
     with _stage("representative volume"):
         spread = subvolume_spread(labels, vs, metrics=rve_metrics(
-            particle_h=particle_h, particle_sigma=particle_sigma,
-            electronic_phases=electronic_phases, tortuosity_axes=tortuosity_axes,
-            dispersion_block_um=dispersion_block_um))
+            particle_h=particle_h, particle_sigma=particle_sigma))
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
