@@ -11,7 +11,8 @@ from scipy import ndimage as ndi
 
 from fibrecon import AM, CBD, PORE
 
-__all__ = ["percolating_fraction", "aggregate_table", "am_surface_coverage", "local_thickness"]
+__all__ = ["percolating_fraction", "aggregate_table", "am_surface_coverage", "local_thickness",
+           "thickness_summary"]
 
 
 def percolating_fraction(mask: np.ndarray, axis: int | None = None) -> float:
@@ -113,3 +114,12 @@ def local_thickness(mask: np.ndarray, voxel_size: float) -> np.ndarray:
         radius = ps.filters.local_thickness(mask)
     radius *= 2.0 * voxel_size  # in place: no float64 temporaries of the whole volume
     return radius.astype(np.float32)
+
+
+def thickness_summary(mask: np.ndarray, voxel_size: float) -> tuple[float, float]:
+    """Mean and median local thickness (µm) over a phase's voxels; NaN where none is defined."""
+    values = local_thickness(mask, voxel_size)[mask]
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    return float(values.mean()), float(np.median(values))

@@ -59,8 +59,8 @@ def _fate(fate, k):
 
 
 @numba.njit(cache=True)
-def _grow(a, n):
-    out = np.empty(max(2 * a.size, n), a.dtype)
+def _grow(a):
+    out = np.empty(2 * a.size, a.dtype)
     out[:a.size] = a
     return out
 
@@ -114,7 +114,7 @@ def _flood(flat, shape, offsets, keys, floor, h):
                 best = r
         if n_roots == 0:  # a new regional maximum
             if n_peaks == pval.size:
-                pval, fate, status = (_grow(pval, 0), _grow(fate, 0), _grow(status, 0))
+                pval, fate, status = _grow(pval), _grow(fate), _grow(status)
                 status[n_peaks:] = 0
             pval[n_peaks] = fv
             fate[n_peaks] = n_peaks
@@ -140,7 +140,7 @@ def _flood(flat, shape, offsets, keys, floor, h):
             if fv != ma:
                 continue
         if n_top == top_voxel.size:  # v lies on the top plateau of peak k
-            top_voxel, top_peak = _grow(top_voxel, 0), _grow(top_peak, 0)
+            top_voxel, top_peak = _grow(top_voxel), _grow(top_peak)
         top_voxel[n_top] = v
         top_peak[n_top] = k
         n_top += 1

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from fibrecon import AM, CBD, PHASES, PORE
-from fibrecon.cbd import aggregate_table, am_surface_coverage, local_thickness, percolating_fraction
+from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_fraction,
+                          thickness_summary)
 from fibrecon.interfaces import interface_areas
 from fibrecon.particles import (correlation_length, local_fraction_cv, nearest_neighbour_distances, particle_table,
                                 separate_particles, size_summary, two_point_correlation)
@@ -208,9 +209,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out.update(am_surface_coverage(labels))
     for name, mask in (("cbd", cbd), ("pore", labels == PORE)):
         with _stage(f"local thickness {name}"):
-            thick = local_thickness(mask, min(vs))[mask]
-        out[f"{name}_thickness_mean_um"] = float(thick.mean()) if thick.size else float("nan")
-        out[f"{name}_thickness_d50_um"] = float(np.median(thick)) if thick.size else float("nan")
+            out[f"{name}_thickness_mean_um"], out[f"{name}_thickness_d50_um"] = \
+                thickness_summary(mask, min(vs))
     with _stage("interface areas"):
         out.update(interface_areas(labels, vs))
     # last: what its many small solves leave resident (compiled code, allocator arenas)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fibrecon import AM, CBD, PORE
-from fibrecon.cbd import am_surface_coverage, local_thickness, percolating_fraction
+from fibrecon.cbd import am_surface_coverage, percolating_fraction, thickness_summary
 from fibrecon.interfaces import interface_areas
 from fibrecon.particles import particle_table, separate_particles, size_summary
 from fibrecon.tortuosity import tortuosity_factor
@@ -40,12 +40,8 @@ def _particle_d50(sub, voxel_size, h, sigma):
 
 
 def _thickness(sub, voxel_size):
-    out = {}
-    for name, phase in (("cbd", CBD), ("pore", PORE)):
-        mask = sub == phase
-        values = local_thickness(mask, min(voxel_size))[mask]
-        out[f"{name}_thickness_mean_um"] = float(values.mean()) if values.size else float("nan")
-    return out
+    return {f"{name}_thickness_mean_um": thickness_summary(sub == phase, min(voxel_size))[0]
+            for name, phase in (("cbd", CBD), ("pore", PORE))}
 
 
 def rve_metrics(*, particle_h: float = 1.0, particle_sigma: float = 1.0) -> dict:

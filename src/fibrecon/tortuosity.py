@@ -155,12 +155,17 @@ def _system(mask: np.ndarray, spacing):
     indptr, columns, values, weights, x0 = _assemble(index, g, n)
     outlet = index[-1][index[-1] >= 0]
     del index
-    if indptr[-1] < 2**31:
-        indptr = indptr.astype(np.int32)
-    matrix = sparse.csr_matrix((values, columns, indptr), shape=(n, n))
+    matrix = _csr(indptr, columns, values, n)
     rhs = np.zeros(n, np.float32)
     rhs[outlet] = 2.0
     return matrix, rhs, x0, weights, 2.0 * outlet.size
+
+
+def _csr(indptr, indices, data, n):
+    """Square CSR matrix from int64 ``indptr`` (made int32 when it fits, as ``indices`` are)."""
+    if indptr[-1] < 2**31:
+        indptr = indptr.astype(np.int32)
+    return sparse.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
 @numba.njit(cache=True)
@@ -291,9 +296,7 @@ def _amg_preconditioner(matrix, max_coarse: int = 1000):
             break
         indptr, indices, data = _galerkin(a.indptr, a.indices, a.data, agg, n_agg)
         levels.append((a, agg, n_agg))
-        if indptr[-1] < 2**31:
-            indptr = indptr.astype(np.int32)
-        a = sparse.csr_matrix((data, indices, indptr), shape=(n_agg, n_agg))
+        a = _csr(indptr, indices, data, n_agg)
     factor = cho_factor(a.toarray().astype(np.float64))
 
     def coarse_solve(b):
