@@ -13,17 +13,21 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 
 from fibrecon import AM, CBD, PHASES, PORE
 from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_fraction,
                           thickness_summary)
 from fibrecon.interfaces import interface_areas
-from fibrecon.particles import (correlation_length, local_fraction_cv, nearest_neighbour_distances, particle_table,
-                                separate_particles, size_summary, two_point_correlation)
-from fibrecon.rve import rve_metrics, subvolume_spread
+from fibrecon.particles import (correlation_length, local_fraction_cv,
+                                nearest_neighbour_distances, particle_table, separate_particles,
+                                size_summary, two_point_correlation)
+from fibrecon.rve import subvolume_spread
 from fibrecon.tortuosity import tortuosity_factor
 
-__all__ = ["AXES", "volume_fractions", "fraction_profile", "transport", "sample_metrics"]
+__all__ = ["AXES", "volume_fractions", "fraction_profile", "transport", "particle_metrics",
+           "dispersion_metrics", "cbd_metrics", "thickness_metrics", "rve_metrics",
+           "sample_metrics"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
@@ -97,6 +101,109 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
         out[f"relative_{name}_{ax}"] = r["D_rel"]
         out[f"macmullin_{name}_{ax}"] = 1.0 / r["D_rel"] if r["D_rel"] > 0 else float("inf")
     return out
+
+
+def particle_metrics(labels: np.ndarray, voxel_size, *, h: float = 1.0,
+                     sigma: float = 1.0) -> tuple[dict, pd.DataFrame]:
+    """Particle sizes, shape, number density and nearest-neighbour distances of the AM.
+
+    Returns
+    -------
+    metrics : dict
+        :func:`fibrecon.particles.size_summary` and
+        ``nearest_neighbour_distance_{mean_um,cv}``.
+    particles : pandas.DataFrame
+        One row per particle (:func:`fibrecon.particles.particle_table`).
+    """
+    particles = particle_table(separate_particles(labels == AM, voxel_size, h=h, sigma=sigma),
+                               voxel_size)
+    out = size_summary(particles, labels.size * float(np.prod(voxel_size)))
+    nn = nearest_neighbour_distances(particles)
+    out["nearest_neighbour_distance_mean_um"] = float(nn.mean()) if nn.size else float("nan")
+    out["nearest_neighbour_distance_cv"] = float(nn.std() / nn.mean()) if nn.size else float("nan")
+    return out, particles
+
+
+def dispersion_metrics(labels: np.ndarray, voxel_size, *, block_um: float = 2.0) -> dict:
+    """How evenly the AM is spread: local-fraction CV over blocks, correlation length."""
+    am = labels == AM
+    block = max(2, int(round(block_um / min(voxel_size))))
+    return {"am_local_fraction_cv": local_fraction_cv(am, block),
+            "am_correlation_length_um": correlation_length(
+                two_point_correlation(am, voxel_size), float(am.mean()))}
+
+
+def cbd_metrics(labels: np.ndarray, voxel_size) -> tuple[dict, pd.DataFrame]:
+    """CBD percolation, aggregates and coverage of the AM surface.
+
+    Returns
+    -------
+    metrics : dict
+        ``cbd_percolating_fraction``, ``cbd_aggregates``, ``cbd_aggregate_d50_um``,
+        ``am_surface_{cbd,pore}_fraction``.
+    aggregates : pandas.DataFrame
+        One row per CBD cluster (:func:`fibrecon.cbd.aggregate_table`).
+    """
+    cbd = labels == CBD
+    aggregates = aggregate_table(cbd, voxel_size)
+    out = {"cbd_percolating_fraction": percolating_fraction(cbd),
+           "cbd_aggregates": int(len(aggregates)),
+           "cbd_aggregate_d50_um": float(aggregates["diameter_um"].median())
+           if len(aggregates) else float("nan")}
+    out.update(am_surface_coverage(labels))
+    return out, aggregates
+
+
+def thickness_metrics(labels: np.ndarray, voxel_size) -> dict:
+    """Mean and median local thickness of the CBD and the pores (pore size)."""
+    out = {}
+    for name, phase in (("cbd", CBD), ("pore", PORE)):
+        out[f"{name}_thickness_mean_um"], out[f"{name}_thickness_d50_um"] = \
+            thickness_summary(labels == phase, min(voxel_size))
+    return out
+
+
+def rve_metrics(*, particle_h: float = 1.0, particle_sigma: float = 1.0,
+                electronic_phases=(CBD,), tortuosity_axes=("z", "y", "x"),
+                dispersion_block_um: float = 2.0) -> dict:
+    """The metric groups whose spread over sub-volumes is measured, with the sample's settings.
+
+    Every scalar metric of :func:`sample_metrics` is in one group, except the
+    counts that grow with the volume (particles, aggregates) and the volume
+    itself.
+
+    Returns
+    -------
+    dict
+        Group name -> (function of (labels, voxel_size) returning {metric:
+        value}, largest edge fraction below the whole volume it is computed
+        at, most sub-volumes per size or None for all), as
+        :func:`fibrecon.rve.subvolume_spread` takes it. The costly groups
+        (transport, particles, thickness, surfaces) stop at half the edge,
+        their error bar, on 4 sub-volumes per size; the spread then takes
+        about a third of the time of the whole metric set
+        (``benchmarks/RESULTS.md``).
+    """
+    def without_counts(result):
+        return {k: v for k, v in result.items()
+                if k not in ("particles_whole", "particles_cut", "cbd_aggregates")}
+
+    def network(phases, name):
+        return lambda sub, vs: transport(sub, phases, vs, tortuosity_axes, name=name)
+
+    return {
+        "volume fractions": (lambda sub, vs: {f"volume_fraction_{k}": f for k, f
+                                              in volume_fractions(sub).items()}, 0.75, None),
+        "dispersion": (lambda sub, vs: dispersion_metrics(sub, vs, block_um=dispersion_block_um),
+                       0.75, None),
+        "CBD": (lambda sub, vs: without_counts(cbd_metrics(sub, vs)[0]), 0.75, None),
+        "pore transport": (network((PORE,), "pore"), 0.5, 4),
+        "electronic transport": (network(tuple(electronic_phases), "electronic"), 0.5, 4),
+        "particles": (lambda sub, vs: without_counts(particle_metrics(
+            sub, vs, h=particle_h, sigma=particle_sigma)[0]), 0.5, 4),
+        "thickness": (thickness_metrics, 0.5, 4),
+        "interface areas": (interface_areas, 0.5, 4),
+    }
 
 
 LOG = logging.getLogger(__name__)  # a child of the rule log's "fibrecon" logger
@@ -176,51 +283,38 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
 
     # particles and dispersion
-    with _stage("particle separation"):
-        instances = separate_particles(labels == AM, vs, h=particle_h, sigma=particle_sigma)
-    with _stage("particle table"):
-        particles = particle_table(instances, vs)
-    del instances
-    out.update(size_summary(particles, volume))
-    nn = nearest_neighbour_distances(particles)
-    out["nearest_neighbour_distance_mean_um"] = float(nn.mean()) if nn.size else float("nan")
-    out["nearest_neighbour_distance_cv"] = float(nn.std() / nn.mean()) if nn.size else float("nan")
+    with _stage("particles"):
+        particle_values, particles = particle_metrics(labels, vs, h=particle_h,
+                                                      sigma=particle_sigma)
+    out.update(particle_values)
     with _stage("dispersion"):
-        block = max(2, int(round(dispersion_block_um / min(vs))))
-        out["am_local_fraction_cv"] = local_fraction_cv(labels == AM, block)
-        s2 = two_point_correlation(labels == AM, vs)
-        out["am_correlation_length_um"] = correlation_length(s2, out["volume_fraction_am"])
+        out.update(dispersion_metrics(labels, vs, block_um=dispersion_block_um))
 
     # transport
     for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
         with _stage(f"tortuosity {name}"):
             out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
                                  conv_crit=conv_crit))
-    out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
 
     # CBD and pores
-    cbd = labels == CBD
     with _stage("CBD network and coverage"):
-        out["cbd_percolating_fraction"] = percolating_fraction(cbd)
-        aggregates = aggregate_table(cbd, vs)
-        out["cbd_aggregates"] = int(len(aggregates))
-        out["cbd_aggregate_d50_um"] = float(aggregates["diameter_um"].median()) \
-            if len(aggregates) else float("nan")
-        out.update(am_surface_coverage(labels))
-    for name, mask in (("cbd", cbd), ("pore", labels == PORE)):
-        with _stage(f"local thickness {name}"):
-            out[f"{name}_thickness_mean_um"], out[f"{name}_thickness_d50_um"] = \
-                thickness_summary(mask, min(vs))
+        cbd_values, aggregates = cbd_metrics(labels, vs)
+    out.update(cbd_values)
+    with _stage("local thickness"):
+        out.update(thickness_metrics(labels, vs))
     with _stage("interface areas"):
         out.update(interface_areas(labels, vs))
     # last: what its many small solves leave resident (compiled code, allocator arenas)
     # then stays below the peak of the whole-volume stages
     with _stage("representative volume"):
-        spread = subvolume_spread(labels, vs, metrics=rve_metrics(
-            particle_h=particle_h, particle_sigma=particle_sigma))
+        spread = subvolume_spread(labels, vs, rve_metrics(
+            particle_h=particle_h, particle_sigma=particle_sigma,
+            electronic_phases=electronic_phases, tortuosity_axes=tortuosity_axes,
+            dispersion_block_um=dispersion_block_um), whole=out)
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
+    out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
     out["notes"] = _notes(out)
     return out, particles, aggregates, spread
 

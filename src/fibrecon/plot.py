@@ -210,7 +210,7 @@ def correlation_heatmap(table: pd.DataFrame, parameters, metrics):
 
 
 def representative_volume(spread: pd.DataFrame, title: str = ""):
-    """Each metric's mean and spread over sub-volumes against their volume.
+    """Each metric's relative spread over sub-volumes against their volume.
 
     Parameters
     ----------
@@ -221,27 +221,35 @@ def representative_volume(spread: pd.DataFrame, title: str = ""):
     Returns
     -------
     matplotlib.figure.Figure
-        One panel per metric: mean +- sd at each sub-volume size; a spread
-        that has shrunk well before the full volume means the imaged volume
-        is representative for that metric.
+        One panel per metric group, one line per metric: the standard
+        deviation over sub-volumes as a percentage of the mean, at each
+        sub-volume size. A line that has fallen to a few per cent well before
+        the full volume means the imaged volume is representative for that
+        metric. The relative transport and MacMullin numbers are left out
+        (they follow the tortuosity factor and the volume fraction).
     """
-    names = list(dict.fromkeys(spread["metric"]))
-    cols = min(4, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows),
+    shown = spread[~spread["metric"].str.match(r"(relative|macmullin)_")]
+    groups = list(dict.fromkeys(shown["group"]))
+    cols = min(4, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows),
                              constrained_layout=True, squeeze=False)
-    for ax, name in zip(axes.ravel(), names):
-        part = spread[spread["metric"] == name]
-        ax.errorbar(part["volume_um3"], part["mean"], yerr=part["sd"], fmt="o-", capsize=3,
-                    color="#1f77b4")
+    for ax, group in zip(axes.ravel(), groups):
+        part = shown[shown["group"] == group]
+        for name, line in part.groupby("metric", sort=False):
+            ax.plot(line["volume_um3"], 100 * line["sd"] / line["mean"].abs(), "o-", ms=3,
+                    label=name)
         ax.set_xscale("log")
         ax.set_xlim(spread["volume_um3"].min() / 1.5, spread["volume_um3"].max() * 1.5)
+        ax.set_ylim(bottom=0)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(name, fontsize=8)
+        ax.set_title(group, fontsize=8)
         ax.set_xlabel("sub-volume (um^3)", fontsize=8)
+        ax.set_ylabel("sd / mean (%)", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(names):]:
+        ax.legend(fontsize=5.5, frameon=False)
+    for ax in axes.ravel()[len(groups):]:
         ax.axis("off")
     if title:
-        fig.suptitle(f"{title}: representative volume (mean +- sd over sub-volumes)", fontsize=9)
+        fig.suptitle(f"{title}: representative volume (spread over sub-volumes)", fontsize=9)
     return fig

@@ -190,23 +190,26 @@ def test_tortuosity_on_a_real_electrode_volume_agrees_with_taufactor():
 
 
 def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
+    from fibrecon.metrics import rve_metrics
     from fibrecon.rve import subvolume_spread
 
     rng = np.random.default_rng(1)
     labels = (ndi.gaussian_filter(rng.random((48, 48, 48)), 1.5) > 0.5).astype(np.uint8)
-    t = subvolume_spread(labels, (0.1, 0.1, 0.1), count=16)
+    t = subvolume_spread(labels, (0.1, 0.1, 0.1), rve_metrics(), count=16)
     am = t[t.metric == "volume_fraction_am"].set_index("edge_fraction")
-    assert am.loc[0.25, "sd"] > am.loc[0.75, "sd"] > 0 and am.loc[1.0, "sd"] == 0
-    assert am.loc[1.0, "mean"] == pytest.approx(labels.mean())
+    assert list(am.index) == [0.25, 0.5, 0.75]  # the whole volume's values come from `whole`
+    assert am.loc[0.25, "sd"] > am.loc[0.75, "sd"] > 0
     graded = np.zeros((48, 48, 48), np.uint8)
     graded[:, :, :24] = 1  # not homogeneous at the scale of half the volume
-    g = subvolume_spread(graded, (0.1,) * 3, count=16)
+    g = subvolume_spread(graded, (0.1,) * 3, {"fractions": rve_metrics()["volume fractions"]},
+                         count=16)
     g_am = g[g.metric == "volume_fraction_am"].set_index("edge_fraction")
     assert g_am.loc[0.5, "sd"] > 3 * am.loc[0.5, "sd"]
     tau = t[t.metric == "tau_pore_z"].set_index("edge_fraction")
     assert list(tau.index) == [0.25, 0.5]  # the solve stops at half the edge
     assert tau.loc[0.25, "sd"] > tau.loc[0.5, "sd"] > 0
-    assert (tau["n"] + tau["excluded"] == 16).all() and (tau["mean"] > 1).all()
+    assert (tau["n"] + tau["excluded"] == 4).all() and (tau["mean"] > 1).all()  # 4 of 16
+    assert set(t.loc[t.metric == "tau_pore_x", "group"]) == {"pore transport"}
     assert (t.loc[t.metric == "am_surface_pore_fraction", "mean"] == 1).all()  # no CBD here
     perc = t[t.metric == "cbd_percolating_fraction"]
     assert perc["mean"].isna().all() and (perc["n"] == 0).all()  # absent phase: NaN, no crash
@@ -218,15 +221,38 @@ def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
     assert (thick["mean"] > 0.1).all() and thick.loc[0.5, "sd"] > 0
 
 
-def test_representative_volume_figure_has_a_panel_per_metric():
+def test_whole_volume_values_are_taken_not_computed_again():
+    from fibrecon.rve import subvolume_spread
+
+    labels = np.random.default_rng(3).integers(0, 2, (16, 16, 16)).astype(np.uint8)
+    seen = []
+
+    def am(sub, vs):
+        seen.append(sub.shape)
+        return {"am": float(sub.mean()), "am_squared": float(sub.mean()) ** 2}
+
+    t = subvolume_spread(labels, (1, 1, 1), {"AM": (am, 0.5, 2)}, whole={"am": 0.25,
+                                                                           "am_squared": 7.0})
+    assert (16, 16, 16) not in seen and len(seen) == 4  # 2 sub-volumes at 1/4 and at 1/2
+    full = t[t.edge_fraction == 1.0].set_index("metric")
+    assert full.loc["am", "mean"] == 0.25 and full.loc["am_squared", "mean"] == 7.0
+    assert (full["sd"] == 0).all() and (full["n"] == 1).all() and (full["group"] == "AM").all()
+    assert list(t.loc[t.metric == "am", "edge_fraction"]) == [0.25, 0.5, 1.0]  # none at 3/4
+
+
+def test_representative_volume_figure_has_a_panel_per_group_and_a_line_per_metric():
+    from fibrecon.metrics import rve_metrics
     from fibrecon.plot import representative_volume
     from fibrecon.rve import subvolume_spread
 
     labels = np.random.default_rng(2).integers(0, 3, (24, 24, 24)).astype(np.uint8)
-    t = subvolume_spread(labels, (0.1,) * 3, count=4)
+    t = subvolume_spread(labels, (0.1,) * 3, rve_metrics(), count=4)
     fig = representative_volume(t, title="s")
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == list(dict.fromkeys(t["metric"]))
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == list(dict.fromkeys(t["group"]))
+    transport = panels[[ax.get_title() for ax in panels].index("pore transport")]
+    assert [ln.get_label() for ln in transport.get_lines()] == ["tau_pore_z", "tau_pore_y",
+                                                                 "tau_pore_x"]
 
 
 @pytest.mark.parametrize("labels, voxel, message", [
@@ -248,3 +274,7 @@ def test_a_missing_phase_gives_nan_or_inf_with_a_note_not_a_crash():
     assert np.isnan(m["cbd_thickness_mean_um"])
     assert any("phase cbd is absent" in n for n in m["notes"])
     assert any("tau_electronic_z = inf" in n for n in m["notes"])
+    # every scalar has its representative-volume spread, except counts and the volume itself
+    scalars = {k for k, v in m.items() if isinstance(v, float) and not k.endswith("_sd_half_edge")}
+    no_spread = {k for k in scalars if f"{k}_sd_half_edge" not in m}
+    assert no_spread == {"volume_um3"}, no_spread
