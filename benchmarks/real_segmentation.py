@@ -38,10 +38,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import write_section  # noqa: E402
 
-from fibrecon.infer import predict_probabilities, prepare_for_inference  # noqa: E402
+from fibrecon.infer import (predict_probabilities, prepare_for_inference,  # noqa: E402
+                            resolve_device)
 from fibrecon.preprocess import PreprocessParams, normalize_percentiles  # noqa: E402
 from fibrecon.training import TrainSettings, confusion, iou_from_confusion, train_model  # noqa: E402
-from fibrecon.unet import UNet, load_model  # noqa: E402
+from fibrecon.unet import load_model  # noqa: E402
 
 DATA = Path(os.environ.get("FIBRECON_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FOLDER = DATA / "segmentpy_nmc_nanoct"
@@ -56,12 +57,13 @@ def load(name):
     return normalize_percentiles(img), lab
 
 
-def unet_scores(net, images, labels):
+def unet_scores(net, images, labels, device="cpu"):
     multiple = net.multiple
-    net = prepare_for_inference(net)
+    net = prepare_for_inference(net, device)
     cm = torch.zeros(3, 3, dtype=torch.long)
     for img, lab in zip(images, labels):
-        pred = predict_probabilities(net, img[None], multiple=multiple, tile=1024).argmax(0)
+        pred = predict_probabilities(net, img[None], multiple=multiple, tile=1024,
+                                     device=device).argmax(0)
         cm += confusion(torch.from_numpy(pred), torch.from_numpy(lab.astype(np.int64)))
     return iou_from_confusion(cm)
 
@@ -96,27 +98,32 @@ def forest_scores(train, test, seed=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--device", default="cpu", help="cpu (the RESULTS.md section of make "
+                    "bench) or auto/cuda (a section of its own, for longer training)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
+    device = resolve_device(args.device)
+    where = "2 CPU cores" if device == "cpu" else torch.cuda.get_device_name(device)
     train = [load(n) for n in TRAIN]
     test = [load(n) for n in TEST]
     user = [(img[None, None], lab[None]) for img, lab in train]
     rows = []
-    r_forest, t_forest = forest_scores(train, test)
-    rows.append(("random forest, multiscale features (scikit-learn)", r_forest, t_forest))
-    print(rows[-1], flush=True)
+    if device == "cpu":  # (the forest is a CPU method: the GPU section refers to this one)
+        r_forest, t_forest = forest_scores(train, test)
+        rows.append(("random forest, multiscale features (scikit-learn)", r_forest, t_forest))
+        print(rows[-1], flush=True)
     base, card = load_model(ROOT / "resources" / "models" / "unet_1kV.pt")
     s = TrainSettings(kvs=card["kvs"], context=0, stacks=0, finetune_steps=args.steps,
                       batch_size=8, patch_px=128, learning_rate=3e-3, seed=1)
-    for name, init in [("U-Net fine-tuned from the shipped 1 kV model", base.train()),
-                       ("U-Net from scratch, same steps", UNet(1, width=8, depth=4))]:
+    for name, init in [("U-Net fine-tuned from the shipped 1 kV model", (base, card)),
+                       ("U-Net from scratch, same steps", None)]:  # width 8, depth 4
         t = time.perf_counter()
-        net, c = train_model(s, PreprocessParams(), user_stacks=user, init=init, device="cpu",
+        net, c = train_model(s, PreprocessParams(), user_stacks=user, init=init, device=device,
                              progress_bar=False)
-        rows.append((name, unet_scores(net, [i for i, _ in test], [lab for _, lab in test]),
-                     time.perf_counter() - t))
+        rows.append((name, unet_scores(net, [i for i, _ in test], [lab for _, lab in test],
+                                       device), time.perf_counter() - t))
         print(rows[-1], flush=True)
-    table = ["| method | IoU pore | IoU AM | IoU CBD | training time (2 CPU cores) |",
+    table = [f"| method | IoU pore | IoU AM | IoU CBD | training time ({where}) |",
              "|---|---|---|---|---|"]
     for name, r, sec in rows:
         table.append(f"| {name} | {r['iou_pore']:.3f} | {r['iou_am']:.3f} | {r['iou_cbd']:.3f} "
@@ -125,10 +132,14 @@ def main(argv=None):
             "2022, Apache-2.0). Train slices " + ", ".join(TRAIN) + "; test slices "
             + ", ".join(TEST) + f" (never the same slice). U-Nets: {args.steps} steps of 8 "
             "patches of 128 px, one training slice held out for validation. Per-phase IoU over "
-            "all test pixels:", "", *table, "",
-            "Command: `.venv/bin/python benchmarks/real_segmentation.py` (needs scikit-learn, "
-            "benchmarks/requirements.txt)."]
-    write_section("Segmentation on real labelled slices (issue 5)", "\n".join(text))
+            "all test pixels" + ("" if device == "cpu" else " (the random forest on the same "
+                                 "slices: section above)") + ":", "", *table, "",
+            "Command: `.venv/bin/python benchmarks/real_segmentation.py"
+            + ("" if device == "cpu" else f" --device cuda --steps {args.steps}")
+            + "` (needs scikit-learn, benchmarks/requirements.txt)."]
+    write_section("Segmentation on real labelled slices" + ("" if device == "cpu" else
+                                                            ", longer training on a GPU")
+                  + " (issue 5)", "\n".join(text))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def test_stacks(preprocess: PreprocessParams, n_per_setting: int = 3, shape=(24,
     return out
 
 
-def evaluate(net, card, stacks, device) -> dict:
+def evaluate(net, card, stacks, device, flips: str = "none") -> dict:
     """Per-phase IoU over all voxels of each test setting."""
     net = prepare_for_inference(net, device)
     channels = [KVS.index(k) for k in card["kvs"]]
@@ -90,7 +90,8 @@ def evaluate(net, card, stacks, device) -> dict:
         for z in range(len(st["labels"])):
             prob = predict_probabilities(net, context_image(st["images"], z, channels,
                                                             card["context"]),
-                                         multiple=multiple, tile=1024, device=device)
+                                         multiple=multiple, tile=1024, device=device,
+                                         flips=flips)
             cm += confusion(torch.from_numpy(prob.argmax(0)), torch.from_numpy(
                 st["labels"][z].astype(np.int64)))
     return {k: iou_from_confusion(v) for k, v in cms.items()}
@@ -106,17 +107,18 @@ def evaluate_classical(stacks) -> dict:
     return {k: iou_from_confusion(v) for k, v in cms.items()}
 
 
-def inference_speed(net, device, n_channels: int, size: int = 1024, repeats: int = 4) -> float:
+def inference_speed(net, device, n_channels: int, size: int = 1024, repeats: int = 4,
+                    flips: str = "none") -> float:
     """Mvoxel/s of tiled inference (softmax and blending included) on size x size slices."""
     multiple = net.multiple
     net = prepare_for_inference(net, device)
     img = np.random.default_rng(0).random((n_channels, size, size), dtype=np.float32)
-    predict_probabilities(net, img, multiple=multiple, device=device)
+    predict_probabilities(net, img, multiple=multiple, device=device, flips=flips)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(repeats):
-        predict_probabilities(net, img, multiple=multiple, device=device)
+        predict_probabilities(net, img, multiple=multiple, device=device, flips=flips)
     return repeats * size * size / (time.perf_counter() - t) / 1e6
 
 
@@ -234,18 +236,26 @@ def cmd_speed(args):
     from fibrecon.unet import load_model
 
     torch.set_num_threads(args.threads)
-    rows = ["| model | input | threads | inference at 1024x1024 |", "|---|---|---|---|"]
+    device = resolve_device(args.device)
+    rows = ["| model | input | device | flip average | inference at 1024x1024 |",
+            "|---|---|---|---|---|"]
     for path in args.models:
         net, card = load_model(path)
         n = net.hparams["in_channels"]
-        mvox = inference_speed(net, "cpu", n, repeats=6)
-        rows.append(f"| {Path(path).name} | {len(card['kvs'])} kV x {2 * card['context'] + 1} "
-                    f"slices | {args.threads} | {mvox:.2f} Mvoxel/s |")
-        print(rows[-1], flush=True)
+        for flips in args.flips:
+            mvox = inference_speed(net, device, n, repeats=6, flips=flips)
+            where = f"{args.threads} CPU threads" if device == "cpu" else \
+                torch.cuda.get_device_name(device)
+            rows.append(f"| {Path(path).name} | {len(card['kvs'])} kV x "
+                        f"{2 * card['context'] + 1} slices | {where} | {flips} | "
+                        f"{mvox:.2f} Mvoxel/s |")
+            print(rows[-1], flush=True)
+    if device != "cpu":
+        return  # the RESULTS section is this machine's CPU figure
     write_section("Segmentation speed on CPU (issue 5)", "\n".join(
         [f"Tiled inference (one 1024x1024 tile, batch norm folded, channels-last, blending and "
          f"softmax included) on this machine ({os.cpu_count()} CPU cores; target >= 2 Mvoxel/s "
-         "with 2 channels):", "", *rows, "",
+         "with 2 channels), with each flip average (`segment.flip_average`):", "", *rows, "",
          "Command: `.venv/bin/python benchmarks/segmentation.py speed` (with the Makefile's "
          "MALLOC_* settings)."]))
 
@@ -257,7 +267,8 @@ def cmd_evaluate(args):
     from fibrecon.unet import load_model
 
     torch.set_num_threads(args.threads)
-    rows = ["| model | test setting | IoU pore | IoU AM | IoU CBD |", "|---|---|---|---|---|"]
+    rows = ["| model | flip average | test setting | IoU pore | IoU AM | IoU CBD |",
+            "|---|---|---|---|---|---|"]
     stacks = {}
     for path in args.models:
         net, card = load_model(path)
@@ -266,15 +277,17 @@ def cmd_evaluate(args):
         key = json.dumps(card["preprocess"], sort_keys=True)
         if key not in stacks:
             stacks[key] = test_stacks(pre)
-        for setting, c in evaluate(net, card, stacks[key], "cpu").items():
-            rows.append(f"| {Path(path).name} | {setting} | {c['iou_pore']:.4f} | "
-                        f"{c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
-            print(rows[-1], flush=True)
+        for flips in args.flips:
+            for setting, c in evaluate(net, card, stacks[key], "cpu", flips).items():
+                rows.append(f"| {Path(path).name} | {flips} | {setting} | {c['iou_pore']:.4f} | "
+                            f"{c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
+                print(rows[-1], flush=True)
     write_section("Shipped segmentation model on CPU (issue 5)", "\n".join(
         ["The shipped models evaluated on this machine (CPU, float32) on the same held-out "
          "simulated test stacks as `Segmentation network` above (unseen seeds and "
          "microstructures; targets IoU pore >= 0.93, AM >= 0.97, CBD >= 0.85 at the default "
-         "setting):", "", *rows, "",
+         "setting). Flip average (`segment.flip_average`): logits averaged over the slice and "
+         "its mirror images along x (2 passes) or x, y and both (4 passes):", "", *rows, "",
          "Command: `.venv/bin/python benchmarks/segmentation.py evaluate` (in `make bench`)."]))
 
 
@@ -298,10 +311,14 @@ def main(argv=None):
     sp.add_argument("--models", nargs="+", default=[str(Path(__file__).resolve().parents[1] /
                                                         "resources/models/unet_1kV_3kV.pt")])
     sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--device", default="cpu", help="cpu, or auto/cuda for a GPU figure "
+                                                     "(printed, not written to RESULTS.md)")
+    sp.add_argument("--flips", nargs="+", default=["none", "x", "xy"], choices=["none", "x", "xy"])
     ev = sub.add_parser("evaluate")
     ev.add_argument("--models", nargs="+", default=[str(Path(__file__).resolve().parents[1] /
                                                         "resources/models/unet_1kV_3kV.pt")])
     ev.add_argument("--threads", type=int, default=2)
+    ev.add_argument("--flips", nargs="+", default=["none", "x", "xy"], choices=["none", "x", "xy"])
     args = ap.parse_args(argv)
     {"train": cmd_train, "report": cmd_report, "speed": cmd_speed,
      "evaluate": cmd_evaluate}[args.cmd](args)

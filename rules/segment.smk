@@ -22,6 +22,7 @@ rule segment:
         device=config["segment"]["device"],
         tile_px=config["segment"]["tile_px"],
         overlap_px=config["segment"]["overlap_px"],
+        flip_average=config["segment"]["flip_average"],
         batch_size=config["segment"]["batch_size"],
         nbins=config["segment"]["nbins"],
         preprocess=config["preprocess"],

@@ -32,8 +32,9 @@ def network_labels(stack, log):
     device = resolve_device(p.device)
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
     check_model_settings(card, [p.kvs[c] for c in p.channels], p.tile_px, snakemake.input.model)  # noqa: F821
-    log.info("model %s (sha256 %s), kV %s, context %d, on %s", snakemake.input.model,  # noqa: F821
-             io.file_sha256(snakemake.input.model), card["kvs"], card["context"], device)  # noqa: F821
+    log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
+             snakemake.input.model, io.file_sha256(snakemake.input.model),  # noqa: F821
+             card["kvs"], card["context"], device, p.flip_average)
     used = asdict(PreprocessParams.from_config(p.preprocess))
     differ = {k: (v, used.get(k)) for k, v in card.get("preprocess", {}).items()
               if json.loads(json.dumps(used.get(k))) != v}
@@ -51,7 +52,7 @@ def network_labels(stack, log):
     for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
         prob = predict_probabilities(net, image, multiple=multiple, tile=p.tile_px,
                                      overlap=p.overlap_px, batch_size=p.batch_size,
-                                     device=device)
+                                     device=device, flips=p.flip_average)
         if probs is not None:
             probs[z] = prob
         yield prob.argmax(0).astype(np.uint8)

@@ -225,18 +225,19 @@ def representative_volume(spread: pd.DataFrame, title: str = ""):
         deviation over sub-volumes as a percentage of the mean, at each
         sub-volume size. A line that has fallen to a few per cent well before
         the full volume means the imaged volume is representative for that
-        metric. The relative transport and MacMullin numbers are left out
-        (they follow the tortuosity factor and the volume fraction).
+        metric; the x axis reaches the whole volume, which has no spread of
+        its own (one value). The relative transport and MacMullin numbers are
+        left out (they follow the tortuosity factor and the volume fraction).
     """
-    shown = spread[~spread["metric"].str.match(r"(relative|macmullin)_")]
-    groups = list(dict.fromkeys(shown["group"]))
+    groups = list(dict.fromkeys(spread["group"]))
+    shown = spread[~spread["metric"].str.match(r"(relative|macmullin)_") & (spread["n"] > 1)]
     cols = min(4, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows),
                              constrained_layout=True, squeeze=False)
     for ax, group in zip(axes.ravel(), groups):
         part = shown[shown["group"] == group]
-        for name, line in part.groupby("metric", sort=False):
+        for name, line in part.groupby("metric", sort=False):  # one line per metric
             ax.plot(line["volume_um3"], 100 * line["sd"] / line["mean"].abs(), "o-", ms=3,
                     label=name)
         ax.set_xscale("log")

@@ -149,7 +149,7 @@ def destripe(image: np.ndarray, levels: int = 4, sigma: float = 2.0,
 
     Examples
     --------
-    >>> img = np.tile(np.sin(np.arange(64) / 2.0), (64, 1))  # pure vertical stripes
+    >>> img = np.tile(np.sin(np.arange(128) / 2.0), (128, 1))  # pure vertical stripes
     >>> float(np.abs(destripe(img)[8:-8, 8:-8]).max()) < 0.1 * float(np.abs(img).max())
     True
     """

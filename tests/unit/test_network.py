@@ -85,6 +85,26 @@ def test_tiles_cover_the_image_and_blending_matches_one_big_tile():
     assert np.mean(np.abs(whole - tiled)) < 0.02
 
 
+def test_flip_average_is_the_mean_of_the_mirrored_logits_and_mirror_symmetric():
+    torch.manual_seed(1)
+    net = prepare_for_inference(UNet(2, width=4, depth=2))
+    img = np.random.default_rng(1).random((2, 64, 80), dtype=np.float32)
+    with torch.inference_mode():
+        def logits(a):
+            return net(torch.from_numpy(np.ascontiguousarray(a))[None])[0]
+        by_hand = torch.softmax((logits(img) + logits(img[:, :, ::-1]).flip(2)) / 2, 0).numpy()
+    x = predict_probabilities(net, img, multiple=4, flips="x")
+    np.testing.assert_allclose(x, by_hand, atol=1e-5)
+    assert np.abs(x - predict_probabilities(net, img, multiple=4)).max() > 1e-3  # it changes
+    # averaged over every mirror image, the prediction of a mirrored slice is the mirrored one
+    xy = predict_probabilities(net, img, multiple=4, flips="xy")
+    mirrored = predict_probabilities(net, np.ascontiguousarray(img[:, ::-1]), multiple=4,
+                                     flips="xy")
+    np.testing.assert_allclose(mirrored[:, ::-1], xy, atol=1e-5)
+    with pytest.raises(ValueError, match="flips must be one of"):
+        predict_probabilities(net, img, multiple=4, flips="z")
+
+
 def test_context_image_orders_slices_and_repeats_at_the_ends():
     stack = np.arange(4)[:, None, None, None] * np.ones((4, 2, 3, 3)) + \
         np.array([0, 10])[None, :, None, None]
