@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/segmentation.py speed
 	$(BIN)/python benchmarks/segmentation.py evaluate
+	$(BIN)/python benchmarks/segmentation.py gap
 	$(BIN)/python benchmarks/metrics_scale.py --shapes 128 256 256 256 512 512
 	$(BIN)/python benchmarks/real_segmentation.py
 	$(BIN)/python benchmarks/tortuosity_speed.py --out .bench/tortuosity --sizes 128 256 --solvers fibrecon taufactor porespy

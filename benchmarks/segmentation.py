@@ -200,6 +200,8 @@ def cmd_report(args):
             training = (f"{i['stacks']}, {i['steps']} (seed {i['seed']}), continued on "
                         f"{st['stacks']}, {st['steps']} (seed {st['seed']}, peak lr "
                         f"{st['learning_rate']:g})")
+        if r.get("note"):
+            training += f", {r['note']}"
         for name, m in r["models"].items():
             for setting, c in m["test"].items():
                 rows.append(f"| {name} ({m['preprocessing']} preprocessing) | {training} | "
@@ -219,7 +221,7 @@ def cmd_report(args):
             "beyond the training range). Per-phase IoU over all test voxels (the same test "
             "stacks for every row of one preprocessing):", "", *rows, "",
             "Time and inference speed on the GPU that trained the model (inference: tiled prediction with "
-            "blending and softmax of one 1024x1024 slice; 2 CPU cores give about 3.5 Mvoxel/s "
+            "blending and softmax of one 1024x1024 slice; 2 CPU cores give about 3.7 Mvoxel/s "
             "for the shipped model, `Segmentation speed on CPU` below):", "", *speed, "",
             "Commands: `python benchmarks/segmentation.py train --out DIR [--steps N --stacks N "
             "--variants ...]` on the GPU machine, then `python benchmarks/segmentation.py report "
@@ -260,20 +262,57 @@ def cmd_speed(args):
          "MALLOC_* settings)."]))
 
 
+def model_and_preprocessing(path):
+    """A model file's network, card, and the preprocessing it was trained with."""
+    net, card = load_model(path)
+    return net, card, PreprocessParams(**{**card["preprocess"], "percentiles": tuple(
+        card["preprocess"]["percentiles"])})
+
+
+def cmd_gap(args):
+    """Why the demo's CBD IoU is lower than the test set's: microstructure or pipeline?
+
+    Each demo sample's microstructure (config/config.yaml) simulated again without drift
+    (so no alignment or resampling) and segmented directly, at the demo's d50 and at 3 um;
+    the pipeline's figure (drift, alignment, preprocessing, volume) is `benchmarks/collect.py`.
+    """
+    import yaml
+    from results_md import write_section
+
+    torch.set_num_threads(args.threads)
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+                            .read_text())["demo"]
+    net, card, pre = model_and_preprocessing(args.model)
+    rows = ["| sample | d50 | IoU pore | IoU AM | IoU CBD |", "|---|---|---|---|---|"]
+    for name, kw in config["samples"].items():
+        for d50 in (config["d50_um"], 3.0):
+            s = simulate_sample(tuple(config["shape"]), tuple(config["voxel_size_um"]), KVS,
+                                cbd_fraction=config["cbd_fraction"], d50_um=d50,
+                                artifacts={"drift": 0.0}, **kw)
+            r = evaluate(net, card, [{"setting": "x", "images": preprocess_stack(s.raw, pre),
+                                      "labels": s.labels}], "cpu")["x"]
+            rows.append(f"| {name} | {d50:g} um | {r['iou_pore']:.3f} | {r['iou_am']:.3f} | "
+                        f"{r['iou_cbd']:.3f} |")
+            print(rows[-1], flush=True)
+    write_section("Demo vs test-set accuracy (issue 5)", "\n".join(
+        ["Each demo sample's microstructure and seed (config/config.yaml, 48x160x160, 50 nm "
+         "voxels) simulated without drift, so without alignment and resampling, and segmented "
+         f"by {Path(args.model).name} directly; at the demo's d50 and at 3 um. Compare the "
+         "pipeline's figures (`benchmarks/collect.py` section above) and the held-out test "
+         "stacks (d50 drawn from 1-4 um):", "", *rows, "",
+         "Command: `.venv/bin/python benchmarks/segmentation.py gap`."]))
+
+
 def cmd_evaluate(args):
     """Held-out IoU of shipped models on this machine (what `make demo` users get)."""
     from results_md import write_section
-
-    from fibrecon.unet import load_model
 
     torch.set_num_threads(args.threads)
     rows = ["| model | flip average | test setting | IoU pore | IoU AM | IoU CBD |",
             "|---|---|---|---|---|---|"]
     stacks = {}
     for path in args.models:
-        net, card = load_model(path)
-        pre = PreprocessParams(**{**card["preprocess"],  # as the model was trained
-                                  "percentiles": tuple(card["preprocess"]["percentiles"])})
+        net, card, pre = model_and_preprocessing(path)
         key = json.dumps(card["preprocess"], sort_keys=True)
         if key not in stacks:
             stacks[key] = test_stacks(pre)
@@ -319,9 +358,13 @@ def main(argv=None):
                                                         "resources/models/unet_1kV_3kV.pt")])
     ev.add_argument("--threads", type=int, default=2)
     ev.add_argument("--flips", nargs="+", default=["none", "x", "xy"], choices=["none", "x", "xy"])
+    gp = sub.add_parser("gap")
+    gp.add_argument("--model", default=str(Path(__file__).resolve().parents[1] /
+                                           "resources/models/unet_1kV_3kV.pt"))
+    gp.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    {"train": cmd_train, "report": cmd_report, "speed": cmd_speed,
-     "evaluate": cmd_evaluate}[args.cmd](args)
+    {"train": cmd_train, "report": cmd_report, "speed": cmd_speed, "evaluate": cmd_evaluate,
+     "gap": cmd_gap}[args.cmd](args)
 
 
 if __name__ == "__main__":

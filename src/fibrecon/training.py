@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pytorch_lightning as pl
+from scipy import ndimage as ndi
 import torch
 from torch.nn import functional as F
 
@@ -148,7 +149,12 @@ class PatchDataset(torch.utils.data.Dataset):
 
     Augmentation: flips in y and x, and per channel a grey-level gain (0.85-1.15),
     offset (+-0.08) and gamma (0.8-1.25), and added Gaussian noise (sigma up to 0.05).
-    Rotations are left out: curtains always run along y.
+    Rotations are left out: curtains always run along y. In half of the patches,
+    what the alignment stage does to real stacks (the training stacks have no
+    drift): every slice blurred as a bilinear subpixel shift blurs it (a random
+    fraction of a pixel in y and x), and the neighbour slices displaced by a
+    residual alignment error (normal, sd :data:`ALIGNMENT_ERROR_PX`), the labels
+    staying with the centre slice.
 
     Parameters
     ----------
@@ -187,6 +193,8 @@ class PatchDataset(torch.utils.data.Dataset):
         y = np.asarray(labels[z][box], dtype=np.int64)
         if self.augment:
             if rng.random() < 0.5:
+                x = _realigned(x, self.context, rng)
+            if rng.random() < 0.5:
                 x, y = x[:, ::-1], y[::-1]
             if rng.random() < 0.5:
                 x, y = x[:, :, ::-1], y[:, ::-1]
@@ -198,6 +206,37 @@ class PatchDataset(torch.utils.data.Dataset):
             x = x + rng.normal(0, rng.uniform(0, 0.05), x.shape)
         return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
                 torch.from_numpy(np.ascontiguousarray(y)))
+
+
+#: Residual alignment error (px, sd per axis) between neighbour slices in the augmentation;
+#: the drift estimate's error on the simulated 200-slice stack is 0.29 px RMS.
+ALIGNMENT_ERROR_PX = 0.3
+
+
+def _realigned(x: np.ndarray, context: int, rng: np.random.Generator) -> np.ndarray:
+    """A context image as the alignment stage leaves it: resampled, neighbours slightly off.
+
+    Each slice's channels are blurred by the symmetric kernel with the variance
+    of a bilinear shift by a random fraction f of a pixel (f (1 - f) per axis);
+    the neighbour slices are shifted by a normal error besides (bilinear, edge
+    values repeated).
+    """
+    from fibrecon.align import shift_image
+
+    slices = 2 * context + 1
+    per = x.shape[0] // slices
+    out = np.empty(x.shape, np.float32)
+    for j in range(slices):
+        f = rng.uniform(0.0, 1.0, 2)
+        a = f * (1.0 - f) / 2.0  # [a, 1 - 2a, a] has the variance f (1 - f) of [1 - f, f]
+        error = rng.normal(0.0, ALIGNMENT_ERROR_PX, 2) if j != context else (0.0, 0.0)
+        for c in range(j * per, (j + 1) * per):
+            img = ndi.convolve1d(x[c], [a[0], 1 - 2 * a[0], a[0]], axis=0, mode="nearest")
+            img = ndi.convolve1d(img, [a[1], 1 - 2 * a[1], a[1]], axis=1, mode="nearest")
+            if j != context:
+                img = shift_image(img, error, fill=float(np.median(img)))
+            out[c] = img
+    return out
 
 
 def confusion(pred: torch.Tensor, truth: torch.Tensor, n: int = 3) -> torch.Tensor:

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 import tifffile
 import torch
 
@@ -103,6 +104,26 @@ def test_flip_average_is_the_mean_of_the_mirrored_logits_and_mirror_symmetric():
     np.testing.assert_allclose(mirrored[:, ::-1], xy, atol=1e-5)
     with pytest.raises(ValueError, match="flips must be one of"):
         predict_probabilities(net, img, multiple=4, flips="z")
+
+
+def test_alignment_augmentation_blurs_every_slice_and_moves_only_the_neighbours():
+    from fibrecon.training import _realigned
+
+    img = np.zeros((48, 48), np.float32)
+    img[20:28, 16:30] = 1.0
+    x = np.stack([img, 2 * img] * 3)  # context 1, two kV channels per slice
+    out = _realigned(x, 1, np.random.default_rng(4))
+
+    def centroid(a):
+        return np.array(ndi.center_of_mass(a))
+
+    for c in (2, 3):  # the centre slice: blurred in place, the labels still fit
+        assert np.abs(out[c] - x[c]).max() > 0.01
+        np.testing.assert_allclose(centroid(out[c]), centroid(x[c]), atol=1e-4)
+        assert out[c].sum() == pytest.approx(x[c].sum(), rel=1e-5)
+    moved = [np.abs(centroid(out[c]) - centroid(x[c])).max() for c in (0, 1, 4, 5)]
+    assert min(moved) > 1e-3 and max(moved) < 1.5  # a residual error of a fraction of a pixel
+    np.testing.assert_allclose(out[1], 2 * out[0], rtol=1e-5, atol=1e-6)  # kV channels together
 
 
 def test_context_image_orders_slices_and_repeats_at_the_ends():
