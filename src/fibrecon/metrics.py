@@ -20,12 +20,13 @@ from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_frac
                           thickness_summary)
 from fibrecon.interfaces import interface_areas
 from fibrecon.particles import (correlation_length, local_fraction_cv,
-                                nearest_neighbour_distances, particle_table, separate_particles,
-                                size_summary, two_point_correlation)
+                                nearest_neighbour_distances, particle_table, particles_in_box,
+                                separate_particles, size_summary, two_point_correlation)
 from fibrecon.rve import subvolume_spread
 from fibrecon.tortuosity import tortuosity_factor
 
 __all__ = ["AXES", "volume_fractions", "fraction_profile", "transport", "particle_metrics",
+           "particle_statistics",
            "dispersion_metrics", "cbd_metrics", "thickness_metrics", "rve_metrics",
            "sample_metrics"]
 
@@ -105,23 +106,33 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
 
 def particle_metrics(labels: np.ndarray, voxel_size, *, h: float = 1.0,
                      sigma: float = 1.0) -> tuple[dict, pd.DataFrame]:
-    """Particle sizes, shape, number density and nearest-neighbour distances of the AM.
+    """Separate the AM into particles and measure them (:func:`particle_statistics`).
 
     Returns
     -------
     metrics : dict
-        :func:`fibrecon.particles.size_summary` and
-        ``nearest_neighbour_distance_{mean_um,cv}``.
     particles : pandas.DataFrame
         One row per particle (:func:`fibrecon.particles.particle_table`).
     """
     particles = particle_table(separate_particles(labels == AM, voxel_size, h=h, sigma=sigma),
                                voxel_size)
-    out = size_summary(particles, labels.size * float(np.prod(voxel_size)))
+    return particle_statistics(particles, labels.size * float(np.prod(voxel_size))), particles
+
+
+def particle_statistics(particles: pd.DataFrame, volume_um3: float) -> dict:
+    """Sizes, shape, number density and nearest-neighbour distances of measured particles.
+
+    Returns
+    -------
+    dict
+        :func:`fibrecon.particles.size_summary` and
+        ``nearest_neighbour_distance_{mean_um,cv}``.
+    """
+    out = size_summary(particles, volume_um3)
     nn = nearest_neighbour_distances(particles)
     out["nearest_neighbour_distance_mean_um"] = float(nn.mean()) if nn.size else float("nan")
     out["nearest_neighbour_distance_cv"] = float(nn.std() / nn.mean()) if nn.size else float("nan")
-    return out, particles
+    return out
 
 
 def dispersion_metrics(labels: np.ndarray, voxel_size, *, block_um: float = 2.0) -> dict:
@@ -163,46 +174,58 @@ def thickness_metrics(labels: np.ndarray, voxel_size) -> dict:
     return out
 
 
-def rve_metrics(*, particle_h: float = 1.0, particle_sigma: float = 1.0,
-                electronic_phases=(CBD,), tortuosity_axes=("z", "y", "x"),
-                dispersion_block_um: float = 2.0) -> dict:
+def rve_metrics(particles: pd.DataFrame, *, electronic_phases=(CBD,),
+                tortuosity_axes=("z", "y", "x"), dispersion_block_um: float = 2.0) -> dict:
     """The metric groups whose spread over sub-volumes is measured, with the sample's settings.
 
     Every scalar metric of :func:`sample_metrics` is in one group, except the
     counts that grow with the volume (particles, aggregates) and the volume
     itself.
 
+    Parameters
+    ----------
+    particles : pandas.DataFrame
+        The whole volume's particles (:func:`fibrecon.particles.particle_table`):
+        a sub-volume's particle statistics are those of the particles it holds
+        (:func:`fibrecon.particles.particles_in_box`), not of a separation
+        redone on it.
+    electronic_phases, tortuosity_axes, dispersion_block_um
+        As :func:`sample_metrics`.
+
     Returns
     -------
     dict
-        Group name -> (function of (labels, voxel_size) returning {metric:
-        value}, largest edge fraction below the whole volume it is computed
-        at, most sub-volumes per size or None for all), as
+        Group name -> (function of (labels, voxel_size, box) returning
+        {metric: value}, largest edge fraction below the whole volume it is
+        computed at, most sub-volumes per size or None for all), as
         :func:`fibrecon.rve.subvolume_spread` takes it. The costly groups
-        (transport, particles, thickness, surfaces) stop at half the edge,
-        their error bar, on 4 sub-volumes per size; the spread then takes
-        about a third of the time of the whole metric set
-        (``benchmarks/RESULTS.md``).
+        (transport, thickness, surfaces) stop at half the edge, their error
+        bar, on 4 sub-volumes per size; the spread then takes about a quarter
+        of the time of the whole metric set (``benchmarks/RESULTS.md``).
     """
     def without_counts(result):
         return {k: v for k, v in result.items()
                 if k not in ("particles_whole", "particles_cut", "cbd_aggregates")}
 
     def network(phases, name):
-        return lambda sub, vs: transport(sub, phases, vs, tortuosity_axes, name=name)
+        return lambda sub, vs, box: transport(sub, phases, vs, tortuosity_axes, name=name)
+
+    def held(sub, vs, box):
+        return without_counts(particle_statistics(particles_in_box(particles, box),
+                                                  sub.size * float(np.prod(vs))))
 
     return {
-        "volume fractions": (lambda sub, vs: {f"volume_fraction_{k}": f for k, f
-                                              in volume_fractions(sub).items()}, 0.75, None),
-        "dispersion": (lambda sub, vs: dispersion_metrics(sub, vs, block_um=dispersion_block_um),
+        "volume fractions": (lambda sub, vs, box: {f"volume_fraction_{k}": f for k, f
+                                                   in volume_fractions(sub).items()}, 0.75, None),
+        "dispersion": (lambda sub, vs, box: dispersion_metrics(sub, vs,
+                                                               block_um=dispersion_block_um),
                        0.75, None),
-        "CBD": (lambda sub, vs: without_counts(cbd_metrics(sub, vs)[0]), 0.75, None),
+        "CBD": (lambda sub, vs, box: without_counts(cbd_metrics(sub, vs)[0]), 0.75, None),
+        "particles": (held, 0.75, None),
         "pore transport": (network((PORE,), "pore"), 0.5, 4),
         "electronic transport": (network(tuple(electronic_phases), "electronic"), 0.5, 4),
-        "particles": (lambda sub, vs: without_counts(particle_metrics(
-            sub, vs, h=particle_h, sigma=particle_sigma)[0]), 0.5, 4),
-        "thickness": (thickness_metrics, 0.5, 4),
-        "interface areas": (interface_areas, 0.5, 4),
+        "thickness": (lambda sub, vs, box: thickness_metrics(sub, vs), 0.5, 4),
+        "interface areas": (lambda sub, vs, box: interface_areas(sub, vs), 0.5, 4),
     }
 
 
@@ -308,8 +331,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     # then stays below the peak of the whole-volume stages
     with _stage("representative volume"):
         spread = subvolume_spread(labels, vs, rve_metrics(
-            particle_h=particle_h, particle_sigma=particle_sigma,
-            electronic_phases=electronic_phases, tortuosity_axes=tortuosity_axes,
+            particles, electronic_phases=electronic_phases, tortuosity_axes=tortuosity_axes,
             dispersion_block_um=dispersion_block_um), whole=out)
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge

@@ -23,6 +23,8 @@ __all__ = [
     "separate_particles",
     "snow_particles",
     "particle_table",
+    "particles_in_box",
+    "BOX_COLUMNS",
     "size_summary",
     "nearest_neighbour_distances",
     "local_fraction_cv",
@@ -120,7 +122,9 @@ def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
     pandas.DataFrame
         One row per particle: ``id``, ``volume_um3``, ``diameter_um``
         (equivalent sphere), ``sphericity``, ``centroid_z_um`` / ``_y_`` /
-        ``_x_``, ``cut`` (touches the volume boundary).
+        ``_x_``, ``cut`` (touches the volume boundary), and the bounding box
+        in voxels, ``box_z0`` .. ``box_x1`` (half-open: first and one past the
+        last voxel along each axis).
     """
     vs = np.asarray(voxel_size, float)
     rows = []
@@ -138,10 +142,47 @@ def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
         cz, cy, cx = (np.asarray(region.centroid) * vs)
         rows.append({"id": region.label, "volume_um3": volume, "diameter_um": diameter,
                      "sphericity": sph, "centroid_z_um": cz, "centroid_y_um": cy,
-                     "centroid_x_um": cx, "cut": cut})
+                     "centroid_x_um": cx, "cut": cut,
+                     **{f"box_{a}{e}": getattr(s, "start" if e == 0 else "stop")
+                        for a, s in zip("zyx", sl) for e in (0, 1)}})
     columns = ["id", "volume_um3", "diameter_um", "sphericity", "centroid_z_um",
-               "centroid_y_um", "centroid_x_um", "cut"]
+               "centroid_y_um", "centroid_x_um", "cut", *BOX_COLUMNS]
     return pd.DataFrame(rows, columns=columns)
+
+
+#: Bounding-box columns of :func:`particle_table` (voxels, half-open).
+BOX_COLUMNS = [f"box_{a}{e}" for a in "zyx" for e in (0, 1)]
+
+
+def particles_in_box(table: pd.DataFrame, box) -> pd.DataFrame:
+    """The particles of a table that reach into a sub-volume, as that sub-volume sees them.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`particle_table` of the whole volume.
+    box : tuple of slice
+        The sub-volume, (z, y, x) voxel slices with explicit starts and stops.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows of particles whose bounding box overlaps the sub-volume; ``cut``
+        is true where a particle was cut by the whole volume or reaches
+        beyond the sub-volume. Sizes and shapes are those measured in the
+        whole volume, so a sub-volume's statistics differ from the whole
+        volume's by which particles it holds, not by a separation redone at
+        its faces.
+    """
+    lo = np.array([b.start for b in box])
+    hi = np.array([b.stop for b in box])
+    start = table[["box_z0", "box_y0", "box_x0"]].to_numpy()
+    stop = table[["box_z1", "box_y1", "box_x1"]].to_numpy()
+    overlaps = np.all((start < hi) & (stop > lo), axis=1)
+    inside = np.all((start >= lo) & (stop <= hi), axis=1)
+    out = table[overlaps].copy()
+    out["cut"] = out["cut"].to_numpy() | ~inside[overlaps]
+    return out
 
 
 def size_summary(table: pd.DataFrame, total_volume_um3: float) -> dict:

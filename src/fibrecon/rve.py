@@ -25,7 +25,8 @@ def subvolume_spread(labels: np.ndarray, voxel_size, metrics: dict, *,
     voxel_size : tuple of float
         (dz, dy, dx) in micrometres.
     metrics : dict
-        Group name -> (function of (labels, voxel_size) returning {metric:
+        Group name -> (function of (labels of the sub-volume, voxel_size, its
+        box: a (z, y, x) tuple of slices into ``labels``) returning {metric:
         value}, largest edge fraction below the whole volume it is computed
         at, most sub-volumes per size or None for ``count``), e.g.
         :func:`fibrecon.metrics.rve_metrics`.
@@ -52,7 +53,7 @@ def subvolume_spread(labels: np.ndarray, voxel_size, metrics: dict, *,
     Examples
     --------
     >>> v = np.zeros((8, 8, 8), np.uint8); v[:, :, 4:] = 1
-    >>> am = {"AM fraction": (lambda sub, vs: {"am": float(sub.mean())}, 1.0, None)}
+    >>> am = {"AM fraction": (lambda sub, vs, box: {"am": float(sub.mean())}, 1.0, None)}
     >>> t = subvolume_spread(v, (1, 1, 1), am, fractions=(0.5, 1.0))
     >>> t.loc[t.edge_fraction == 1.0, ["mean", "sd", "n"]].iloc[0].tolist()
     [0.5, 0.0, 1.0]
@@ -77,8 +78,8 @@ def subvolume_spread(labels: np.ndarray, voxel_size, metrics: dict, *,
                 if f > largest + 1e-9:
                     continue
                 for start in starts[:most]:
-                    sub = labels[tuple(slice(a, a + e) for a, e in zip(start, edge))]
-                    for name, value in function(sub, voxel_size).items():
+                    box = tuple(slice(a, a + e) for a, e in zip(start, edge))
+                    for name, value in function(labels[box], voxel_size, box).items():
                         group_of.setdefault(name, group)
                         values.setdefault(name, []).append(float(value))
         for name, v in values.items():

@@ -190,19 +190,19 @@ def test_tortuosity_on_a_real_electrode_volume_agrees_with_taufactor():
 
 
 def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
-    from fibrecon.metrics import rve_metrics
+    from fibrecon.metrics import particle_metrics, rve_metrics
     from fibrecon.rve import subvolume_spread
 
     rng = np.random.default_rng(1)
     labels = (ndi.gaussian_filter(rng.random((48, 48, 48)), 1.5) > 0.5).astype(np.uint8)
-    t = subvolume_spread(labels, (0.1, 0.1, 0.1), rve_metrics(), count=16)
+    groups = rve_metrics(particle_metrics(labels, (0.1,) * 3)[1])
+    t = subvolume_spread(labels, (0.1, 0.1, 0.1), groups, count=16)
     am = t[t.metric == "volume_fraction_am"].set_index("edge_fraction")
     assert list(am.index) == [0.25, 0.5, 0.75]  # the whole volume's values come from `whole`
     assert am.loc[0.25, "sd"] > am.loc[0.75, "sd"] > 0
     graded = np.zeros((48, 48, 48), np.uint8)
     graded[:, :, :24] = 1  # not homogeneous at the scale of half the volume
-    g = subvolume_spread(graded, (0.1,) * 3, {"fractions": rve_metrics()["volume fractions"]},
-                         count=16)
+    g = subvolume_spread(graded, (0.1,) * 3, {"fractions": groups["volume fractions"]}, count=16)
     g_am = g[g.metric == "volume_fraction_am"].set_index("edge_fraction")
     assert g_am.loc[0.5, "sd"] > 3 * am.loc[0.5, "sd"]
     tau = t[t.metric == "tau_pore_z"].set_index("edge_fraction")
@@ -213,12 +213,31 @@ def test_subvolume_spread_shrinks_for_a_homogeneous_structure():
     assert (t.loc[t.metric == "am_surface_pore_fraction", "mean"] == 1).all()  # no CBD here
     perc = t[t.metric == "cbd_percolating_fraction"]
     assert perc["mean"].isna().all() and (perc["n"] == 0).all()  # absent phase: NaN, no crash
-    for name in ("d50_um", "pore_thickness_mean_um", "specific_area_am_pore_per_um"):
+    for name in ("pore_thickness_mean_um", "specific_area_am_pore_per_um"):
         assert list(t.loc[t.metric == name, "edge_fraction"]) == [0.25, 0.5], name  # bounded
+    # particle statistics come from the whole volume's table: free, so at every size
+    assert list(t.loc[t.metric == "number_density_per_um3", "edge_fraction"]) == [0.25, 0.5, 0.75]
     area = t[t.metric == "specific_area_am_pore_per_um"].set_index("edge_fraction")
     assert area.loc[0.25, "sd"] > area.loc[0.5, "sd"] > 0 and (area["n"] == 4).all()  # 4 of 16
     thick = t[t.metric == "pore_thickness_mean_um"].set_index("edge_fraction")
     assert (thick["mean"] > 0.1).all() and thick.loc[0.5, "sd"] > 0
+
+
+def test_a_sub_volume_holds_the_particles_inside_it_whole_and_the_crossing_ones_cut():
+    from fibrecon.particles import particles_in_box
+
+    inst = np.zeros((20, 20, 30), np.int32)
+    inst[2:6, 2:6, 2:6] = 1     # inside the box below
+    inst[8:12, 8:12, 8:14] = 2  # crosses its x face (box ends at x = 12)
+    inst[2:6, 2:6, 20:24] = 3   # outside
+    inst[0:3, 14:18, 2:6] = 4   # inside, but cut by the volume's z face
+    table = particle_table(inst, (0.1, 0.1, 0.1))
+    assert table.loc[table.id == 2, ["box_z0", "box_z1", "box_x0", "box_x1"]].values.tolist() \
+        == [[8, 12, 8, 14]]
+    held = particles_in_box(table, (slice(0, 20), slice(0, 20), slice(0, 12))).set_index("id")
+    assert sorted(held.index) == [1, 2, 4]
+    assert held["cut"].to_dict() == {1: False, 2: True, 4: True}
+    assert held.loc[2, "volume_um3"] == pytest.approx(96 * 1e-3)  # as measured in the whole
 
 
 def test_whole_volume_values_are_taken_not_computed_again():
@@ -227,8 +246,9 @@ def test_whole_volume_values_are_taken_not_computed_again():
     labels = np.random.default_rng(3).integers(0, 2, (16, 16, 16)).astype(np.uint8)
     seen = []
 
-    def am(sub, vs):
+    def am(sub, vs, box):
         seen.append(sub.shape)
+        assert np.array_equal(labels[box], sub)
         return {"am": float(sub.mean()), "am_squared": float(sub.mean()) ** 2}
 
     t = subvolume_spread(labels, (1, 1, 1), {"AM": (am, 0.5, 2)}, whole={"am": 0.25,
@@ -241,12 +261,13 @@ def test_whole_volume_values_are_taken_not_computed_again():
 
 
 def test_representative_volume_figure_has_a_panel_per_group_and_a_line_per_metric():
-    from fibrecon.metrics import rve_metrics
+    from fibrecon.metrics import particle_metrics, rve_metrics
     from fibrecon.plot import representative_volume
     from fibrecon.rve import subvolume_spread
 
     labels = np.random.default_rng(2).integers(0, 3, (24, 24, 24)).astype(np.uint8)
-    t = subvolume_spread(labels, (0.1,) * 3, rve_metrics(), count=4)
+    t = subvolume_spread(labels, (0.1,) * 3,
+                         rve_metrics(particle_metrics(labels, (0.1,) * 3)[1]), count=4)
     fig = representative_volume(t, title="s")
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == list(dict.fromkeys(t["group"]))
