@@ -64,6 +64,11 @@ TEST_SETTINGS = {
 }
 
 
+def iou_cells(c: dict, digits: int = 4) -> str:
+    """Markdown cells ``| pore | AM | CBD |`` of a per-phase IoU dict."""
+    return "".join(f" {c[k]:.{digits}f} |" for k in ("iou_pore", "iou_am", "iou_cbd"))
+
+
 def test_stacks(preprocess: PreprocessParams, n_per_setting: int = 3, shape=(24, 256, 256)):
     """Held-out stacks: seeds 90001.., microstructure drawn from a generator never used in training."""
     rng = np.random.default_rng(777)
@@ -191,8 +196,8 @@ def cmd_report(args):
                 if (pre_name, setting) in classical_done:
                     continue
                 classical_done.add((pre_name, setting))
-                rows.append(f"| classical multi-Otsu ({pre_name} preprocessing) | - | {setting} | "
-                            f"{c['iou_pore']:.4f} | {c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
+                rows.append(f"| classical multi-Otsu ({pre_name} preprocessing) | - | {setting} |"
+                            + iou_cells(c))
         st = r["settings"]
         training = f"{st['stacks']}, {st['steps']}"
         if r.get("init"):
@@ -205,8 +210,7 @@ def cmd_report(args):
         for name, m in r["models"].items():
             for setting, c in m["test"].items():
                 rows.append(f"| {name} ({m['preprocessing']} preprocessing) | {training} | "
-                            f"{setting} | {c['iou_pore']:.4f} | "
-                            f"{c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
+                            f"{setting} |" + iou_cells(c))
             speed.append(f"| {name} ({training}) | {r['gpu'] or 'CPU'} | "
                          f"{m['train_s']:.0f} s | "
                          f"{m['inference_mvox_s']:.1f} Mvoxel/s | {m['parameters']:,} |")
@@ -291,8 +295,7 @@ def cmd_gap(args):
                                 artifacts={"drift": 0.0}, **kw)
             r = evaluate(net, card, [{"setting": "x", "images": preprocess_stack(s.raw, pre),
                                       "labels": s.labels}], "cpu")["x"]
-            rows.append(f"| {name} | {d50:g} um | {r['iou_pore']:.3f} | {r['iou_am']:.3f} | "
-                        f"{r['iou_cbd']:.3f} |")
+            rows.append(f"| {name} | {d50:g} um |" + iou_cells(r, 3))
             print(rows[-1], flush=True)
     write_section("Demo vs test-set accuracy (issue 5)", "\n".join(
         ["Each demo sample's microstructure and seed (config/config.yaml, 48x160x160, 50 nm "
@@ -318,8 +321,7 @@ def cmd_evaluate(args):
             stacks[key] = test_stacks(pre)
         for flips in args.flips:
             for setting, c in evaluate(net, card, stacks[key], "cpu", flips).items():
-                rows.append(f"| {Path(path).name} | {flips} | {setting} | {c['iou_pore']:.4f} | "
-                            f"{c['iou_am']:.4f} | {c['iou_cbd']:.4f} |")
+                rows.append(f"| {Path(path).name} | {flips} | {setting} |" + iou_cells(c))
                 print(rows[-1], flush=True)
     write_section("Shipped segmentation model on CPU (issue 5)", "\n".join(
         ["The shipped models evaluated on this machine (CPU, float32) on the same held-out "

@@ -25,10 +25,9 @@ from fibrecon.particles import (correlation_length, local_fraction_cv,
 from fibrecon.rve import subvolume_spread
 from fibrecon.tortuosity import tortuosity_factor
 
-__all__ = ["AXES", "volume_fractions", "fraction_profile", "transport", "particle_metrics",
-           "particle_statistics",
-           "dispersion_metrics", "cbd_metrics", "thickness_metrics", "rve_metrics",
-           "sample_metrics"]
+__all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
+           "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
+           "thickness_metrics", "rve_metrics", "sample_metrics"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
@@ -62,6 +61,11 @@ def volume_fractions(labels: np.ndarray) -> dict:
     if counts.size > len(PHASES):
         raise ValueError(f"unexpected label values {np.nonzero(counts[len(PHASES):])[0] + 3}")
     return {name: float(counts[p] / labels.size) for p, name in PHASES.items()}
+
+
+def fraction_metrics(labels: np.ndarray) -> dict:
+    """:func:`volume_fractions` under the record's names, ``volume_fraction_<phase>``."""
+    return {f"volume_fraction_{name}": f for name, f in volume_fractions(labels).items()}
 
 
 def fraction_profile(labels: np.ndarray, phase: int, axis: int) -> np.ndarray:
@@ -215,8 +219,7 @@ def rve_metrics(particles: pd.DataFrame, *, electronic_phases=(CBD,),
                                                   sub.size * float(np.prod(vs))))
 
     return {
-        "volume fractions": (lambda sub, vs, box: {f"volume_fraction_{k}": f for k, f
-                                                   in volume_fractions(sub).items()}, 0.75, None),
+        "volume fractions": (lambda sub, vs, box: fraction_metrics(sub), 0.75, None),
         "dispersion": (lambda sub, vs, box: dispersion_metrics(sub, vs,
                                                                block_um=dispersion_block_um),
                        0.75, None),
@@ -300,8 +303,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     volume = labels.size * float(np.prod(vs))
     out = {"shape": list(labels.shape), "voxel_size_um": list(vs),
            "volume_um3": volume}
-    for name, f in volume_fractions(labels).items():
-        out[f"volume_fraction_{name}"] = f
+    out.update(fraction_metrics(labels))
     for ax, a in AXES.items():
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
 

@@ -104,6 +104,10 @@ def snow_particles(am: np.ndarray, *, sigma: float = 0.4, r_max: int = 4) -> np.
     return (snow.regions * am).astype(np.int32)
 
 
+#: Bounding-box columns of :func:`particle_table` (voxels, half-open: first, one past last).
+BOX_COLUMNS = [f"box_{a}{e}" for a in "zyx" for e in (0, 1)]
+
+
 def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
                    sphericity: bool = True) -> pd.DataFrame:
     """Measure every particle of a labelled volume.
@@ -143,15 +147,12 @@ def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
         rows.append({"id": region.label, "volume_um3": volume, "diameter_um": diameter,
                      "sphericity": sph, "centroid_z_um": cz, "centroid_y_um": cy,
                      "centroid_x_um": cx, "cut": cut,
-                     **{f"box_{a}{e}": getattr(s, "start" if e == 0 else "stop")
-                        for a, s in zip("zyx", sl) for e in (0, 1)}})
+                     **{f"box_{a}0": b.start for a, b in zip("zyx", sl)},
+                     **{f"box_{a}1": b.stop for a, b in zip("zyx", sl)}})
     columns = ["id", "volume_um3", "diameter_um", "sphericity", "centroid_z_um",
                "centroid_y_um", "centroid_x_um", "cut", *BOX_COLUMNS]
     return pd.DataFrame(rows, columns=columns)
 
-
-#: Bounding-box columns of :func:`particle_table` (voxels, half-open).
-BOX_COLUMNS = [f"box_{a}{e}" for a in "zyx" for e in (0, 1)]
 
 
 def particles_in_box(table: pd.DataFrame, box) -> pd.DataFrame:
@@ -176,8 +177,8 @@ def particles_in_box(table: pd.DataFrame, box) -> pd.DataFrame:
     """
     lo = np.array([b.start for b in box])
     hi = np.array([b.stop for b in box])
-    start = table[["box_z0", "box_y0", "box_x0"]].to_numpy()
-    stop = table[["box_z1", "box_y1", "box_x1"]].to_numpy()
+    start = table[BOX_COLUMNS[0::2]].to_numpy()
+    stop = table[BOX_COLUMNS[1::2]].to_numpy()
     overlaps = np.all((start < hi) & (stop > lo), axis=1)
     inside = np.all((start >= lo) & (stop <= hi), axis=1)
     out = table[overlaps].copy()

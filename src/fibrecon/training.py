@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from fibrecon import PHASES
+from fibrecon.align import shift_image
 from fibrecon.infer import context_image, resolve_device
 from fibrecon.preprocess import PreprocessParams, preprocess_stack
 from fibrecon.simulate import ARTIFACTS, simulate_sample
@@ -218,11 +219,9 @@ def _realigned(x: np.ndarray, context: int, rng: np.random.Generator) -> np.ndar
 
     Each slice's channels are blurred by the symmetric kernel with the variance
     of a bilinear shift by a random fraction f of a pixel (f (1 - f) per axis);
-    the neighbour slices are shifted by a normal error besides (bilinear, edge
-    values repeated).
+    the neighbour slices are shifted by a normal error besides (bilinear; the
+    pixels moved in from outside take the slice's median).
     """
-    from fibrecon.align import shift_image
-
     slices = 2 * context + 1
     per = x.shape[0] // slices
     out = np.empty(x.shape, np.float32)
