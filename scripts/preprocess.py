@@ -14,6 +14,11 @@ params = PreprocessParams.from_config(snakemake.params.settings)  # noqa: F821
 with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
     log.info("%s: %s, settings %s", stack.path, stack.shape, params)
     corrections = estimate_corrections(stack, params, progress=progress("estimating"))
+    if corrections["charging_fraction"] is not None:
+        charged = corrections["charging_fraction"]
+        log.info("charging replaced in %s %% of the pixels per channel (most in slice %d: %s %%)",
+                 np.round(100 * charged.mean(axis=0), 2).tolist(), int(charged.sum(axis=1).argmax()),
+                 np.round(100 * charged[charged.sum(axis=1).argmax()], 2).tolist())
     io.write_volume_slices(
         snakemake.output.stack,  # noqa: F821
         preprocessed_slices(stack, params, corrections, progress=progress("correcting")),

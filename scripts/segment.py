@@ -3,8 +3,6 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-import json  # noqa: E402
-from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -35,9 +33,7 @@ def network_labels(stack, log):
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
              snakemake.input.model, io.file_sha256(snakemake.input.model),  # noqa: F821
              card["kvs"], card["context"], device, p.flip_average)
-    used = asdict(PreprocessParams.from_config(p.preprocess))
-    differ = {k: (v, used.get(k)) for k, v in card.get("preprocess", {}).items()
-              if json.loads(json.dumps(used.get(k))) != v}
+    differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
     if differ:
         log.warning("preprocessing differs from the model's training (trained, used): %s; "
                     "expect lower accuracy, or retrain (rule train_model)", differ)

@@ -115,3 +115,15 @@ def test_record_is_valid_and_carries_units_checksums_and_model(series):
     assert metric_unit("specific_area_am_pore_per_um") == "1/um"
     for path in record["figures"].values():
         assert (series / path).is_file()
+
+
+def test_switching_on_charging_removal_reruns_from_preprocess_and_is_logged(series):
+    write_setup(series, config_edit=lambda c: c["preprocess"].update(charging=True))
+    plan = summary(series)
+    pending = set(plan.loc[plan["plan"] == "update pending", "rule"])
+    assert pending == {"preprocess", "segment", "qc_figure", "volume", "metrics", "series",
+                       "record"}
+    snakemake(series, "--cores", "2")
+    assert "charging replaced in" in (series / "logs" / "preprocess" / "tiny_a.log").read_text()
+    # the shipped network was trained without it: said, not refused
+    assert "'charging': (False, True)" in (series / "logs" / "segment" / "tiny_a.log").read_text()

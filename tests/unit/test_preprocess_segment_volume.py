@@ -80,8 +80,87 @@ def test_streaming_passes_equal_the_in_memory_call():
 
 
 def test_unknown_denoiser_is_named():
-    with pytest.raises(ValueError, match="unknown denoising method 'bilateral'"):
-        denoise(np.zeros((4, 4)), "bilateral")
+    with pytest.raises(ValueError, match="unknown denoising method 'wiener'"):
+        denoise(np.zeros((4, 4)), "wiener")
+
+
+def test_bilateral_flattens_a_phase_and_keeps_its_edge():
+    rng = np.random.default_rng(3)
+    step = np.where(np.arange(128) < 64, 0.2, 0.8)[None, :] * np.ones((128, 1))
+    texture = 0.03 * ndi.gaussian_filter(rng.standard_normal((128, 128)), 2) / 0.14
+    img = (step + texture + rng.normal(0, 0.05, step.shape)).astype(np.float32)
+    gauss, bil = denoise(img, "gaussian", 4.0), denoise(img, "bilateral", 4.0)
+    inside = np.s_[16:-16, 16:48]
+    assert bil[inside].std() < 0.5 * img[inside].std()
+    # the edge: the bilateral's 10-90 % rise is at most half the Gaussian's (same spatial sigma)
+    def rise(out):
+        row = out[16:-16].mean(axis=0)
+        lo, hi = row[:40].mean(), row[-40:].mean()
+        return np.count_nonzero((row > lo + 0.1 * (hi - lo)) & (row < lo + 0.9 * (hi - lo)))
+    assert rise(bil) <= 0.5 * rise(gauss)
+
+
+def _two_kv_slice(rng, shape=(128, 160)):
+    """Phases (0.1 pore, 0.8 AM) seen at two kV: the second at half the contrast, with a ramp."""
+    phases = 0.1 + 0.7 * (ndi.gaussian_filter(rng.random(shape), 5) > 0.5)
+    low = phases + rng.normal(0, 0.01, shape)
+    ramp = np.linspace(0.0, 0.1, shape[1])[None, :]
+    high = 0.5 * phases + 0.2 + ramp + rng.normal(0, 0.01, shape)
+    return np.stack([low, high]).astype(np.float32)
+
+
+def test_charging_is_replaced_by_what_the_other_kv_shows():
+    from fibrecon.preprocess import remove_charging
+
+    rng = np.random.default_rng(4)
+    clean = _two_kv_slice(rng)
+    out, mask = remove_charging(clean)
+    assert not mask.any()  # nothing charged: nothing touched
+    np.testing.assert_array_equal(out, clean)
+    charged = clean.copy()
+    charged[0, 50:60, 70:] += 0.6 * np.exp(-np.arange(90) / 40.0)  # a smear trailing right
+    yy, xx = np.mgrid[0:128, 0:160]
+    charged[1] += 2.0 * np.exp(-((yy - 100) ** 2 + (xx - 30) ** 2) / (2 * 6.0**2))  # a patch
+    out, mask = remove_charging(charged)
+    assert mask[0, 50:60, 72:120].all() and mask[1, 96:104, 26:34].all()
+    near = ndi.binary_dilation(np.abs(charged - clean) > 0.02, np.ones((1, 9, 31), bool))
+    assert not (mask & ~near).any()  # nothing replaced away from the charging
+    err_before = np.abs(charged - clean)[mask].mean()
+    assert np.abs(out - clean)[mask].mean() < 0.1 * err_before
+    assert np.array_equal(out[~mask], charged[~mask])
+
+
+def test_one_channel_charging_brighter_than_the_bright_phase_is_filled():
+    from fibrecon.preprocess import remove_charging
+
+    rng = np.random.default_rng(5)
+    clean = _two_kv_slice(rng)[:1]
+    assert not remove_charging(clean)[1].any()
+    charged = clean.copy()
+    yy, xx = np.mgrid[0:128, 0:160]
+    charged[0] += 3.0 * np.exp(-((yy - 64) ** 2 + (xx - 80) ** 2) / (2 * 5.0**2))
+    out, mask = remove_charging(charged)
+    assert mask[0, 60:68, 76:84].all()
+    assert out.max() < 1.0 < charged.max()  # no longer above the bright phase
+
+
+def test_charging_removal_returns_a_simulated_stack_to_its_charge_free_twin():
+    from fibrecon.simulate import simulate_sample
+
+    kw = dict(shape=(12, 160, 160), voxel_size=(0.05,) * 3, kvs=(1.0, 3.0), porosity=0.33,
+              d50_um=3.0, seed=11)
+    charged = simulate_sample(**kw, artifacts={"drift": 0})
+    twin = simulate_sample(**kw, artifacts={"drift": 0, "charging": 0})
+    assert charged.fields["charging"][:, 0].any()
+    p = PreprocessParams()
+    truth = preprocess_stack(twin.raw, p)[:, 0]
+    before = np.abs(preprocess_stack(charged.raw, p)[:, 0] - truth)
+    after = np.abs(preprocess_stack(charged.raw, p, charging=True)[:, 0] - truth)
+    assert after.mean() < 0.5 * before.mean()
+    assert np.percentile(after, 99.9) < 0.5 * np.percentile(before, 99.9)
+    corr = estimate_corrections(twin.raw, PreprocessParams(charging=True))
+    assert corr["charging_fraction"].shape == (12, 2)
+    assert corr["charging_fraction"][:, 0].max() < 0.01  # a charge-free stack is left alone
 
 
 def test_contiguous_wavelet_passes_equal_pywavelets():
@@ -98,3 +177,12 @@ def test_contiguous_wavelet_passes_equal_pywavelets():
             np.testing.assert_allclose(ours, ref, atol=1e-5)
         np.testing.assert_allclose(_idwt2(approx, details, "db4"),
                                    pywt.idwt2((ref_approx, ref_details), "db4"), atol=1e-5)
+
+
+def test_settings_newer_than_a_model_card_count_as_off():
+    card = {"denoise": "none", "percentiles": [1.0, 99.0]}  # a card from before charging removal
+    assert PreprocessParams(denoise="none").differences(card) == {}
+    assert PreprocessParams(denoise="none", charging=True).differences(card) == {
+        "charging": (False, True)}
+    assert PreprocessParams().differences(card) == {"denoise": ("none", "gaussian")}
+    assert PreprocessParams(charging=True).differences({}) == {}  # no record: nothing to compare
