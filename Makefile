@@ -28,7 +28,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Heavy measurements (about 35 minutes); each script rewrites its own section
+# Heavy measurements (about 45 minutes); each script rewrites its own section
 # of benchmarks/RESULTS.md. Peer tools (PyStack3D, scikit-learn, openpnm) come from
 # benchmarks/requirements.txt. GPU training runs are kept as benchmarks/*_h100.json
 # (python benchmarks/segmentation.py train --out DIR on a GPU machine).
@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/collect.py
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/align_preprocess.py
+	$(BIN)/python benchmarks/contrast_microstructures.py
 	$(BIN)/python benchmarks/streaming_memory.py 1000
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/segmentation.py speed

@@ -84,15 +84,16 @@ def test_unknown_denoiser_is_named():
         denoise(np.zeros((4, 4)), "wiener")
 
 
-def test_bilateral_flattens_a_phase_and_keeps_its_edge():
+@pytest.mark.parametrize("method, sigma", [("bilateral", 4.0), ("sigma_filter", 1.0)])
+def test_edge_preserving_filters_flatten_a_phase_and_keep_its_edge(method, sigma):
     rng = np.random.default_rng(3)
     step = np.where(np.arange(128) < 64, 0.2, 0.8)[None, :] * np.ones((128, 1))
     texture = 0.03 * ndi.gaussian_filter(rng.standard_normal((128, 128)), 2) / 0.14
     img = (step + texture + rng.normal(0, 0.05, step.shape)).astype(np.float32)
-    gauss, bil = denoise(img, "gaussian", 4.0), denoise(img, "bilateral", 4.0)
+    gauss, bil = denoise(img, "gaussian", 4.0), denoise(img, method, sigma, radius=8)
     inside = np.s_[16:-16, 16:48]
     assert bil[inside].std() < 0.5 * img[inside].std()
-    # the edge: the bilateral's 10-90 % rise is at most half the Gaussian's (same spatial sigma)
+    # the edge: its 10-90 % rise is at most half that of a Gaussian of sigma 4
     def rise(out):
         row = out[16:-16].mean(axis=0)
         lo, hi = row[:40].mean(), row[-40:].mean()
@@ -186,3 +187,20 @@ def test_settings_newer_than_a_model_card_count_as_off():
         "charging": (False, True)}
     assert PreprocessParams().differences(card) == {"denoise": ("none", "gaussian")}
     assert PreprocessParams(charging=True).differences({}) == {}  # no record: nothing to compare
+
+
+def test_sigma_filter_averages_grains_but_keeps_a_thin_crack():
+    rng = np.random.default_rng(6)
+    grains = ndi.zoom(rng.normal(0.0, 0.05, (8, 8)), 16, order=0)  # 16-px grains, 5 % levels
+    img = (0.8 + grains + rng.normal(0, 0.03, (128, 128))).astype(np.float32)
+    img[:, 63:65] = 0.2  # a 2-px silicone-filled crack
+    img[:16] = 0.1  # and a pore
+    out = denoise(img, "sigma_filter", 1.0, radius=16)
+    body = np.s_[24:-8, 8:56]
+    assert out[body].std() < 0.5 * img[body].std()  # grain levels averaged
+    # the crack stays as dark as the 1-px pre-smoothing leaves it (0.42), not 0.68 as a
+    # Gaussian of sigma 4 makes it
+    crack = np.s_[24:-8, 63:65]
+    assert out[crack].mean() < denoise(img, "gaussian", 1.0)[crack].mean() + 0.02
+    assert denoise(img, "gaussian", 4.0)[crack].mean() > 0.6
+    assert out[:12].mean() < 0.2  # the pore stays a pore
