@@ -70,6 +70,30 @@ def _stripe_power(stack):
     return float(np.mean((cols - ndi.gaussian_filter1d(cols, 5, axis=-1)) ** 2))
 
 
+def aligned_with_true_drift(sample, region=None):
+    """A simulated stack shifted by its true drift, cap removed, and its labels' window.
+
+    Parameters
+    ----------
+    sample : fibrecon.simulate.SimulatedSample
+        Simulated with ``cap_px=CAP``.
+    region : tuple of slice, optional
+        (y, x) window of the aligned frame; by default the common region of
+        its own drift.
+
+    Returns
+    -------
+    stack : ndarray of float32, (z, c, y, x)
+    ty, tx : slice
+        The same window in ``sample.labels``.
+    """
+    wy, wx = region or common_region(sample.drift_px, sample.raw.shape[2:])
+    y0 = max(wy.start, CAP)
+    stack = np.stack(list(aligned_slices(sample.raw.astype(np.float32), sample.drift_px,
+                                         (slice(y0, wy.stop), wx))))
+    return stack, slice(y0 - CAP, wy.stop - CAP), wx
+
+
 def _masks(labels):
     am = np.stack([ndi.binary_erosion(s == 1, iterations=3) for s in labels])
     pore = np.stack([ndi.binary_erosion(s == 0, iterations=3) for s in labels])
@@ -146,13 +170,10 @@ def main():
         print(name, rms, mx, file=sys.stderr)
 
     # ---------------------------------------------------------- preprocessing
-    wy, wx = common_region(full.drift_px, full.raw.shape[2:])
-    y0 = max(wy.start, CAP)
+    region = common_region(full.drift_px, full.raw.shape[2:])
 
-    def aligned(sample):  # with its true drift, in the window of `full`, cap removed
-        stack = np.stack(list(aligned_slices(sample.raw.astype(np.float32), sample.drift_px,
-                                             (slice(y0, wy.stop), wx))))
-        return stack, slice(y0 - CAP, wy.stop - CAP), wx
+    def aligned(sample):  # the twins in the window of `full`
+        return aligned_with_true_drift(sample, region)
 
     a_full, ty, tx = aligned(full)
     a_clean, _, _ = aligned(no_curtain)
@@ -190,67 +211,58 @@ def main():
         print(name, ref / residual, file=sys.stderr)
 
     # full preprocessing vs raw, and PyStack3D background removal on the same input
+    # (table row, segmentation row, settings): the defaults and the optional steps of issue 4
     p = PreprocessParams()
-    t = time.perf_counter()
-    ours = preprocess_stack(a_full, p)
-    t_ours = (time.perf_counter() - t) / nz
-    raw_norm = preprocess_stack(a_full, denoise="none", destripe=False, background_order=None)
-    powers = powers_from_orders([2, 2], True)
-    t = time.perf_counter()
-    bkg = np.stack([bkg_eval(ndi.gaussian_filter(im, 2), powers, skip_factors=(4, 4),
-                             preserve_avg=True)[0] for im in a_full[:, ch]])
-    t_bkg = (time.perf_counter() - t) / nz
-    pre = []
-    flat_pre = preprocess_stack(a_flat, p)[:, ch]
+    charging = PreprocessParams(charging=True)
+    sigma_filter = PreprocessParams(charging=True, denoise="sigma_filter")
+    variants = [
+        ("fibrecon preprocess (defaults)", "preprocessed (defaults)", p),
+        ("fibrecon preprocess + charging removal (`charging: true`)",
+         "preprocessed + charging removal", charging),
+        ("fibrecon + charging removal + bilateral (`denoise: bilateral`, sigma 5)",
+         "preprocessed + charging removal + bilateral",
+         PreprocessParams(charging=True, denoise="bilateral", denoise_sigma=5.0)),
+        ("fibrecon + charging removal + sigma filter (`denoise: sigma_filter`, radius 24)",
+         "preprocessed + charging removal + sigma filter", sigma_filter)]
+    processed, seconds = [], []
+    for _, _, params in variants:
+        t = time.perf_counter()
+        processed.append(preprocess_stack(a_full, params))
+        seconds.append((time.perf_counter() - t) / nz)
+    ours = processed[0]
     raw_only = dict(denoise="none", destripe=False, background_order=None)
+    raw_norm = preprocess_stack(a_full, **raw_only)
+    powers = powers_from_orders([2, 2], True)
 
     def pystack3d_bkg(stack):
         return np.stack([bkg_eval(ndi.gaussian_filter(im, 2), powers, skip_factors=(4, 4),
                                   preserve_avg=True)[0] for im in stack[:, ch]])
 
-    charging = PreprocessParams(charging=True)
-    flattening = PreprocessParams(charging=True, denoise="bilateral", denoise_sigma=5.0)
     t = time.perf_counter()
-    ours_charging = preprocess_stack(a_full, charging)
-    t_charging = (time.perf_counter() - t) / nz
-    t = time.perf_counter()
-    ours_flat = preprocess_stack(a_full, flattening)
-    t_flattening = (time.perf_counter() - t) / nz
-    sigma_filter = PreprocessParams(charging=True, denoise="sigma_filter")
-    t = time.perf_counter()
-    ours_sigma = preprocess_stack(a_full, sigma_filter)
-    t_sigma = (time.perf_counter() - t) / nz
-    for name, img, ref, quiet_img in [
-            ("raw (aligned, grey levels stretched)", raw_norm[:, ch],
+    bkg = pystack3d_bkg(a_full)
+    t_bkg = (time.perf_counter() - t) / nz
+    rows = [("raw (aligned, grey levels stretched)", raw_norm[:, ch],
              preprocess_stack(a_flat, **raw_only)[:, ch],
-             preprocess_stack(a_quiet, **raw_only)[:, ch]),
-            ("fibrecon preprocess (defaults)", ours[:, ch], flat_pre,
-             preprocess_stack(a_quiet, p)[:, ch]),
-            ("fibrecon preprocess + charging removal (`charging: true`)", ours_charging[:, ch],
-             preprocess_stack(a_flat, charging)[:, ch], preprocess_stack(a_quiet, charging)[:, ch]),
-            ("fibrecon + charging removal + bilateral (`denoise: bilateral`, sigma 5)",
-             ours_flat[:, ch], preprocess_stack(a_flat, flattening)[:, ch],
-             preprocess_stack(a_quiet, flattening)[:, ch]),
-            ("fibrecon + charging removal + sigma filter (`denoise: sigma_filter`, radius 24)",
-             ours_sigma[:, ch], preprocess_stack(a_flat, sigma_filter)[:, ch],
-             preprocess_stack(a_quiet, sigma_filter)[:, ch]),
-            ("PyStack3D bkg_removal (2D poly order 2, all phases, Gaussian sigma 2 first)", bkg,
-             pystack3d_bkg(a_flat), pystack3d_bkg(a_quiet))]:
+             preprocess_stack(a_quiet, **raw_only)[:, ch])]
+    rows += [(name, out[:, ch], preprocess_stack(a_flat, params)[:, ch],
+              preprocess_stack(a_quiet, params)[:, ch])
+             for (name, _, params), out in zip(variants, processed)]
+    rows += [("PyStack3D bkg_removal (2D poly order 2, all phases, Gaussian sigma 2 first)", bkg,
+              pystack3d_bkg(a_flat), pystack3d_bkg(a_quiet))]
+    pre = []
+    for name, img, ref, quiet_img in rows:
         res_am, res_pore = _residual_variation(img, ref, am, pore)
         pre.append((name, _cnr(img, am, pore), _noise_cnr(img, quiet_img, am, pore), res_am,
                     res_pore))
-    no_grain_cnr = (_cnr(preprocess_stack(a_no_grain, denoise="none", destripe=False,
-                                          background_order=None)[:, ch], am, pore),
+    no_grain_cnr = (_cnr(preprocess_stack(a_no_grain, **raw_only)[:, ch], am, pore),
                     _cnr(preprocess_stack(a_no_grain, p)[:, ch], am, pore),
                     _cnr(preprocess_stack(a_no_grain, charging)[:, ch], am, pore))
     no_charge_cnr = _cnr(preprocess_stack(a_no_charge, p)[:, ch], am, pore)
     charged = estimate_corrections(a_full, charging)["charging_fraction"]
     charged_clean = estimate_corrections(a_no_charge, charging)["charging_fraction"]
     seg = []
-    for name, stack in [("raw", raw_norm), ("preprocessed (defaults)", ours),
-                        ("preprocessed + charging removal", ours_charging),
-                        ("preprocessed + charging removal + bilateral", ours_flat),
-                        ("preprocessed + charging removal + sigma filter", ours_sigma)]:
+    for name, stack in [("raw", raw_norm), *((n, out) for (_, n, _), out in zip(variants,
+                                                                                 processed))]:
         s = segmentation_scores(segment_multiotsu(stack), labels)
         seg.append((name, s["iou_pore"], s["iou_am"], s["iou_cbd"]))
 
@@ -314,13 +326,15 @@ def main():
               f"Charging removal "
               f"replaced {100 * charged[:, 0].mean():.1f} % (1 kV) / "
               f"{100 * charged[:, 1].mean():.1f} % (3 kV) of the pixels; on the charge-free twin "
-              f"{100 * charged_clean[:, 0].mean():.2f} % / {100 * charged_clean[:, 1].mean():.2f} %. "
+              f"{100 * charged_clean[:, 0].mean():.2f} % / "
+              f"{100 * charged_clean[:, 1].mean():.2f} %. "
               f"CNR over the noise alone divides the same contrast by the std of (image - the "
               f"same stack simulated without shot and detector noise, processed the same way)."]
-    lines += ["", f"Time per slice (2 channels, 256x256): fibrecon preprocess {1000 * t_ours:.0f} ms, "
-              f"with charging removal {1000 * t_charging:.0f} ms, with charging removal and the "
-              f"bilateral filter {1000 * t_flattening:.0f} ms, with charging removal and the "
-              f"sigma filter {1000 * t_sigma:.0f} ms; "
+    lines += ["", f"Time per slice (2 channels, 256x256): fibrecon preprocess "
+              f"{1000 * seconds[0]:.0f} ms, "
+              f"with charging removal {1000 * seconds[1]:.0f} ms, with charging removal and the "
+              f"bilateral filter {1000 * seconds[2]:.0f} ms, with charging removal and the "
+              f"sigma filter {1000 * seconds[3]:.0f} ms; "
               f"PyStack3D bkg_removal (1 channel) {1000 * t_bkg:.0f} ms.", "",
               "Classical multi-Otsu segmentation before / after preprocessing:", "",
               "| input | IoU pore | IoU AM | IoU CBD |", "| --- | --- | --- | --- |"]

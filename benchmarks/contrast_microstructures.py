@@ -16,15 +16,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from align_preprocess import CAP, _cnr, _masks  # noqa: E402
+from align_preprocess import CAP, _cnr, _masks, aligned_with_true_drift  # noqa: E402
 from results_md import write_section  # noqa: E402
-from fibrecon.align import aligned_slices, common_region  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.simulate import simulate_sample  # noqa: E402
 
@@ -44,11 +41,8 @@ def main():
     for seed, d50, porosity in STACKS:
         s = simulate_sample((40, 256, 256), (0.05,) * 3, (1.0, 3.0), porosity=porosity,
                             d50_um=d50, seed=seed, cap_px=CAP)
-        wy, wx = common_region(s.drift_px, s.raw.shape[2:])
-        y0 = max(wy.start, CAP)
-        stack = np.stack(list(aligned_slices(s.raw.astype(np.float32), s.drift_px,
-                                             (slice(y0, wy.stop), wx))))
-        am, pore = _masks(s.labels[:, y0 - CAP: wy.stop - CAP, wx])
+        stack, ty, tx = aligned_with_true_drift(s)
+        am, pore = _masks(s.labels[:, ty, tx])
         raw = _cnr(preprocess_stack(stack, denoise="none", destripe=False,
                                     background_order=None)[:, 0], am, pore)
         cells = [f"{_cnr(preprocess_stack(stack, p)[:, 0], am, pore) / raw:.2f}x"

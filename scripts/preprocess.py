@@ -16,9 +16,10 @@ with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) a
     corrections = estimate_corrections(stack, params, progress=progress("estimating"))
     if corrections["charging_fraction"] is not None:
         charged = corrections["charging_fraction"]
+        worst = int(charged.sum(axis=1).argmax())
         log.info("charging replaced in %s %% of the pixels per channel (most in slice %d: %s %%)",
-                 np.round(100 * charged.mean(axis=0), 2).tolist(), int(charged.sum(axis=1).argmax()),
-                 np.round(100 * charged[charged.sum(axis=1).argmax()], 2).tolist())
+                 np.round(100 * charged.mean(axis=0), 2).tolist(), worst,
+                 np.round(100 * charged[worst], 2).tolist())
     io.write_volume_slices(
         snakemake.output.stack,  # noqa: F821
         preprocessed_slices(stack, params, corrections, progress=progress("correcting")),

@@ -196,10 +196,9 @@ def denoise(image: np.ndarray, method: str = "gaussian", sigma: float = 2.0,
 
         lo, hi = np.percentile(img, [1.0, 99.0])
         scale = float(hi - lo) if hi > lo else 1.0
-        radius = int(np.ceil(2 * sigma))
         # a light Gaussian first: the grey-level weights then compare structure, not noise
         smooth = ndi.gaussian_filter(img, 1.0, truncate=3.0)
-        out = denoise_bilateral((smooth - lo) / scale, win_size=2 * radius + 1,
+        out = denoise_bilateral((smooth - lo) / scale, win_size=2 * int(np.ceil(2 * sigma)) + 1,
                                 sigma_color=BILATERAL_RANGE, sigma_spatial=sigma, mode="reflect")
         return (out * scale + lo).astype(np.float32)
     if method == "sigma_filter":
@@ -287,7 +286,7 @@ def _idwt2(approx, details, wavelet):
 
 
 def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int = 21):
-    """Find and replace charging in one slice: bright smears along the scan lines, saturated patches.
+    """Find and replace charging in one slice: bright smears along scan lines, saturated patches.
 
     Charging depends on the beam energy and on the moment of the scan, so at a
     given place it rarely shows in every kV channel of a slice. With two or
@@ -358,15 +357,16 @@ def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int =
     return out, mask
 
 
-def _centred(n: int, step: int = 1) -> np.ndarray:
-    """Pixel-centre coordinates of every ``step``-th of ``n`` pixels, scaled to ±0.5 (float32)."""
-    return ((np.arange(0, n, step) + 0.5) / n - 0.5).astype(np.float32)
+def _centred(n: int, step: int = 1, dtype=np.float64) -> np.ndarray:
+    """Pixel-centre coordinates of every ``step``-th of ``n`` pixels, scaled to ±0.5."""
+    return ((np.arange(0, n, step) + 0.5) / n - 0.5).astype(dtype)
 
 
 def _planar_regressors(images, step: int):
     """Each image (and a constant) times 1, y and x, on every ``step``-th pixel."""
     ny, nx = images[0].shape
-    y, x = _centred(ny, step)[:, None], _centred(nx, step)[None, :]
+    y = _centred(ny, step, np.float32)[:, None]
+    x = _centred(nx, step, np.float32)[None, :]
     return [r * t for r in [np.float32(1.0), *(im[::step, ::step] for im in images)]
             for t in (np.float32(1.0), y, x)]
 
@@ -397,7 +397,8 @@ def _predicted_from(others, target, step: int = 4, iterations: int = 3):
         if spread <= 0:
             break
         keep = np.abs(error - centre) < 3.0 * spread
-    y, x = _centred(target.shape[0])[:, None], _centred(target.shape[1])[None, :]
+    y = _centred(target.shape[0], dtype=np.float32)[:, None]
+    x = _centred(target.shape[1], dtype=np.float32)[None, :]
     c = coef.astype(np.float32).reshape(-1, 3)  # per regressor: its plane's 1, y, x terms
     prediction = c[0, 0] + c[0, 1] * y + c[0, 2] * x
     for (c1, cy, cx), image in zip(c[1:], others):
@@ -435,8 +436,7 @@ def _filled_from_surroundings(image: np.ndarray, mask: np.ndarray) -> np.ndarray
 
 
 def _design_matrix(ny: int, nx: int, order: int, step: int = 1):
-    yy, xx = np.mgrid[0:ny:step, 0:nx:step].astype(np.float64)
-    yy, xx = (yy + 0.5) / ny - 0.5, (xx + 0.5) / nx - 0.5
+    yy, xx = np.meshgrid(_centred(ny, step), _centred(nx, step), indexing="ij")
     terms = [yy**i * xx**j for i in range(order + 1) for j in range(order + 1 - i)]
     return np.stack([t.ravel() for t in terms], axis=1)
 
@@ -477,8 +477,7 @@ def surface_from_coefficients(coef, shape, order: int) -> np.ndarray:
     costs two small matrix products, not a 1M-row design matrix.
     """
     ny, nx = shape
-    y = (np.arange(ny) + 0.5) / ny - 0.5
-    x = (np.arange(nx) + 0.5) / nx - 0.5
+    y, x = _centred(ny), _centred(nx)
     c = np.zeros((order + 1, order + 1))
     k = 0
     for i in range(order + 1):
