@@ -22,8 +22,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
+# The demo's own settings (its sheet, the simulated series, the fiducial of its
+# simulated cap) are merged over the generic config/config.yaml.
+DEMO   := --configfile config/demo/config.yaml
+
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -35,7 +39,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -r benchmarks/requirements.txt
 	$(BIN)/pip install --quiet --no-deps openpnm==3.6.4
-	$(BIN)/snakemake --cores $(CORES) --forceall
+	$(BIN)/snakemake --cores $(CORES) $(DEMO) --forceall
 	$(BIN)/python benchmarks/collect.py
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/align_preprocess.py
@@ -53,7 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/segmentation.py report benchmarks/segmentation_gpu.json
 
 lint: $(STAMP)
-	$(BIN)/snakemake --lint
+	$(BIN)/snakemake $(DEMO) --lint
 	$(BIN)/snakefmt --check .
 
 clean:

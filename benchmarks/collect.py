@@ -63,11 +63,14 @@ def accuracy_table(root: Path) -> pd.DataFrame:
 def render(table: pd.DataFrame, accuracy: pd.DataFrame) -> str:
     import yaml
 
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    sys.path.insert(0, str(ROOT / "src"))
+    from fibrecon.samples import read_config
+
+    config = read_config(ROOT / "config" / "config.yaml", ROOT / "config" / "demo" / "config.yaml")
     seg = config["segment"]
     method = (f"U-Net {seg['model']}" if seg["method"] == "unet"
               else "classical multi-Otsu segmentation")
-    lines = [f"Demo series ({len(config['demo']['samples'])} samples, config/config.yaml), "
+    lines = [f"Demo series ({len(config['demo']['samples'])} samples, config/demo/config.yaml), "
              f"measured {date.today()} on "
              f"{platform.machine()} Python {platform.python_version()}, `make bench`.", "",
              "| rule | jobs | mean wall time (s) | max wall time (s) | peak RSS (MB) |",

@@ -276,7 +276,7 @@ def model_and_preprocessing(path):
 def cmd_gap(args):
     """Why the demo's CBD IoU is lower than the test set's: microstructure or pipeline?
 
-    Each demo sample's microstructure (config/config.yaml) simulated again without drift
+    Each demo sample's microstructure (config/demo/config.yaml) simulated again without drift
     (so no alignment or resampling) and segmented directly, at the demo's d50 and at 3 um;
     the pipeline's figure (drift, alignment, preprocessing, volume) is `benchmarks/collect.py`.
     """
@@ -284,8 +284,8 @@ def cmd_gap(args):
     from results_md import write_section
 
     torch.set_num_threads(args.threads)
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml")
-                            .read_text())["demo"]
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "demo" /
+                             "config.yaml").read_text())["demo"]
     net, card, pre = model_and_preprocessing(args.model)
     rows = ["| sample | d50 | IoU pore | IoU AM | IoU CBD |", "|---|---|---|---|---|"]
     for name, kw in config["samples"].items():
@@ -298,7 +298,7 @@ def cmd_gap(args):
             rows.append(f"| {name} | {d50:g} um |" + iou_cells(r, 3))
             print(rows[-1], flush=True)
     write_section("Demo vs test-set accuracy (issue 5)", "\n".join(
-        ["Each demo sample's microstructure and seed (config/config.yaml, 48x160x160, 50 nm "
+        ["Each demo sample's microstructure and seed (config/demo/config.yaml, 48x160x160, 50 nm "
          "voxels) simulated without drift, so without alignment and resampling, and segmented "
          f"by {Path(args.model).name} directly; at the demo's d50 and at 3 um. Compare the "
          "pipeline's figures (`benchmarks/collect.py` section above) and the held-out test "

@@ -22,5 +22,6 @@ rule align:
         kvs=sheet_value("kvs"),
         voxel=voxel_from_sheet,
         settings=config["align"],
+        databar=config["raw"]["databar"],
     script:
         "../scripts/align.py"

@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibrecon import io  # noqa: E402
-from fibrecon.align import aligned_slices, common_region, estimate_drift  # noqa: E402
+from fibrecon.align import aligned_slices, common_region, estimate_drift, plan_registration  # noqa: E402
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import resolve_voxel_size  # noqa: E402
@@ -17,21 +17,23 @@ cfg = p.settings
 out = snakemake.output  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     raw_dir = snakemake.input.raw  # noqa: F821
-    raw = io.RawStack(raw_dir, p.pattern, p.kvs)
+    raw = io.RawStack(raw_dir, p.pattern, p.kvs, databar=p.databar)
+    for warning in raw.metadata.get("warnings", []):
+        log.warning("metadata: %s", warning)
     voxel, origin = resolve_voxel_size(p.voxel, raw.metadata, source=raw_dir)
     nz, nc, ny, nx = raw.shape
-    window = cfg["fiducial_window"]
-    if window is not None and (window[1] > ny or window[3] > nx or window[0] >= window[1]
-                               or window[2] >= window[3]):
-        raise ValueError(f"align: fiducial_window {window} does not fit the {ny}x{nx} images "
-                         f"of {raw_dir}")
-    if cfg["trim_top_px"] >= ny:
-        raise ValueError(f"align: trim_top_px {cfg['trim_top_px']} >= image height {ny}")
     log.info("%s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, raw.shape, raw.dtype,
              voxel, origin)
+    log.info("data bar: %d rows cut at the bottom (%s)", raw.databar["rows"],
+             raw.databar["origin"])
+    try:
+        plan = plan_registration(raw, cfg["fiducial_window"], cfg["trim_top_px"])
+    except ValueError as exc:
+        raise ValueError(f"{raw_dir}: {exc}") from exc
+    (log.info if plan.source != "whole image" else log.warning)("%s", plan.note)
     try:
         result = estimate_drift(raw, upsample_factor=cfg["upsample_factor"],
-                                references=cfg["references"], window=window,
+                                references=cfg["references"], window=plan.window,
                                 downsample=cfg["downsample"], band_sigmas=cfg["bandpass_px"],
                                 min_quality=cfg["min_quality"],
                                 progress=progress("registering"))
@@ -42,7 +44,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         rows, cols = common_region(drift, (ny, nx))
     else:
         rows, cols = slice(0, ny), slice(0, nx)
-    rows = slice(max(rows.start, cfg["trim_top_px"]), rows.stop)
+    rows = slice(max(rows.start, plan.trim_top), rows.stop)
     if result.flagged.any():
         log.warning("flagged slices (too little structure or no reliable match): %s",
                     np.flatnonzero(result.flagged).tolist())
@@ -64,6 +66,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         "frame": cfg["frame"],
         "pad_value": cfg["pad_value"] if cfg["frame"] == "pad" else None,
         "origin_yx": [rows.start, cols.start],
+        "databar": raw.databar,
+        "registration": {"window": plan.window, "source": plan.source,
+                         "trim_top_px": plan.trim_top},
         "flagged_slices": np.flatnonzero(result.flagged).tolist(),
         "instrument": raw.metadata,
     })

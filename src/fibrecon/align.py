@@ -27,6 +27,9 @@ from skimage.registration import phase_cross_correlation
 
 __all__ = [
     "DriftResult",
+    "find_static_band",
+    "RegistrationPlan",
+    "plan_registration",
     "registration_image",
     "estimate_drift",
     "estimate_drift_consecutive",
@@ -201,6 +204,177 @@ def estimate_drift(
     weights = np.where(usable, pairs[:, 4] ** 2, 0.0)
     drift = _solve_path(nz, pairs, weights)
     return DriftResult(drift, quality, flagged, np.column_stack([pairs, weights]))
+
+
+def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction: float = 0.5,
+                     far_ratio: float = 1.3, noise_ratio: float = 0.45,
+                     min_quality: float = 0.1):
+    """Rows at the top of every slice that hardly change with z: a protective cap to register on.
+
+    A FIB-SEM cross-section usually shows the protective (Pt) cap above the
+    electrode, often with a milled fiducial mark; the cap is extruded along
+    the milling direction, so it looks the same in every slice and moves only
+    with the stage drift, while the electrode below changes from slice to
+    slice. ``samples`` slices spread through the stack, and the slice after
+    each, are registered on the top tenth of the rows. Two ratios per row
+    tell a static row: the variance across the spread slices over half the
+    mean squared difference of neighbouring slices (about 1 where nothing
+    changes but noise, large where the structure changes), and the variance
+    across the spread slices over the row's noise variance (median absolute
+    difference of neighbouring pixels), which must be below ``noise_ratio``
+    times that of the median row of the lower half (or 2.5). Only the top is
+    searched: a static band at the bottom is a data bar, which does not
+    drift with the sample (:func:`fibrecon.io.detect_databar`).
+
+    Parameters
+    ----------
+    stack : sequence of ndarray
+        Slices (c, y, x) or (y, x), read lazily.
+    samples : int
+        Slices compared (spread evenly through the stack).
+    min_rows : int
+        Shorter bands are not used.
+    max_fraction : float
+        A band may cover at most this share of the height.
+    far_ratio, noise_ratio : float
+        Limits of the two ratios above.
+    min_quality : float
+        The top rows must match between slices at least this well (phase
+        correlation, 0..1): a featureless band cannot carry registration.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(0, rows)``: the static band's rows, or None when there is none.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> cap = ndi.gaussian_filter(rng.random((20, 96)), 2)
+    >>> stack = [np.vstack([cap, ndi.gaussian_filter(rng.random((76, 96)), 2)])
+    ...          + 0.01 * rng.standard_normal((96, 96)) for _ in range(8)]
+    >>> find_static_band(stack)
+    (0, 20)
+    """
+    nz = len(stack)
+    if nz < 4:
+        return None
+
+    def read(z):
+        img = np.asarray(stack[int(z)], dtype=np.float32)
+        return img.mean(axis=0) if img.ndim == 3 else img
+
+    picks = np.unique(np.linspace(0, nz - 2, min(samples, nz - 1)).round().astype(int))
+    imgs = [read(z) for z in picks]
+    ny = imgs[0].shape[0]
+    probe = max(min_rows, ny // 10)
+    if any(np.ptp(img[:probe]) == 0 for img in imgs):
+        return None  # blank top rows carry nothing to register on
+
+    def onto(ref, img):
+        shift, error, _ = phase_cross_correlation(ref[:probe], img[:probe], upsample_factor=4,
+                                                  normalization=None)
+        return ndi.shift(img, shift, order=1, mode="nearest"), 1.0 - error
+
+    moved = [onto(imgs[0], img) for img in imgs[1:]]
+    quality = float(np.median([q for _, q in moved]))
+    spread = np.stack([imgs[0], *(m for m, _ in moved)])
+    far = spread.var(axis=0).mean(axis=1)
+    near = np.mean([((onto(img, read(z + 1))[0] - img) ** 2).mean(axis=1) / 2.0
+                    for img, z in zip(imgs, picks)], axis=0)
+    steps = np.diff(spread, axis=2)
+    mad = np.median(np.abs(steps - np.median(steps, axis=2, keepdims=True)), axis=2)
+    noise = np.median((1.4826 * mad) ** 2 / 2.0, axis=0)
+    to_noise = far / np.maximum(noise, 1e-12)
+    static = (far < far_ratio * np.maximum(near, 1e-12)) & \
+        (to_noise < max(2.5, noise_ratio * float(np.median(to_noise[ny // 2:]))))
+    for skip in range(3):  # the first rows may be filled from the edge by the shift
+        rows = skip
+        while rows < ny and static[rows]:
+            rows += 1
+        if rows - skip >= min_rows:
+            break
+    if rows - skip < min_rows or rows > max_fraction * ny or quality < min_quality:
+        return None
+    return (0, int(rows))
+
+
+#: What registering on the structure itself costs (benchmarks/RESULTS.md,
+#: "Registration without a fiducial"): the drift error grows like a random walk.
+STRUCTURE_REGISTRATION_NOTE = (
+    "no fiducial window and no static cap found: registering on the structure itself, which "
+    "follows inclined particle surfaces as if they were drift; expect about 1-3 px RMS drift "
+    "error per 100 slices on isotropic structure and more where the structure is inclined "
+    "(benchmarks/RESULTS.md, 'Registration without a fiducial'); set align: fiducial_window to "
+    "a region that does not change with z where the images have one")
+
+
+@dataclass
+class RegistrationPlan:
+    """Where a stack is registered and which top rows are dropped afterwards.
+
+    Attributes
+    ----------
+    window : tuple of 4 int or None
+        ``(y0, y1, x0, x1)`` registration region, None for the whole image.
+    trim_top : int
+        Rows dropped at the top after alignment.
+    source : str
+        ``"config"``, ``"static band"`` (found by :func:`find_static_band`)
+        or ``"whole image"``.
+    note : str
+        A sentence for the log.
+    """
+
+    window: tuple | None
+    trim_top: int
+    source: str
+    note: str
+
+
+def plan_registration(stack, fiducial_window="auto", trim_top_px: int = 0) -> RegistrationPlan:
+    """Decide the registration region of a stack and check the settings against its images.
+
+    Parameters
+    ----------
+    stack : sequence of ndarray
+        Slices (c, y, x), read lazily (only a few are read for ``"auto"``).
+    fiducial_window : "auto", None or sequence of 4 int
+        ``[y0, y1, x0, x1]`` as configured; ``"auto"`` looks for a static
+        cap at the top (:func:`find_static_band`), registers on it and drops
+        it after alignment (it is not electrode); None registers the whole image.
+    trim_top_px : int
+        Rows dropped at the top after alignment (added to an auto-detected cap).
+
+    Returns
+    -------
+    RegistrationPlan
+
+    Raises
+    ------
+    ValueError
+        A window or trim that does not fit the images, naming the setting.
+    """
+    ny, nx = np.shape(stack[0])[-2:]
+    if trim_top_px >= ny - 1:
+        raise ValueError(f"align: trim_top_px = {trim_top_px} does not fit images of {ny} rows")
+    if fiducial_window == "auto":
+        band = find_static_band(stack)
+        if band is None:
+            return RegistrationPlan(None, trim_top_px, "whole image", STRUCTURE_REGISTRATION_NOTE)
+        rows = band[1]
+        return RegistrationPlan((0, rows, 0, nx), max(trim_top_px, rows), "static band",
+                                f"static cap found in rows 0-{rows} (they hardly change with z): "
+                                f"registering on it and dropping it after alignment")
+    if fiducial_window is None:
+        return RegistrationPlan(None, trim_top_px, "whole image", STRUCTURE_REGISTRATION_NOTE)
+    y0, y1, x0, x1 = (int(v) for v in fiducial_window)
+    if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx) or y1 - y0 < 8 or x1 - x0 < 8:
+        raise ValueError(f"align: fiducial_window {list(fiducial_window)} does not fit the "
+                         f"{ny}x{nx} images (need 0 <= y0 < y1 <= {ny}, 0 <= x0 < x1 <= {nx}, "
+                         "at least 8 px each way)")
+    return RegistrationPlan((y0, y1, x0, x1), trim_top_px, "config",
+                            f"registering on the configured fiducial window {[y0, y1, x0, x1]}")
 
 
 def _solve_path(nz: int, pairs: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -31,7 +31,10 @@ __all__ = [
     "load_sample_sheet",
     "process_columns",
     "parse_kvs",
+    "merge_config",
+    "read_config",
     "resolve_voxel_size",
+    "cross_section_factor",
 ]
 
 #: Columns of the sample sheet that describe the acquisition; all others are
@@ -104,6 +107,29 @@ def validate_config(config: dict, schema: dict, source: str = "config") -> dict:
     return config
 
 
+def merge_config(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base`` key by key, as ``snakemake --configfile`` merges files.
+
+    Examples
+    --------
+    >>> merge_config({"align": {"references": 3, "trim_top_px": 0}}, {"align": {"trim_top_px": 24}})
+    {'align': {'references': 3, 'trim_top_px': 24}}
+    """
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_config(out[key], value) if both else value
+    return out
+
+
+def read_config(*paths) -> dict:
+    """YAML config files merged in order (later ones over earlier ones)."""
+    config: dict = {}
+    for path in paths:
+        config = merge_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
+
+
 def parse_kvs(text) -> list[float]:
     """Parse ``"1,3"`` or ``"1;3"`` (or a number) into a list of kV values."""
     if isinstance(text, (int, float, np.number)):
@@ -158,6 +184,9 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> pd.DataFrame:
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
     if "sample" not in table.columns:
         raise ConfigError(f"{path}: no 'sample' column (columns: {list(table.columns)})")
+    if table.empty:
+        raise ConfigError(f"{path}: the sample sheet has no samples (a header only); add one "
+                          "row per sample (config/README.md), or run the demo with make demo")
     dup = table["sample"][table["sample"].duplicated()].tolist()
     if dup:
         raise ConfigError(f"{path}: duplicate sample id(s) {sorted(set(dup))}")
@@ -214,8 +243,9 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
     metadata : dict
         From :func:`fibrecon.io.read_sem_metadata` (``pixel_size_um`` = (y, x)).
         When it says ``tilt_corrected: False``, the y size is the pixel
-        height divided by sin 52 degrees (the cross-section seen at 52
-        degrees is foreshortened in y).
+        height divided by the sine of the recorded stage tilt (52 degrees
+        where none is recorded; no correction at zero tilt), see
+        :func:`cross_section_factor`.
     source : str
         The file the metadata came from, for messages.
     rtol : float
@@ -241,10 +271,11 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
         meta["y"], meta["x"] = metadata["pixel_size_um"]
         tag = tags.get("pixel_size_um", "pixel size")
         tags = {"y": tag, "x": tag}
-        if metadata.get("tilt_corrected") is False:
-            # an uncorrected 52 degree cross-section image shortens y by sin 52
-            meta["y"] = meta["y"] / np.sin(np.radians(CROSS_SECTION_TILT_DEG))
-            tags["y"] += f" / sin {CROSS_SECTION_TILT_DEG:g}° (image not tilt-corrected)"
+        factor, why = cross_section_factor(metadata)
+        if factor != 1.0:
+            meta["y"] = meta["y"] * factor
+        if why:
+            tags["y"] += f" {why}"
     if "slice_thickness_um" in metadata:
         meta["z"] = metadata["slice_thickness_um"]
         tags["z"] = metadata.get("origin", {}).get("slice_thickness_um", "slice thickness")
@@ -267,6 +298,52 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
                     f"({tags[axis]})"
                 )
     return (values["z"], values["y"], values["x"]), origin
+
+
+def cross_section_factor(metadata: dict, min_tilt_deg: float = 1.0) -> tuple[float, str]:
+    """Factor on the pixel height of an image of a FIB cross-section, and why.
+
+    A cross-section viewed by the electron beam at stage tilt ``t`` is
+    shortened in y by sin ``t`` unless the instrument corrected it
+    (FEI ``TiltCorrectionIsOn``, Zeiss ``Tilt Corrn.``). The stage tilt comes
+    from the metadata (FEI ``[Stage] StageT``, Zeiss ``Stage at T``); an
+    image at zero stage tilt (a top view, not a cross-section) is not
+    corrected; without a recorded tilt, the usual 52 degrees
+    (:data:`fibrecon.CROSS_SECTION_TILT_DEG`) is assumed.
+
+    Parameters
+    ----------
+    metadata : dict
+        From :func:`fibrecon.io.read_sem_metadata`.
+    min_tilt_deg : float
+        Stage tilts below this are taken as a view without tilt.
+
+    Returns
+    -------
+    factor : float
+        1, or 1 / sin(tilt).
+    why : str
+        What was decided, for the voxel size's origin ("" when the
+        metadata says nothing of tilt).
+
+    Examples
+    --------
+    >>> round(float(cross_section_factor({"tilt_corrected": False, "stage_tilt_deg": 52.0})[0]), 4)
+    1.269
+    >>> cross_section_factor({"tilt_corrected": False, "stage_tilt_deg": 0.0})
+    (1.0, '(stage tilt 0.0°: not a tilted cross-section, no y correction)')
+    """
+    if metadata.get("tilt_corrected") is not False:
+        return 1.0, "(instrument tilt-corrected)" if metadata.get("tilt_corrected") else ""
+    tilt = metadata.get("stage_tilt_deg")
+    if tilt is None:
+        return (1.0 / float(np.sin(np.radians(CROSS_SECTION_TILT_DEG))),
+                f"/ sin {CROSS_SECTION_TILT_DEG:g}° (image not tilt-corrected; no stage tilt "
+                f"recorded, {CROSS_SECTION_TILT_DEG:g}° assumed)")
+    if abs(tilt) < min_tilt_deg:
+        return 1.0, f"(stage tilt {abs(tilt):.1f}°: not a tilted cross-section, no y correction)"
+    return (1.0 / float(np.sin(np.radians(abs(tilt)))),
+            f"/ sin {abs(tilt):.4g}° (image not tilt-corrected; stage tilt from the metadata)")
 
 
 def model_card_path(model_path) -> Path:

@@ -8,12 +8,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from fibrecon.samples import read_config
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
+def demo_config() -> dict:
+    """config/config.yaml with config/demo/config.yaml merged over it (what make demo runs)."""
+    return read_config(REPO / "config" / "config.yaml", REPO / "config" / "demo" / "config.yaml")
+
+
 def write_setup(folder: Path, config_edit=None, sheet_rows=None):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = demo_config()
+    config["samples"] = "config/samples.tsv"
     config["demo"]["shape"] = [10, 64, 64]
     config["align"]["fiducial_window"] = [0, 24, 0, 64]
     config["demo"]["samples"] = {"tiny_a": {"porosity": 0.40, "seed": 1},

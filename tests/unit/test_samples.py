@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from fibrecon.samples import (ConfigError, load_sample_sheet, load_schema, process_columns,
+                              read_config,
                               resolve_voxel_size, validate_config)
 from fibrecon.series import series_table
 
@@ -21,11 +22,29 @@ def sheet_schema(repo):
 
 @pytest.fixture
 def config(repo):
-    return yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    """The demo's configuration: config/config.yaml with config/demo/config.yaml over it."""
+    return read_config(repo / "config" / "config.yaml", repo / "config" / "demo" / "config.yaml")
 
 
-def test_shipped_config_is_valid(config, config_schema):
+def test_shipped_config_is_valid(repo, config, config_schema):
     validate_config(config, config_schema)
+    validate_config(yaml.safe_load((repo / "config" / "config.yaml").read_text()), config_schema)
+
+
+def test_generic_config_carries_no_demo_setting(repo, config_schema):
+    """config/config.yaml is for an unknown stack: no fiducial window, no trim, no demo series."""
+    generic = validate_config(yaml.safe_load((repo / "config" / "config.yaml").read_text()),
+                              config_schema)
+    assert generic["align"]["fiducial_window"] == "auto"
+    assert generic["align"]["trim_top_px"] == 0
+    assert generic["raw"]["databar"] == "auto"
+    assert generic["demo"]["samples"] == {}
+    assert generic["samples"] == "config/samples.tsv"
+
+
+def test_template_sheet_without_samples_is_a_named_error(repo, sheet_schema):
+    with pytest.raises(ConfigError, match="samples.tsv: the sample sheet has no samples"):
+        load_sample_sheet(repo / "config" / "samples.tsv", sheet_schema)
 
 
 def test_defaults_are_filled(config_schema):
