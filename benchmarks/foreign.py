@@ -129,7 +129,10 @@ def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = No
         Grey levels (0..1) of pore, AM, CBD per channel; drawn when omitted.
     cbd_brighter : bool
         Draw levels with the CBD brighter than the AM.
-    shine, noise, texture, curtains : float
+    shine : float
+        Share (0..1) of the first solid below the silicone that a pore pixel
+        shows where the beam reaches it (0 switches shine-through off; 0.9 is strong).
+    noise, texture, curtains : float
         Strengths (0 switches one off).
     noise_model : {"poisson", "gaussian", "mixed"}
     drift_step_px : float
@@ -170,15 +173,20 @@ def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = No
             img = levels[c][lab].astype(np.float32)
             img = img * (1 + 0.08 * texture * tex[z] * (lab > 0))
             if shine > 0:
+                # a pore pixel shows the first solid below it through the silicone, weighted
+                # by the electrons that reach that depth: at most the solid's own level
                 seen = np.zeros(lab.shape, np.float32)
+                reach = np.zeros(lab.shape, np.float32)
                 free = np.ones(lab.shape, bool)  # silicone column still transparent
-                for k, w in enumerate(weights, start=1):
+                for k, w in enumerate(weights * 1.6, start=1):
                     if z + k >= nzl:
                         break
                     hit = free & solid_below[z + k]
-                    seen[hit] += w * levels[c][labels[z + k][hit]] * k ** 0.5
+                    seen[hit] = levels[c][labels[z + k][hit]]
+                    reach[hit] = np.exp(-k / depth_vox)
                     free &= ~solid_below[z + k]
-                img = np.where(lab == 0, img + shine * seen, img)
+                a = np.clip(shine, 0, 1) * reach
+                img = np.where(lab == 0, (1 - a) * img + a * seen, img)
             bl = blur_px * (0.8 + 0.1 * kv)
             img = ndi.gaussian_filter(img, (bl, 1.4 * bl))
             img = img + curtain[z][None, :]

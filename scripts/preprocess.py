@@ -6,8 +6,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 import numpy as np  # noqa: E402
 
 from fibrecon import io  # noqa: E402
-from fibrecon.preprocess import (PreprocessParams, estimate_corrections,  # noqa: E402
-                                 preprocessed_slices)
+from fibrecon.preprocess import (PreprocessParams, charging_summary,  # noqa: E402
+                                 estimate_corrections, preprocessed_slices)
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 
 params = PreprocessParams.from_config(snakemake.params.settings)  # noqa: F821
@@ -15,11 +15,8 @@ with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) a
     log.info("%s: %s, settings %s", stack.path, stack.shape, params)
     corrections = estimate_corrections(stack, params, progress=progress("estimating"))
     if corrections["charging_fraction"] is not None:
-        charged = corrections["charging_fraction"]
-        worst = int(charged.sum(axis=1).argmax())
-        log.info("charging replaced in %s %% of the pixels per channel (most in slice %d: %s %%)",
-                 np.round(100 * charged.mean(axis=0), 2).tolist(), worst,
-                 np.round(100 * charged[worst], 2).tolist())
+        message, warn = charging_summary(corrections["charging_fraction"])
+        (log.warning if warn else log.info)("%s", message)
     io.write_volume_slices(
         snakemake.output.stack,  # noqa: F821
         preprocessed_slices(stack, params, corrections, progress=progress("correcting")),

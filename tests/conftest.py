@@ -1,8 +1,11 @@
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# benchmarks/foreign.py (the separately written imaging model) is shared by tests and benchmarks
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 @pytest.fixture

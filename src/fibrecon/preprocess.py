@@ -54,6 +54,7 @@ __all__ = [
     "estimate_corrections",
     "preprocessed_slices",
     "preprocess_stack",
+    "charging_summary",
 ]
 
 
@@ -298,7 +299,11 @@ def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int =
     pixels (edges, where the channels' resolutions differ) are dropped; the
     rest is grown by a small square and along the scan line (x) by
     ``grow_px``, where the decaying tail of a smear lies, and replaced by the
-    prediction: what the other kV channels show there. With one channel,
+    prediction: what the other kV channels show there. Only regions that
+    somewhere exceed what the brightest phase shows (its median plus 3 robust
+    standard deviations) are charging: a higher kV channel that sees deeper
+    below the silicone (shine-through) is brighter than predicted over the
+    pores, but never brighter than the solid it shows. With one channel,
     charging is what is brighter than the bright phase (its median plus
     ``threshold`` robust standard deviations), grown the same way and filled
     from its surroundings; what lay under it is lost.
@@ -352,9 +357,79 @@ def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int =
         if error_spread <= 0:
             continue
         excess = img[c] - prediction - error_centre > threshold * error_spread
+        excess = _seeded(excess, img[c] > _bright_limit(img[c]))
         mask[c] = _charging_regions(excess, grow_px, halo)
         out[c][mask[c]] = prediction[mask[c]]
     return out, mask
+
+
+#: A slice where charging removal replaced more than this share of a channel's
+#: pixels is reported as a warning: on clean stacks it replaces none.
+CHARGING_WARN_FRACTION = 0.05
+
+
+def charging_summary(fraction: np.ndarray, warn_above: float = CHARGING_WARN_FRACTION):
+    """What charging removal replaced, as a log line, and whether it is worth a warning.
+
+    Parameters
+    ----------
+    fraction : ndarray, (z, c)
+        Share of each slice's pixels replaced per channel
+        (``estimate_corrections(...)["charging_fraction"]``).
+    warn_above : float
+        A slice with more than this share in any channel makes the line a warning.
+
+    Returns
+    -------
+    message : str
+    warn : bool
+
+    Examples
+    --------
+    >>> charging_summary(np.array([[0.0, 0.01], [0.0, 0.08]]))[1]
+    True
+    """
+    fraction = np.asarray(fraction, dtype=float)
+    worst = int(fraction.max(axis=1).argmax())
+    over = np.flatnonzero((fraction > warn_above).any(axis=1))
+    message = (f"charging removal replaced {np.round(100 * fraction.mean(axis=0), 2).tolist()} % "
+               f"of the pixels per channel (most in slice {worst}: "
+               f"{np.round(100 * fraction[worst], 2).tolist()} %)")
+    if over.size:
+        message += (f"; {over.size} slice(s) above {100 * warn_above:g} % (first: "
+                    f"{over[:5].tolist()}): check that this is charging and not contrast the "
+                    "channels do not share (shine-through, a different detector); raise "
+                    "preprocess: charging_threshold or switch charging off if it is not")
+    return message, bool(over.size)
+
+
+def _bright_limit(image: np.ndarray, spreads: float = 3.0) -> float:
+    """Grey level above what the brightest phase shows: its median + ``spreads`` robust std."""
+    bright = image[image > _otsu(image)]
+    if bright.size == 0:
+        return float("inf")
+    centre = float(np.median(bright))
+    return centre + spreads * 1.4826 * float(np.median(np.abs(bright - centre)))
+
+
+def _seeded(candidates: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The connected regions of ``candidates`` that hold at least one seed pixel (hysteresis).
+
+    Charging is brighter than any phase somewhere in each smear or patch (its
+    head, on the particle edge it starts from); a channel that merely sees
+    deeper (shine-through through the silicone at the higher kV) is brighter
+    than the other channel predicts, but never brighter than the solid it
+    shows. Regions without such a pixel are not charging.
+    """
+    opened = ndi.minimum_filter(candidates.view(np.uint8), 3).astype(bool)
+    if not opened.any():
+        return opened
+    regions, n = ndi.label(ndi.maximum_filter(opened.view(np.uint8), 3).astype(bool) & candidates)
+    keep = np.zeros(n + 1, dtype=bool)
+    seeds = ndi.minimum_filter(seeds.view(np.uint8), 3).astype(bool)  # a 3 x 3 block, not noise
+    keep[np.unique(regions[seeds & (regions > 0)])] = True
+    keep[0] = False
+    return keep[regions]
 
 
 def _centred(n: int, step: int = 1, dtype=np.float64) -> np.ndarray:

@@ -124,6 +124,6 @@ def test_switching_on_charging_removal_reruns_from_preprocess_and_is_logged(seri
     assert pending == {"preprocess", "segment", "qc_figure", "volume", "metrics", "series",
                        "record"}
     snakemake(series, "--cores", "2")
-    assert "charging replaced in" in (series / "logs" / "preprocess" / "tiny_a.log").read_text()
+    assert "charging removal replaced" in (series / "logs" / "preprocess" / "tiny_a.log").read_text()
     # the shipped network was trained without it: said, not refused
     assert "'charging': (False, True)" in (series / "logs" / "segment" / "tiny_a.log").read_text()

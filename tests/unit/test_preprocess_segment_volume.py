@@ -204,3 +204,30 @@ def test_sigma_filter_averages_grains_but_keeps_a_thin_crack():
     assert out[crack].mean() < denoise(img, "gaussian", 1.0)[crack].mean() + 0.02
     assert denoise(img, "gaussian", 4.0)[crack].mean() > 0.6
     assert out[:12].mean() < 0.2  # the pore stays a pore
+
+
+@pytest.mark.parametrize("kvs", [(1.0, 3.0), (1.0, 5.0), (2.0, 5.0)])
+def test_charging_removal_never_fires_on_charge_free_stacks_with_strong_shine_through(kvs):
+    """<= 0.5 % of the pixels replaced in every channel, on the project's simulator and on a
+    real-geometry label volume rendered by the separately written imaging model."""
+    from foreign import DATA, label_volume, render
+
+    from fibrecon.simulate import simulate_sample
+
+    stacks = [simulate_sample((8, 128, 128), kvs=kvs, porosity=0.35, seed=5,
+                              artifacts={"charging": 0, "shine_through": 2.0}).raw]
+    if (DATA / "nmc_label_volumes").is_dir():
+        vol = label_volume("matbox_nmc1_251x301x301.tif")[:24, :150, :150]
+        stacks.append(render(vol, kvs, rng=7, n_slices=8, shine=0.9).raw)
+    for raw in stacks:
+        corr = estimate_corrections(raw, PreprocessParams(denoise="gaussian", charging=True))
+        assert corr["charging_fraction"].mean(axis=0).max() <= 0.005, corr["charging_fraction"]
+        assert corr["charging_fraction"].max() <= 0.02
+
+
+def test_charging_summary_warns_above_five_percent_in_a_slice():
+    from fibrecon.preprocess import charging_summary
+
+    message, warn = charging_summary(np.array([[0.001, 0.0], [0.002, 0.07]]))
+    assert warn and "1 slice(s) above 5 %" in message and "[1]" in message
+    assert not charging_summary(np.array([[0.001, 0.0], [0.002, 0.01]]))[1]
