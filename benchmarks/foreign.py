@@ -111,7 +111,8 @@ def _drift_path(n: int, rng, step_px: float) -> np.ndarray:
 def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = None,
            levels=None, cbd_brighter: bool = False, shine: float = 1.0, noise: float = 1.0,
            noise_model: str = "mixed", drift_step_px: float = 0.3, margin: int = 12,
-           blur_px: float = 0.9, texture: float = 1.0, curtains: float = 0.0) -> ForeignStack:
+           blur_px: float = 0.9, texture: float = 1.0, curtains: float = 0.0,
+           cap_px: int = 0) -> ForeignStack:
     """Render a (z, y, x) label volume as a multi-kV FIB-SEM stack.
 
     Parameters
@@ -137,6 +138,10 @@ def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = No
     noise_model : {"poisson", "gaussian", "mixed"}
     drift_step_px : float
         Velocity noise of the drift path (0: no drift).
+    cap_px : int
+        Rows of a protective cap at the top of the field: a granular texture
+        with two milled marks, the same in every slice, drifting with the
+        sample (its labels are 255 in ``labels``).
     blur_px : float
         Point-spread sigma along y at the lowest kV (x is 1.4 times wider).
     """
@@ -163,6 +168,14 @@ def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = No
     gain = rng.uniform(0.7, 1.3, len(kvs))
     curtain = ndi.gaussian_filter1d(rng.standard_normal((nz, nxl)), 2.0, axis=1) * 0.05 * curtains
     solid_below = labels > 0
+    cap = None
+    if cap_px:
+        rows = margin + cap_px
+        cap = 0.45 + 0.12 * ndi.gaussian_filter(rng.standard_normal((rows, nxl)), 1.5) / 0.19
+        for x0 in rng.uniform(0.2, 0.8, 2) * nxl:  # two milled marks, slanted
+            yy, xx = np.mgrid[0:rows, 0:nxl]
+            cap[np.abs(xx - x0 - 0.5 * (yy - rows)) < 2.0] = 0.1
+        cap = cap.astype(np.float32)
     raw = np.zeros((nz, len(kvs), ny, nx), dtype=np.uint16)
     for c, kv in enumerate(kvs):
         depth_vox = 0.6 * kv ** 1.5  # information depth, in slices (another law than fibrecon's)
@@ -190,6 +203,8 @@ def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = No
             bl = blur_px * (0.8 + 0.1 * kv)
             img = ndi.gaussian_filter(img, (bl, 1.4 * bl))
             img = img + curtain[z][None, :]
+            if cap is not None:
+                img[: cap.shape[0]] = cap * levels[c][1] / 0.7
             img = ndi.shift(img, drift[z], order=3, mode="nearest")
             img = img[margin:margin + ny, margin:margin + nx]
             img = np.clip(img, 0, None) ** gamma[c] * gain[c]
@@ -203,4 +218,6 @@ def render(labels: np.ndarray, kvs=(1.0, 3.0), *, rng, n_slices: int | None = No
                 img = img + 0.02 * noise * line
             raw[z, c] = np.clip(2000 + img * 20000, 0, 65535).astype(np.uint16)
     field = labels[:nz, margin:margin + ny, margin:margin + nx].copy()
+    if cap_px:
+        field[:, :cap_px] = 255
     return ForeignStack(raw, field, drift, kvs, levels)

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
 from scipy import sparse
+from scipy.signal.windows import tukey
 from scipy.sparse import linalg as splinalg
 from skimage.measure import block_reduce
 from skimage.registration import phase_cross_correlation
@@ -65,6 +66,10 @@ class DriftResult:
     pairs: np.ndarray
 
 
+#: Share of each image edge tapered by the registration window (Tukey alpha).
+APODISATION = 0.25
+
+
 def _bandpass_filter(shape, low_sigma: float, high_sigma: float) -> np.ndarray:
     """Fourier-domain difference of Gaussians (keeps scales between the sigmas)."""
     fy = sfft.fftfreq(shape[0])[:, None]
@@ -107,8 +112,13 @@ def registration_image(channels: np.ndarray, *, window=None, downsample: int = 2
     hi = np.percentile(img, 99.5)
     img = np.minimum(img, hi)  # saturated charging must not dominate the match
     img = img - img.mean(axis=0, keepdims=True)  # curtains run along y
-    wy = np.hanning(img.shape[0]).astype(np.float32)[:, None]
-    wx = np.hanning(img.shape[1]).astype(np.float32)[None, :]
+    # a flat-topped (Tukey) taper: a Hann window would weight the centre quarter
+    # alone, and on structure (no fiducial) fewer features average the apparent
+    # motion of inclined surfaces (drift error 1.0-4.9 px RMS with Hann against
+    # 0.7-1.9 px with this, benchmarks/RESULTS.md); the band-pass's zeroed axes
+    # keep the image edges out of the match
+    wy = tukey(img.shape[0], APODISATION).astype(np.float32)[:, None]
+    wx = tukey(img.shape[1], APODISATION).astype(np.float32)[None, :]
     return img * wy * wx
 
 
@@ -157,6 +167,10 @@ def estimate_drift(
 
     Notes
     -----
+    A fiducial window moves with the content: each slice's window is cut at
+    the drift measured so far (integer pixels, kept inside the image), so a
+    cap that drifts by more than the window's margin stays in it; the offset
+    between two slices' windows is added to their measured shift.
     Each pair (z, r) gives ``d_z - d_r = m_zr`` with weight ``q_zr^2``; a weak
     smoothness term ``d_z - d_{z-1} = 0`` (weight 1e-4) keeps flagged slices
     attached. The system is solved by sparse least squares with ``d_0 = 0``.
@@ -171,27 +185,21 @@ def estimate_drift(
     array([ 2., -3.])
     """
     nz = len(stack)
-    cache: deque = deque(maxlen=max(1, references))
-    rows, structure = [], np.zeros(nz)
-    band = None
-    indices = range(nz) if progress is None else progress(range(nz))
-    for z in indices:
-        img = registration_image(stack[z], window=window, downsample=downsample)
-        if band is None:
-            band = _bandpass_filter(img.shape, *band_sigmas)
-        f = _fft(img, band)
-        structure[z] = float(np.sqrt(np.mean(np.abs(f) ** 2)))
-        for r, fr in cache:
-            shift, error, _ = phase_cross_correlation(
-                fr, f, space="fourier", upsample_factor=upsample_factor, normalization=None
-            )
-            quality = float(np.clip(1.0 - error, 0.0, 1.0))
-            rows.append((z, r, -shift[0] * downsample, -shift[1] * downsample, quality))
-        cache.append((z, f))
+    offsets = np.zeros((nz, 2), dtype=int)
+    pairs, structure = _measure_pairs(stack, window, offsets, references, downsample,
+                                      upsample_factor, band_sigmas, progress)
+    if window is not None and nz > 1 and structure.any():
+        # second pass: each slice's window cut where the first pass found its content, inside
+        # the image, so that a cap drifting by more than the window's margin stays in it
+        first = _solve_path(nz, pairs, np.where(pairs[:, 4] >= min_quality, pairs[:, 4] ** 2, 0))
+        offsets = np.rint((first - first[0]) / downsample).astype(int) * downsample
+        window = _inset_for(window, offsets, np.shape(stack[0])[-2:], downsample)
+        if window is not None:
+            pairs, structure = _measure_pairs(stack, window, offsets, references, downsample,
+                                              upsample_factor, band_sigmas, progress)
     if nz and not structure.any():
         raise ValueError("every slice is constant: nothing to register (blank or "
                          "saturated images?)")
-    pairs = np.array(rows, dtype=float).reshape(-1, 5)
     quality = np.ones(nz)
     flagged = np.zeros(nz, dtype=bool)
     median_structure = np.median(structure) if nz else 0.0
@@ -207,7 +215,7 @@ def estimate_drift(
 
 
 def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction: float = 0.5,
-                     far_ratio: float = 1.3, noise_ratio: float = 0.45,
+                     far_ratio: float = 1.6, noise_ratio: float = 0.45,
                      min_quality: float = 0.1):
     """Rows at the top of every slice that hardly change with z: a protective cap to register on.
 
@@ -271,13 +279,17 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     if any(np.ptp(img[:probe]) == 0 for img in imgs):
         return None  # blank top rows carry nothing to register on
 
+    shifts = []
+
     def onto(ref, img):
         shift, error, _ = phase_cross_correlation(ref[:probe], img[:probe], upsample_factor=4,
                                                   normalization=None)
+        shifts.append(abs(shift[0]))
         return ndi.shift(img, shift, order=1, mode="nearest"), 1.0 - error
 
     moved = [onto(imgs[0], img) for img in imgs[1:]]
     quality = float(np.median([q for _, q in moved]))
+    edge = int(np.ceil(max(shifts))) + 2  # top rows the shifts filled from the edge
     spread = np.stack([imgs[0], *(m for m, _ in moved)])
     far = spread.var(axis=0).mean(axis=1)
     near = np.mean([((onto(img, read(z + 1))[0] - img) ** 2).mean(axis=1) / 2.0
@@ -288,7 +300,7 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     to_noise = far / np.maximum(noise, 1e-12)
     static = (far < far_ratio * np.maximum(near, 1e-12)) & \
         (to_noise < max(2.5, noise_ratio * float(np.median(to_noise[ny // 2:]))))
-    for skip in range(3):  # the first rows may be filled from the edge by the shift
+    for skip in range(edge + 1):  # the first rows may be filled from the edge by the shift
         rows = skip
         while rows < ny and static[rows]:
             rows += 1
@@ -375,6 +387,63 @@ def plan_registration(stack, fiducial_window="auto", trim_top_px: int = 0) -> Re
                          "at least 8 px each way)")
     return RegistrationPlan((y0, y1, x0, x1), trim_top_px, "config",
                             f"registering on the configured fiducial window {[y0, y1, x0, x1]}")
+
+
+def _measure_pairs(stack, window, offsets, references, downsample, upsample_factor,
+                   band_sigmas, progress):
+    """Phase correlation of every slice with its ``references`` previous ones.
+
+    Slice ``z`` is cut at ``window`` moved by ``offsets[z]``; the offset
+    between two slices' cuts is added to their measured shift.
+
+    Returns
+    -------
+    pairs : ndarray, (n, 5)
+        slice, reference, content shift y, x (px), quality.
+    structure : ndarray, (z,)
+        Band-passed signal of each slice (0 for a blank one).
+    """
+    nz = len(stack)
+    cache: deque = deque(maxlen=max(1, references))
+    rows, structure = [], np.zeros(nz)
+    band = None
+    indices = range(nz) if progress is None else progress(range(nz))
+    for z in indices:
+        cut = None if window is None else _moved(window, offsets[z])
+        img = registration_image(stack[z], window=cut, downsample=downsample)
+        if band is None:
+            band = _bandpass_filter(img.shape, *band_sigmas)
+        f = _fft(img, band)
+        structure[z] = float(np.sqrt(np.mean(np.abs(f) ** 2)))
+        for r, fr in cache:
+            shift, error, _ = phase_cross_correlation(
+                fr, f, space="fourier", upsample_factor=upsample_factor, normalization=None
+            )
+            quality = float(np.clip(1.0 - error, 0.0, 1.0))
+            moved = offsets[z] - offsets[r]
+            rows.append((z, r, -shift[0] * downsample + moved[0],
+                         -shift[1] * downsample + moved[1], quality))
+        cache.append((z, f))
+    return np.array(rows, dtype=float).reshape(-1, 5), structure
+
+
+def _inset_for(window, offsets, shape_yx, step: int):
+    """``window`` shrunk so that it stays inside the image at every offset; None if nothing is left."""
+    y0, y1, x0, x1 = window
+    ny, nx = shape_yx
+    lo, hi = offsets.min(axis=0), offsets.max(axis=0)
+    y0, x0 = max(y0, -lo[0]), max(x0, -lo[1])
+    y1, x1 = min(y1, ny - hi[0]), min(x1, nx - hi[1])
+    y1 -= (y1 - y0) % step
+    x1 -= (x1 - x0) % step
+    if y1 - y0 < 8 * step or x1 - x0 < 8 * step:
+        return None
+    return (int(y0), int(y1), int(x0), int(x1))
+
+
+def _moved(window, offset):
+    y0, y1, x0, x1 = window
+    return (y0 + offset[0], y1 + offset[0], x0 + offset[1], x1 + offset[1])
 
 
 def _solve_path(nz: int, pairs: np.ndarray, weights: np.ndarray) -> np.ndarray:
