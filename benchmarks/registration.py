@@ -84,7 +84,7 @@ STACKS = [
     ("simulator, 32-row cap, 200 x 256²", lambda: simulated(200, 43, cap_px=32)),
     ("MATBOX NMC rendered, no cap, 200 x 256²",
      lambda: foreign("matbox_nmc1_251x301x301.tif", 200, 256, 1)),
-    ("taufactor electrode rendered, no cap, 200 x 232²",
+    ("taufactor electrode rendered, no cap, 200 x 232² (its structure leans: 0.1 px/slice in x)",
      lambda: foreign("taufactor_electrode_256cube.tif", 200, 232, 2, kvs=(1.0, 5.0))),
     ("inpainter NMC rendered, no cap, 100 x 104²",
      lambda: foreign("inpainter_nmc_128cube.tif", 100, 104, 3, kvs=(2.0, 5.0))),
@@ -131,11 +131,16 @@ def main():
         lines.append(f"| {label} | {found} | {ar:.2f} / {am:.2f} | {wr:.2f} / {wm:.2f} | "
                      f"{pr:.2f} / {pm:.2f} | {speed:.1f} |")
     capped = [r for r in rows if "cap," in r[0] and "no cap" not in r[0]]
-    free = [r for r in rows if "no cap" in r[0] and "tilted" not in r[0]]
+    free = [r for r in rows if "no cap" in r[0]]
     lines += ["", f"Worst with a cap (auto): RMS {max(r[2] for r in capped):.2f} px, max "
-              f"{max(r[3] for r in capped):.2f} px (target 0.3 / 1). Worst without a cap, "
-              f"isotropic structure: RMS {max(r[2] for r in free):.2f} px, max "
-              f"{max(r[3] for r in free):.2f} px (target 0.5 / 1.5: not met)."]
+              f"{max(r[3] for r in capped):.2f} px (target 0.3 / 1: met). Without a cap the "
+              f"registration follows the structure: RMS {min(r[2] for r in free):.2f}-"
+              f"{max(r[2] for r in free):.2f} px, max up to {max(r[3] for r in free):.2f} px "
+              "(target 0.5 / 1.5: not met; PyStack3D is no better on any of them). The "
+              "taufactor volume's structure leans as a whole (its x-mirror drifts the other way), "
+              "which no registration on the image content can tell from stage drift; where "
+              "the structure does not lean, the error is a random walk of the apparent motion "
+              "of inclined surfaces, 1.4-3.5 px over 100-200 slices."]
     write_section("Registration without a fiducial", "\n".join(lines))
     print("\n".join(lines))
 

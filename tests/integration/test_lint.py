@@ -11,7 +11,7 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("command", [
-    [sys.executable, "-m", "snakemake", "--lint"],
+    [sys.executable, "-m", "snakemake", "--configfile", "config/demo/config.yaml", "--lint"],
     [str(BIN / "snakefmt"), "--check", "."],
 ])
 def test_workflow_passes_linters(command):

@@ -127,3 +127,32 @@ def test_switching_on_charging_removal_reruns_from_preprocess_and_is_logged(seri
     assert "charging removal replaced" in (series / "logs" / "preprocess" / "tiny_a.log").read_text()
     # the shipped network was trained without it: said, not refused
     assert "'charging': (False, True)" in (series / "logs" / "segment" / "tiny_a.log").read_text()
+
+
+def test_a_user_sheet_without_a_cap_runs_on_the_generic_config_with_no_demo_setting(tmp_path):
+    """config/config.yaml as shipped, a user's own acquisition (no cap, Zeiss metadata with a
+    tilt-corrected image): no fiducial window or trim of the demo is applied, the log says
+    that the registration follows the structure, the JSON says what was cut and why."""
+    import yaml
+
+    from fibrecon.simulate import simulate_sample
+
+    s = simulate_sample((8, 72, 64), porosity=0.35, seed=3)
+    fio.write_acquisition(tmp_path / "data" / "user_a", s.raw, s.kvs, "img_{slice:03d}_{kv}kV.tif",
+                          0.05, vendor="Zeiss")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config" / "samples.tsv").write_text(
+        "sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\tline_load\n"
+        "user_a\tdata/user_a\timg_{slice:03d}_{kv}kV.tif\t1,3\tfrom_metadata\tfrom_metadata\t"
+        "0.05\t10\n")
+    assert "fiducial_window: auto" in (tmp_path / "config" / "config.yaml").read_text()
+    snakemake(tmp_path, "--cores", "1", "results/aligned/user_a.json")
+    info = fio.read_json(tmp_path / "results" / "aligned" / "user_a.json")
+    assert info["registration"] == {"window": None, "source": "whole image", "trim_top_px": 0}
+    assert info["databar"]["rows"] == 0 and "none detected" in info["databar"]["origin"]
+    assert info["origin_yx"][0] < 8  # no demo trim of 24 rows
+    log = (tmp_path / "logs" / "align" / "user_a.log").read_text()
+    assert "registering on the structure itself" in log and "WARNING" in log
+    assert yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())["align"][
+        "trim_top_px"] == 0
