@@ -1,6 +1,6 @@
 # fibrecon: two commands set everything up on a fresh machine.
 #   make demo   create .venv if needed, run the workflow on the embedded demo series
-#   make test   the full test suite (unit + integration)
+#   make test   the full test suite (unit + integration); make test-fast: unit tests only
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ CORES  ?= all
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test test-fast bench lint venv clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The edit-test loop: unit tests and docstring examples only (about 1 minute);
+# `make test` (what CI runs) adds the integration tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit src/fibrecon
+
 # Heavy measurements (about 45 minutes); each script rewrites its own section
 # of benchmarks/RESULTS.md. Peer tools (PyStack3D, scikit-learn, openpnm) come from
 # benchmarks/requirements.txt. GPU training runs are kept as benchmarks/*_h100.json
@@ -43,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/collect.py
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/align_preprocess.py
+	$(BIN)/python benchmarks/registration.py
 	$(BIN)/python benchmarks/contrast_microstructures.py
 	$(BIN)/python benchmarks/streaming_memory.py 1000
 	$(BIN)/python benchmarks/metrics.py

@@ -13,6 +13,7 @@ from fibrecon.samples import (  # noqa: E402
     process_columns,
     validate_config,
 )
+from fibrecon.workflow import code_inputs  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
 validate_config(
@@ -50,9 +51,11 @@ if _undefined_demo:
     )
 
 
-def code(module):
-    """Path of a library module, declared as an input so that editing it reruns its jobs."""
-    return str(Path(workflow.basedir) / "src" / "fibrecon" / f"{module}.py")
+def code(script):
+    """The library files a rule's script imports, transitively (fibrecon's own import graph),
+    declared as inputs so that editing any of them reruns the rule's jobs."""
+    base = Path(workflow.basedir)
+    return code_inputs(base / "scripts" / f"{script}.py", package=base / "src" / "fibrecon")
 
 
 def raw_folder(wildcards):

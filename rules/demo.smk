@@ -1,6 +1,6 @@
 rule demo_stack:
     input:
-        code=code("simulate"),
+        code=code("demo_stack"),
     output:
         raw=directory("results/raw/{sample}"),
         truth=directory("results/truth/{sample}"),

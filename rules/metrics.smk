@@ -1,10 +1,7 @@
 rule metrics:
     input:
         volume="results/volume/{sample}.tif",
-        code=[
-            code(m)
-            for m in ("metrics", "particles", "tortuosity", "cbd", "interfaces", "rve")
-        ],
+        code=code("metrics"),
     output:
         metrics="results/metrics/{sample}.json",
         particles="results/metrics/{sample}_particles.tsv",

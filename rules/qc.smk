@@ -3,6 +3,7 @@ rule qc_figure:
         aligned="results/aligned/{sample}.tif",
         preprocessed="results/preprocessed/{sample}.tif",
         labels="results/segmented/{sample}.tif",
+        code=code("qc_figure"),
     output:
         figure=report(
             "results/qc/{sample}.png",

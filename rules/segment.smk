@@ -2,7 +2,7 @@ rule segment:
     input:
         stack="results/preprocessed/{sample}.tif",
         model=segment_model,
-        code=[code("segment"), code("infer"), code("unet")],
+        code=code("segment"),
     output:
         **PROBABILITIES_OUTPUT,
         labels="results/segmented/{sample}.tif",

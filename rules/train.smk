@@ -2,7 +2,7 @@ rule train_model:
     input:
         user_slices=user_slices_folder,
         init_model=init_model_file,
-        code=[code(m) for m in ("training", "unet", "simulate", "preprocess")],
+        code=code("train_model"),
     output:
         model="results/models/unet.pt",
         card="results/models/unet.card.json",

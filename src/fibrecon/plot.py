@@ -8,7 +8,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 __all__ = ["PHASE_COLOURS", "orthoslices", "metric_vs_parameters", "drift_figure",
@@ -53,7 +52,7 @@ def orthoslices(labels: np.ndarray, voxel_size, title: str = ""):
     return fig
 
 
-def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters, group: str | None = "series"):
+def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, group: str | None = "series"):
     """Scatter of one metric against each numeric process parameter.
 
     Parameters
@@ -75,7 +74,9 @@ def metric_vs_parameters(table: pd.DataFrame, metric: str, parameters, group: st
         One panel per numeric parameter (a note when there is none); error
         bars from the representative-volume spread where measured.
     """
-    numeric = [p for p in parameters if p != group and pd.api.types.is_numeric_dtype(table[p])]
+    from pandas.api.types import is_numeric_dtype
+
+    numeric = [p for p in parameters if p != group and is_numeric_dtype(table[p])]
     if not numeric:
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.axis("off")
@@ -159,7 +160,7 @@ def three_panel(original: np.ndarray, preprocessed: np.ndarray, labels: np.ndarr
     return fig
 
 
-def size_distribution(particles: pd.DataFrame, title: str = ""):
+def size_distribution(particles: "pandas.DataFrame", title: str = ""):
     """Histogram of equivalent-sphere diameters, whole and cut particles apart, with d10/d50/d90."""
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     whole = particles.loc[~particles["cut"], "diameter_um"]
@@ -181,13 +182,15 @@ def size_distribution(particles: pd.DataFrame, title: str = ""):
     return fig
 
 
-def correlation_heatmap(table: pd.DataFrame, parameters, metrics):
+def correlation_heatmap(table: "pandas.DataFrame", parameters, metrics):
     """Pearson correlation of every numeric process parameter with every metric across samples.
 
     With fewer than three samples or a constant column, the cell is blank.
     """
-    params = [p for p in parameters if pd.api.types.is_numeric_dtype(table[p])]
-    mets = [m for m in metrics if m in table and pd.api.types.is_numeric_dtype(table[m])]
+    from pandas.api.types import is_numeric_dtype
+
+    params = [p for p in parameters if is_numeric_dtype(table[p])]
+    mets = [m for m in metrics if m in table and is_numeric_dtype(table[m])]
     values = table[params + mets].replace([np.inf, -np.inf], np.nan).astype(float)
     corr = np.full((len(params), len(mets)), np.nan)
     if len(table) >= 3:
@@ -209,7 +212,7 @@ def correlation_heatmap(table: pd.DataFrame, parameters, metrics):
     return fig
 
 
-def representative_volume(spread: pd.DataFrame, title: str = ""):
+def representative_volume(spread: "pandas.DataFrame", title: str = ""):
     """Each metric's relative spread over sub-volumes against their volume.
 
     Parameters

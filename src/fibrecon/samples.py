@@ -12,12 +12,10 @@ every error names the sample, column or key and the file.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-import jsonschema
 import numpy as np
-import pandas as pd
-import yaml
 
 from fibrecon import CROSS_SECTION_TILT_DEG
 
@@ -48,6 +46,8 @@ class ConfigError(ValueError):
 
 def load_schema(path) -> dict:
     """Read a JSON schema written as YAML or JSON."""
+    import yaml
+
     return yaml.safe_load(Path(path).read_text())
 
 
@@ -62,10 +62,17 @@ def _with_defaults(validator_class):
                     instance[name] = sub["default"]
         yield from validate_properties(validator, properties, instance, schema)
 
+    import jsonschema
+
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
+@functools.cache
+def _validator_class():
+    """Draft 2020-12 validation that fills defaults (jsonschema imported only when validating)."""
+    import jsonschema
+
+    return _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _where(error) -> str:
@@ -74,7 +81,7 @@ def _where(error) -> str:
 
 
 def _check(instance, schema, source: str) -> None:
-    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator_class()(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{source}: key '{_where(e)}': {e.message}" for e in errors[:10]]
         raise ConfigError("invalid configuration\n  " + "\n  ".join(lines))
@@ -124,6 +131,8 @@ def merge_config(base: dict, over: dict) -> dict:
 
 def read_config(*paths) -> dict:
     """YAML config files merged in order (later ones over earlier ones)."""
+    import yaml
+
     config: dict = {}
     for path in paths:
         config = merge_config(config, yaml.safe_load(Path(path).read_text()) or {})
@@ -152,7 +161,7 @@ def _coerce(value):
     return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
 
 
-def load_sample_sheet(path, schema: dict, base_dir=None) -> pd.DataFrame:
+def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
     """Read and validate the sample sheet.
 
     Parameters
@@ -178,6 +187,8 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> pd.DataFrame:
         does not parse, or a process-parameter column that mixes numbers and
         text.
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: sample sheet does not exist")
@@ -196,7 +207,7 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> pd.DataFrame:
         rec = {k: _coerce(v) for k, v in row.items()}
         rec = {k: v for k, v in rec.items() if v is not None}
         rec["sample"] = str(row["sample"])
-        errors = sorted(_Validator(schema).iter_errors(rec), key=lambda e: list(e.absolute_path))
+        errors = sorted(_validator_class()(schema).iter_errors(rec), key=lambda e: list(e.absolute_path))
         if errors:
             msg = "; ".join(f"column '{_where(e)}': {e.message}" for e in errors[:5])
             raise ConfigError(f"{path}: sample '{rec['sample']}': {msg}")
@@ -227,7 +238,7 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> pd.DataFrame:
     return df
 
 
-def process_columns(samples: pd.DataFrame) -> list[str]:
+def process_columns(samples: "pandas.DataFrame") -> list[str]:
     """The process-parameter columns of a sample sheet, in sheet order."""
     return [c for c in samples.columns if c not in SHEET_COLUMNS]
 

@@ -55,12 +55,12 @@ def imports_of(path, *, module_level: bool = False) -> set[str]:
     return names
 
 
-def _module_file(name: str) -> Path | None:
+def _module_file(name: str, package: Path) -> Path | None:
     """The source file of ``fibrecon.x`` (None for names that are not modules of the package)."""
     parts = name.split(".")
     if parts[0] != "fibrecon":
         return None
-    path = PACKAGE.joinpath(*parts[1:])
+    path = package.joinpath(*parts[1:])
     if path.with_suffix(".py").is_file():
         return path.with_suffix(".py")
     if (path / "__init__.py").is_file():
@@ -68,11 +68,13 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def fibrecon_modules(path, *, module_level: bool = False) -> list[Path]:
+def fibrecon_modules(path, *, module_level: bool = False, package=PACKAGE) -> list[Path]:
     """Every fibrecon module file that importing or running ``path`` reaches, transitively.
 
     The package's ``__init__.py`` is always among them (any ``fibrecon.x``
-    import runs it).
+    import runs it). ``package`` is the folder of the package's sources whose
+    graph is followed (the workflow's own ``src/fibrecon``, whichever copy of
+    fibrecon Python would import).
 
     Examples
     --------
@@ -85,18 +87,18 @@ def fibrecon_modules(path, *, module_level: bool = False) -> list[Path]:
     while todo:
         current = todo.pop()
         for name in sorted(imports_of(current, module_level=module_level)):
-            found = _module_file(name)
+            found = _module_file(name, Path(package))
             if found is not None and found not in seen:
                 seen[found] = None
                 todo.append(found)
     if seen:
-        seen.setdefault(PACKAGE / "__init__.py", None)
+        seen.setdefault(Path(package) / "__init__.py", None)
     return sorted(p for p in seen if p != Path(path).resolve())
 
 
-def code_inputs(script) -> list[str]:
+def code_inputs(script, package=PACKAGE) -> list[str]:
     """The library files a rule's script depends on, as paths for the rule's ``code`` input."""
-    return [str(p) for p in fibrecon_modules(script)]
+    return [str(p) for p in fibrecon_modules(script, package=package)]
 
 
 def third_party_imports(script) -> set[str]:
