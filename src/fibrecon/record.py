@@ -96,6 +96,8 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
             "voxel_size_um": dict(zip("zyx", acquisition["voxel_size_um"])),
             "voxel_size_origin": acquisition["voxel_size_origin"],
             **{k: v for k, v in acquisition.get("instrument", {}).items()},
+            "databar": acquisition.get("databar"),
+            "registration": acquisition.get("registration"),
         },
         "volume": {"shape_zyx": metrics.get("shape"), "volume_um3": metrics.get("volume_um3")},
         "parameters": parameters,
