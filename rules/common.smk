@@ -55,7 +55,9 @@ def code(script):
     """The library files a rule's script imports, transitively (fibrecon's own import graph),
     declared as inputs so that editing any of them reruns the rule's jobs."""
     base = Path(workflow.basedir)
-    return code_inputs(base / "scripts" / f"{script}.py", package=base / "src" / "fibrecon")
+    return code_inputs(
+        base / "scripts" / f"{script}.py", package=base / "src" / "fibrecon"
+    )
 
 
 def raw_folder(wildcards):

@@ -300,8 +300,8 @@ def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int =
     rest is grown by a small square and along the scan line (x) by
     ``grow_px``, where the decaying tail of a smear lies, and replaced by the
     prediction: what the other kV channels show there. Only regions that
-    somewhere exceed what the brightest phase shows (its median plus 3 robust
-    standard deviations) are charging: a higher kV channel that sees deeper
+    somewhere exceed what the brightest phase shows in the prediction (its
+    median plus 3 robust standard deviations) are charging: a higher kV channel that sees deeper
     below the silicone (shine-through) is brighter than predicted over the
     pores, but never brighter than the solid it shows. With one channel,
     charging is what is brighter than the bright phase (its median plus
@@ -357,7 +357,7 @@ def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int =
         if error_spread <= 0:
             continue
         excess = img[c] - prediction - error_centre > threshold * error_spread
-        excess = _seeded(excess, img[c] > _bright_limit(img[c]))
+        excess = _seeded(excess, img[c] > _bright_limit(prediction))
         mask[c] = _charging_regions(excess, grow_px, halo)
         out[c][mask[c]] = prediction[mask[c]]
     return out, mask
