@@ -20,7 +20,7 @@ Run on a GPU machine (about 6 minutes on one H100) or, slowly, on CPU::
     python benchmarks/segmentation.py train --out DIR --init MODEL --seed 2 ...  # continue
     python benchmarks/segmentation.py report DIR/results.json [...]   # the RESULTS.md section
 
-``train`` writes DIR/<model>.pt, DIR/<model>.card.json, DIR/results.json.
+``train`` writes DIR/<model>.pt (with its model card inside) and DIR/results.json.
 """
 
 from __future__ import annotations
@@ -162,8 +162,7 @@ def cmd_train(args):
         net, card = train_model(s, pre, simulated=(sims[pre_name], KVS), device=device,
                                 init=init, progress_bar=False)
         card["name"] = name
-        save_model(out / f"{name}.pt", net, card)
-        io.write_json(out / f"{name}.card.json", card)
+        save_model(out / f"{name}.pt", net, card)  # the card is inside the .pt
         r = {"preprocessing": pre_name, "train_s": card["seconds"],
              "validation": card["validation"]["simulated"],
              "test": evaluate(net, card, tests[pre_name], device),

@@ -5,7 +5,6 @@ rule train_model:
         code=code("train_model"),
     output:
         model="results/models/unet.pt",
-        card="results/models/unet.card.json",
     log:
         "logs/train_model.log",
     benchmark:

@@ -10,13 +10,13 @@ import jsonschema  # noqa: E402
 from fibrecon import io  # noqa: E402
 from fibrecon.record import build_record  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
-from fibrecon.samples import model_card_path  # noqa: E402
+from fibrecon.modelcard import ModelCard  # noqa: E402
 
 inp = snakemake.input  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     model = None
     if inp.get("model"):
-        card = io.read_json(model_card_path(inp.model))
+        card = ModelCard.read(inp.model).data
         model = {"path": str(inp.model), "sha256": io.file_sha256(inp.model), "card": card}
     raw = Path(inp.raw)
     files = (sorted(p for p in raw.rglob("*") if p.is_file() and not p.name.startswith("."))

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 from fibrecon import io  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
-from fibrecon.samples import check_model_settings  # noqa: E402
+from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.segment import (combine_channels, label_slice, multiotsu_thresholds,  # noqa: E402
                               sample_voxels)
 
@@ -29,7 +29,7 @@ def network_labels(stack, log):
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     device = resolve_device(p.device)
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
-    check_model_settings(card, [p.kvs[c] for c in p.channels], p.tile_px, snakemake.input.model)  # noqa: F821
+    ModelCard(card).check([p.kvs[c] for c in p.channels], p.tile_px, snakemake.input.model)  # noqa: F821
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
              snakemake.input.model, io.file_sha256(snakemake.input.model),  # noqa: F821
              card["kvs"], card["context"], device, p.flip_average)

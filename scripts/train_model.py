@@ -33,4 +33,3 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     card["init_model"] = snakemake.input.init_model or None  # noqa: F821
     log.info("validation IoU: %s", card["validation"])
     save_model(snakemake.output.model, net, card)  # noqa: F821
-    io.write_json(snakemake.output.card, card)  # noqa: F821

@@ -27,10 +27,28 @@ from fibrecon.tortuosity import tortuosity_factor
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
-           "thickness_metrics", "rve_metrics", "sample_metrics"]
+           "thickness_metrics", "rve_metrics", "sample_metrics", "SERIES_KEYS",
+           "series_metrics"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
+
+#: Keys of :func:`sample_metrics`' record plotted across a series (one figure each).
+SERIES_KEYS = ("volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd", "d50_um",
+               "am_local_fraction_cv", "cbd_percolating_fraction", "cbd_aggregate_d50_um",
+               "am_surface_cbd_fraction", "specific_area_am_pore_per_um")
+
+
+def series_metrics(tortuosity_axes=("z", "y", "x")) -> list[str]:
+    """The metrics of the series table's figures: :data:`SERIES_KEYS` and both networks' tau.
+
+    Examples
+    --------
+    >>> series_metrics(["z"])[-2:]
+    ['tau_pore_z', 'tau_electronic_z']
+    """
+    return [*SERIES_KEYS, *(f"tau_pore_{ax}" for ax in tortuosity_axes),
+            *(f"tau_electronic_{ax}" for ax in tortuosity_axes)]
 
 
 def volume_fractions(labels: np.ndarray) -> dict:

@@ -21,8 +21,8 @@ from fibrecon import CROSS_SECTION_TILT_DEG
 
 __all__ = [
     "ConfigError",
-    "model_card_path",
-    "check_model_settings",
+    "check_workflow",
+    "selected_kvs",
     "SHEET_COLUMNS",
     "load_schema",
     "validate_config",
@@ -357,28 +357,73 @@ def cross_section_factor(metadata: dict, min_tilt_deg: float = 1.0) -> tuple[flo
             f"/ sin {abs(tilt):.4g}° (image not tilt-corrected; stage tilt from the metadata)")
 
 
-def model_card_path(model_path) -> Path:
-    """The model card written next to a model: ``NAME.pt`` -> ``NAME.card.json``."""
-    p = Path(model_path)
-    return p.with_name(p.stem + ".card.json")
+def selected_kvs(config: dict, kvs) -> list[float]:
+    """kV values of the channels segmentation uses (``segment: channels``) for a sample's ``kvs``."""
+    wanted = config["segment"]["channels"]
+    return [float(k) for k in kvs] if wanted == "all" else [float(kv) for kv in wanted]
 
 
-def check_model_settings(card: dict, kvs, tile: int, model_path) -> None:
-    """Refuse a model whose kV channels differ from ``kvs`` or a tile below its receptive field.
+def check_workflow(config: dict, samples, *, model_path=None,
+                   trained_model: str = "results/models/unet.pt") -> None:
+    """Everything the workflow checks at start-up, before any job: demo consistency and the model.
+
+    Parameters
+    ----------
+    config : dict
+        The validated config (defaults filled).
+    samples : pandas.DataFrame
+        From :func:`load_sample_sheet`.
+    model_path : str or Path, optional
+        The network file ``segment: model`` resolves to (for ``method: unet``).
+    trained_model : str
+        The path the ``train_model`` rule writes: its card does not exist yet,
+        so the configured ``train: kvs`` must match the samples' channels.
 
     Raises
     ------
-    ValueError
-        Naming the model file, its kV list and the configured one.
+    ConfigError
+        A simulated sample without a ``demo: samples`` entry or whose slice
+        thickness differs from the simulated one; a sample whose segmentation
+        channels were not acquired.
+    fibrecon.modelcard.ModelCardError
+        A model file that is missing, has no card, or whose kV channels or
+        receptive field do not fit (naming the model, both kV lists, the tile).
     """
-    want = [float(k) for k in kvs]
-    have = [float(k) for k in card["kvs"]]
-    if want != have:
-        raise ValueError(
-            f"{model_path}: the model expects kV channels {have} (in this order), but the "
-            f"configured channels are {want}; set segment: channels to {have} or use a model "
-            "trained for these channels (rule train_model)")
-    rf = int(card.get("receptive_field_px", 0))
-    if tile < rf:
-        raise ValueError(f"segment: tile_px = {tile} is smaller than the receptive field of "
-                         f"{model_path} ({rf} px); use a tile of at least {rf} px")
+    sheet = config["samples"]
+    simulated = [s for s in samples.index if samples.at[s, "raw"] == "simulated"]
+    undefined = [s for s in simulated if s not in config["demo"]["samples"]]
+    if undefined:
+        raise ConfigError(f"{sheet}: sample(s) {undefined} have raw = 'simulated' but no entry "
+                          "under demo: samples: in the config (the demo's settings are in "
+                          "config/demo/config.yaml: snakemake --configfile config/demo/config.yaml)")
+    dz = config["demo"]["voxel_size_um"][0]
+    wrong_dz = [s for s in simulated if samples.at[s, "voxel_z_um"] != "from_metadata"
+                and abs(float(samples.at[s, "voxel_z_um"]) - dz) > 1e-9]
+    if wrong_dz:
+        raise ConfigError(f"{sheet}: simulated sample(s) {wrong_dz}: voxel_z_um differs from the "
+                          f"simulated slice thickness demo: voxel_size_um[0] = {dz}")
+    for s in samples.index:
+        missing = [kv for kv in selected_kvs(config, samples.at[s, "kvs"])
+                   if kv not in [float(k) for k in samples.at[s, "kvs"]]]
+        if missing:
+            raise ConfigError(f"segment: channels: kV {missing} not acquired for sample '{s}' "
+                              f"(its kvs: {samples.at[s, 'kvs']})")
+    if config["segment"]["method"] != "unet":
+        return
+    if Path(model_path).as_posix() == trained_model:
+        trained = [float(k) for k in config["train"]["kvs"]]
+        for s in samples.index:
+            if selected_kvs(config, samples.at[s, "kvs"]) != trained:
+                raise ConfigError(f"sample '{s}': segment channels "
+                                  f"{selected_kvs(config, samples.at[s, 'kvs'])} differ from the "
+                                  f"kV list the model is trained for (train: kvs: {trained})")
+        return
+    from fibrecon.modelcard import ModelCard, ModelCardError
+
+    try:
+        card = ModelCard.read(model_path)
+    except ModelCardError as exc:
+        raise ModelCardError(f"segment: model: {exc}") from exc
+    for s in samples.index:
+        card.check(selected_kvs(config, samples.at[s, "kvs"]), config["segment"]["tile_px"],
+                   model_path)

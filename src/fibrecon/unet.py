@@ -9,8 +9,9 @@ slices z-context .. z+context (2.5D), in that order (slice-major). The output
 is 3 logits per pixel: 0 pore, 1 AM, 2 CBD.
 
 A model travels as one file written by :func:`save_model` (the weights, the
-architecture and a model card) and is read back by :func:`load_model`, which
-says exactly what is wrong with a file that is not such a model.
+architecture and its model card, :mod:`fibrecon.modelcard`) and is read back
+by :func:`load_model`, which says exactly what is wrong with a file that is
+not such a model.
 """
 
 from __future__ import annotations
@@ -108,23 +109,24 @@ def input_channels(kvs, context: int) -> int:
     return len(kvs) * (2 * int(context) + 1)
 
 
-def save_model(path, net: UNet, card: dict) -> None:
+def save_model(path, net: UNet, card) -> None:
     """Write weights (float32), architecture and model card to one ``.pt`` file.
 
-    ``card`` must hold ``kvs`` (the kV channels, in input order) and
-    ``context``; :mod:`fibrecon.training` adds the training data, settings and
-    validation IoU. Written to a temporary name and renamed.
+    ``card`` (a dict or :class:`fibrecon.modelcard.ModelCard`) must hold
+    ``kvs`` (the kV channels, in input order) and ``context``;
+    :mod:`fibrecon.training` adds the training data, settings and validation
+    IoU. The card is stored once, as the ``card.json`` entry of the file's zip
+    archive (:meth:`~fibrecon.modelcard.ModelCard.read` reads it without
+    torch). Written to a temporary name and renamed.
     """
     from fibrecon.io import atomic_path
+    from fibrecon.modelcard import ModelCard
 
-    missing = {"kvs", "context"} - set(card)
-    if missing:
-        raise ValueError(f"model card lacks {sorted(missing)}")
-    card = json.loads(json.dumps(card, default=str))  # plain types only (weights_only loading)
+    card = card if isinstance(card, ModelCard) else ModelCard(dict(card))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "hparams": net.hparams, "card": card,
-                    "state_dict": state}, tmp)
+        torch.save({"format": FORMAT, "hparams": net.hparams, "state_dict": state}, tmp)
+        card.write_into(tmp)
 
 
 def load_model(path, device: str = "cpu") -> tuple[UNet, dict]:
@@ -151,7 +153,12 @@ def load_model(path, device: str = "cpu") -> tuple[UNet, dict]:
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: weights do not fit the architecture {blob['hparams']}: "
                              f"{str(exc).splitlines()[0]}") from exc
-    card = dict(blob["card"])
+    from fibrecon.modelcard import ModelCard, ModelCardError
+
+    try:
+        card = ModelCard.read(path).data
+    except ModelCardError as exc:
+        raise ModelLoadError(str(exc)) from exc
     if input_channels(card["kvs"], card["context"]) != net.hparams["in_channels"]:
         raise ModelLoadError(f"{path}: model card kV list {card['kvs']} with context "
                              f"{card['context']} does not match {net.hparams['in_channels']} "

@@ -18,7 +18,9 @@ def tiny_training(config):
 def test_train_model_rule_feeds_segment_and_probabilities_sum_to_one(tmp_path):
     write_setup(tmp_path, config_edit=tiny_training)
     snakemake(tmp_path, "--cores", "2", "results/segmented/tiny_a.tif")
-    card = fio.read_json(tmp_path / "results" / "models" / "unet.card.json")
+    from fibrecon.modelcard import ModelCard
+
+    card = ModelCard.read(tmp_path / "results" / "models" / "unet.pt").data
     assert card["kvs"] == [1.0, 3.0] and card["context"] == 1
     assert card["training_data"]["simulated"]["stacks"] == 2  # one of 3 held out
     assert set(card["validation"]["simulated"]) == {"iou_pore", "iou_am", "iou_cbd"}

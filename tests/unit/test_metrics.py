@@ -33,6 +33,9 @@ def test_sample_metrics_keys():
     assert {"volume_fraction_pore", "tau_pore_z", "cbd_percolating_fraction",
             "am_surface_cbd_fraction"} <= set(spread["metric"])
     assert m["tau_pore_z_sd_half_edge"] == pytest.approx(0.0, abs=1e-6)  # straight channels
+    from fibrecon.metrics import series_metrics
+
+    assert set(series_metrics(("z", "x"))) <= set(m)  # the series figures' names are produced
 
 
 # ---------------------------------------------------------------- particles

@@ -12,7 +12,7 @@ import torch
 from fibrecon import io
 from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference, tile_starts
 from fibrecon.preprocess import PreprocessParams
-from fibrecon.samples import check_model_settings, model_card_path
+from fibrecon.modelcard import ModelCard, ModelCardError
 from fibrecon.training import (PatchDataset, TrainSettings, confusion, iou_from_confusion,
                                train_model)
 from fibrecon.unet import ModelLoadError, UNet, input_channels, load_model, save_model
@@ -57,14 +57,35 @@ def test_model_file_round_trip_and_errors_name_the_file(tmp_path):
 
 
 def test_kv_mismatch_and_small_tile_are_refused_naming_both():
-    card = {"kvs": [1.0, 3.0], "receptive_field_px": 200}
-    check_model_settings(card, [1, 3], 256, "m.pt")
-    with pytest.raises(ValueError, match=r"m.pt: the model expects kV channels \[1.0, 3.0\].*"
-                                         r"configured channels are \[3.0\]"):
-        check_model_settings(card, [3], 256, "m.pt")
-    with pytest.raises(ValueError, match="tile_px = 64 is smaller than the receptive field"):
-        check_model_settings(card, [1, 3], 64, "m.pt")
-    assert model_card_path("a/unet.pt").as_posix() == "a/unet.card.json"
+    card = ModelCard({"kvs": [1.0, 3.0], "context": 1, "receptive_field_px": 200})
+    card.check([1, 3], 256, "m.pt")
+    with pytest.raises(ModelCardError, match=r"m.pt: the model expects kV channels \[1.0, 3.0\]"
+                                             r".*configured channels are \[3.0\]"):
+        card.check([3], 256, "m.pt")
+    with pytest.raises(ModelCardError, match="tile_px = 64 is smaller than the receptive field"):
+        card.check([1, 3], 64, "m.pt")
+
+
+def test_model_card_is_stored_once_inside_the_model_file_and_read_without_torch(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    net = UNet(input_channels([1, 3], 1), width=4, depth=2)
+    save_model(tmp_path / "m.pt", net, {"kvs": [1.0, 3.0], "context": 1, "note": "x"})
+    with zipfile.ZipFile(tmp_path / "m.pt") as archive:
+        assert sum(n.endswith("/card.json") for n in archive.namelist()) == 1
+    assert not list(tmp_path.glob("*.json"))  # no sidecar
+    code = ("import sys; sys.modules['torch'] = None\n"  # importing torch would fail
+            "from fibrecon.modelcard import ModelCard\n"
+            f"print(ModelCard.read({str(tmp_path / 'm.pt')!r}).data['note'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "x", out.stderr
+    torch.save({"weights": 1}, tmp_path / "plain.pt")
+    with pytest.raises(ModelCardError, match="plain.pt: the model file holds no model card"):
+        ModelCard.read(tmp_path / "plain.pt")
+    with pytest.raises(ModelCardError, match="gone.pt: model file not found"):
+        ModelCard.read(tmp_path / "gone.pt")
 
 
 def test_tiles_cover_the_image_and_blending_matches_one_big_tile():
@@ -182,10 +203,9 @@ def test_user_slices_are_read_in_pairs_and_bad_ones_named(tmp_path):
 
 def test_shipped_model_loads_matches_its_card_and_stays_small():
     net, card = load_model(SHIPPED)
-    assert card == json.loads(model_card_path(SHIPPED).read_text())
+    assert card == ModelCard.read(SHIPPED).data
     assert card["kvs"] == [1.0, 3.0] and net.hparams["in_channels"] == 6
     assert card["receptive_field_px"] == net.receptive_field
-    assert model_card_path(SHIPPED).exists()
     import os
     assert os.path.getsize(SHIPPED) <= 20 * 2**20
 

@@ -1,0 +1,126 @@
+"""The model card of a segmentation network: built once, stored once inside the model file.
+
+A model file written by :func:`fibrecon.unet.save_model` is a PyTorch zip
+archive; its card is one more entry of that archive, ``<archive>/card.json``,
+so it is read here without torch (the workflow's start-up check, the record)
+and it can be read by hand: ``unzip -p model.pt '*/card.json'``. Its checks
+(kV channels, tile against the receptive field) live in
+:meth:`ModelCard.check`, used by the workflow's start-up check and by the
+segment job alike.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CARD_ENTRY", "ModelCard", "ModelCardError"]
+
+#: Name of the card's entry in the model file's zip archive.
+CARD_ENTRY = "card.json"
+
+
+class ModelCardError(ValueError):
+    """A model file whose card is missing or does not fit the configuration; names the file."""
+
+
+@dataclass
+class ModelCard:
+    """What a trained network takes and how it was made.
+
+    Attributes
+    ----------
+    data : dict
+        The card as stored: ``kvs`` (kV channels in input order), ``context``
+        (neighbour slices each side), ``receptive_field_px``, ``preprocess``
+        (the preprocessing settings of its training data), ``settings``,
+        ``training_data``, ``validation`` (IoU) and whatever training added.
+    """
+
+    data: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = {"kvs", "context"} - set(self.data)
+        if missing:
+            raise ModelCardError(f"model card lacks {sorted(missing)}")
+        self.data = json.loads(json.dumps(self.data, default=str))  # plain types only
+
+    @property
+    def kvs(self) -> list[float]:
+        return [float(k) for k in self.data["kvs"]]
+
+    @property
+    def context(self) -> int:
+        return int(self.data["context"])
+
+    @property
+    def receptive_field_px(self) -> int:
+        return int(self.data.get("receptive_field_px", 0))
+
+    @property
+    def preprocess(self) -> dict:
+        return dict(self.data.get("preprocess", {}))
+
+    @classmethod
+    def read(cls, model_path) -> "ModelCard":
+        """The card stored in a model file (no torch needed).
+
+        Raises
+        ------
+        ModelCardError
+            The file is missing, not a zip archive, or holds no card; naming it.
+        """
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelCardError(f"{path}: model file not found (set segment: model to the "
+                                 "shipped resources/models/unet_1kV_3kV.pt, or to "
+                                 "results/models/unet.pt to train one)")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == CARD_ENTRY]
+                if not names:
+                    raise ModelCardError(f"{path}: the model file holds no model card "
+                                         f"({CARD_ENTRY}); write it with fibrecon.unet.save_model")
+                return cls(json.loads(archive.read(names[0])))
+        except zipfile.BadZipFile as exc:
+            raise ModelCardError(f"{path}: not a fibrecon model file ({exc})") from exc
+
+    def write_into(self, model_path) -> None:
+        """Add the card to a model file just written by ``torch.save`` (its zip archive)."""
+        with zipfile.ZipFile(model_path, "a") as archive:
+            if any(n.rsplit("/", 1)[-1] == CARD_ENTRY for n in archive.namelist()):
+                raise ModelCardError(f"{model_path}: already holds a model card")
+            prefix = archive.namelist()[0].split("/")[0]
+            archive.writestr(f"{prefix}/{CARD_ENTRY}", json.dumps(self.data, indent=1))
+
+    def check(self, kvs, tile_px: int, model_path) -> None:
+        """Refuse a model whose kV channels differ from ``kvs`` or a tile below its receptive field.
+
+        Raises
+        ------
+        ModelCardError
+            Naming the model file, its kV list and the configured one, or the
+            tile and the receptive field.
+
+        Examples
+        --------
+        >>> card = ModelCard({"kvs": [1, 3], "context": 1, "receptive_field_px": 200})
+        >>> card.check([1, 3], 256, "m.pt")
+        >>> card.check([3], 256, "m.pt")
+        Traceback (most recent call last):
+        ...
+        fibrecon.modelcard.ModelCardError: m.pt: the model expects kV channels [1.0, 3.0] (in this order), but the configured channels are [3.0]; set segment: channels to [1.0, 3.0] or use a model trained for these channels (rule train_model)
+        """
+        want = [float(k) for k in kvs]
+        if want != self.kvs:
+            raise ModelCardError(
+                f"{model_path}: the model expects kV channels {self.kvs} (in this order), but "
+                f"the configured channels are {want}; set segment: channels to {self.kvs} or "
+                "use a model trained for these channels (rule train_model)")
+        if tile_px < self.receptive_field_px:
+            raise ModelCardError(
+                f"segment: tile_px = {tile_px} is smaller than the receptive field of "
+                f"{model_path} ({self.receptive_field_px} px); use a tile of at least "
+                f"{self.receptive_field_px} px")
