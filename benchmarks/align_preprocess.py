@@ -212,8 +212,8 @@ def main():
 
     # full preprocessing vs raw, and PyStack3D background removal on the same input
     # (table row, segmentation row, settings): the defaults and the optional steps of issue 4
-    p = PreprocessParams()
-    charging = PreprocessParams(charging=True)
+    p = PreprocessParams(denoise="gaussian")
+    charging = PreprocessParams(denoise="gaussian", charging=True)
     sigma_filter = PreprocessParams(charging=True, denoise="sigma_filter")
     variants = [
         ("fibrecon preprocess (defaults)", "preprocessed (defaults)", p),

@@ -28,8 +28,8 @@ from fibrecon.simulate import simulate_sample  # noqa: E402
 STACKS = [  # (seed, d50 um, porosity)
     (47, 3.0, 0.33), (48, 2.0, 0.28), (49, 4.0, 0.38), (50, 1.5, 0.33)]
 PREPROCESSING = {
-    "defaults": PreprocessParams(),
-    "charging removal": PreprocessParams(charging=True),
+    "defaults": PreprocessParams(denoise="gaussian"),
+    "charging removal": PreprocessParams(denoise="gaussian", charging=True),
     "+ bilateral": PreprocessParams(charging=True, denoise="bilateral", denoise_sigma=5.0),
     "+ sigma filter": PreprocessParams(charging=True, denoise="sigma_filter"),
 }

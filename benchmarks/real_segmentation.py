@@ -118,7 +118,7 @@ def main(argv=None):
     for name, init in [("U-Net fine-tuned from the shipped 1 kV model", (base, card)),
                        ("U-Net from scratch, same steps", None)]:  # width 8, depth 4
         t = time.perf_counter()
-        net, c = train_model(s, PreprocessParams(), user_stacks=user, init=init, device=device,
+        net, c = train_model(s, PreprocessParams(denoise="gaussian"), user_stacks=user, init=init, device=device,
                              progress_bar=False)
         rows.append((name, unet_scores(net, [i for i, _ in test], [lab for _, lab in test],
                                        device), time.perf_counter() - t))

@@ -57,7 +57,8 @@ VARIANTS = {  # name: (kvs, context, width, preprocessing)
     "unet_1kV_3kV_ctx1": ([1.0, 3.0], 1, 8, "default"),
     "unet_1kV_3kV_nodenoise_ctx1": ([1.0, 3.0], 1, 8, "no denoising"),
 }
-PREPROCESSING = {"default": PreprocessParams(), "no denoising": PreprocessParams(denoise="none")}
+PREPROCESSING = {"default": PreprocessParams(denoise="gaussian"),
+                 "no denoising": PreprocessParams(denoise="none")}
 TEST_SETTINGS = {
     "default": {k: 1.0 for k in ARTIFACTS},
     "strong": {**{k: 1.5 for k in ARTIFACTS}, "noise": 2.5},
@@ -268,8 +269,7 @@ def cmd_speed(args):
 def model_and_preprocessing(path):
     """A model file's network, card, and the preprocessing it was trained with."""
     net, card = load_model(path)
-    return net, card, PreprocessParams(**{**card["preprocess"], "percentiles": tuple(
-        card["preprocess"]["percentiles"])})
+    return net, card, PreprocessParams.from_record(card["preprocess"])
 
 
 def cmd_gap(args):

@@ -61,7 +61,7 @@ def main():
     err = np.abs(result.drift - (drift - drift[0])).max()
     print(f"align: {n / t_align:.1f} slices/s, max drift error {err:.2f} px, "
           f"peak {peak_mb():.0f} MB")
-    p = PreprocessParams()
+    p = PreprocessParams(denoise="gaussian")
     t = time.perf_counter()
     with io.VolumeReader(folder / "aligned.tif") as aligned:
         corrections = estimate_corrections(aligned, p)

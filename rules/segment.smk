@@ -16,15 +16,9 @@ rule segment:
     resources:
         gpu=1 if config["segment"]["method"] == "unet" else 0,
     params:
-        method=config["segment"]["method"],
+        settings=config["segment"],
         channels=segment_channels,
         kvs=sheet_value("kvs"),
-        device=config["segment"]["device"],
-        tile_px=config["segment"]["tile_px"],
-        overlap_px=config["segment"]["overlap_px"],
-        flip_average=config["segment"]["flip_average"],
-        batch_size=config["segment"]["batch_size"],
-        nbins=config["segment"]["nbins"],
         preprocess=config["preprocess"],
     script:
         "../scripts/segment.py"

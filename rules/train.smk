@@ -11,16 +11,12 @@ rule train_model:
         "benchmarks/train_model.tsv"
     conda:
         "../envs/segment.yaml"
-    threads: 4
+    threads: config["train"]["workers"]
     resources:
         gpu=1,
     params:
-        settings={
-            k: v
-            for k, v in config["train"].items()
-            if k not in ("user_slices", "init_model", "device")
-        },
+        # workers only sets the job's threads: changing it retrains nothing
+        settings={k: v for k, v in config["train"].items() if k != "workers"},
         preprocess=config["preprocess"],
-        device=config["train"]["device"],
     script:
         "../scripts/train_model.py"

@@ -17,6 +17,6 @@ rule volume:
     conda:
         "../envs/volume.yaml"
     params:
-        min_object_voxels=config["volume"]["min_object_voxels"],
+        settings=config["volume"],
     script:
         "../scripts/volume.py"

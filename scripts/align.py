@@ -7,13 +7,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibrecon import io  # noqa: E402
-from fibrecon.align import aligned_slices, common_region, estimate_drift, plan_registration  # noqa: E402
+from fibrecon.align import AlignSettings, aligned_slices, register_stack  # noqa: E402
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import resolve_voxel_size  # noqa: E402
 
 p = snakemake.params  # noqa: F821
-cfg = p.settings
+settings = AlignSettings.from_config(p.settings)
 out = snakemake.output  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     raw_dir = snakemake.input.raw  # noqa: F821
@@ -21,39 +21,27 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     for warning in raw.metadata.get("warnings", []):
         log.warning("metadata: %s", warning)
     voxel, origin = resolve_voxel_size(p.voxel, raw.metadata, source=raw_dir)
-    nz, nc, ny, nx = raw.shape
     log.info("%s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, raw.shape, raw.dtype,
              voxel, origin)
     log.info("data bar: %d rows cut at the bottom (%s)", raw.databar["rows"],
              raw.databar["origin"])
     try:
-        plan = plan_registration(raw, cfg["fiducial_window"], cfg["trim_top_px"])
+        alignment = register_stack(raw, settings, progress=progress("registering"))
     except ValueError as exc:
         raise ValueError(f"{raw_dir}: {exc}") from exc
+    plan, result, (rows, cols) = alignment.plan, alignment.result, alignment.window
     (log.info if plan.source != "whole image" else log.warning)("%s", plan.note)
-    try:
-        result = estimate_drift(raw, upsample_factor=cfg["upsample_factor"],
-                                references=cfg["references"], window=plan.window,
-                                downsample=cfg["downsample"], band_sigmas=cfg["bandpass_px"],
-                                min_quality=cfg["min_quality"],
-                                progress=progress("registering"))
-    except ValueError as exc:
-        raise ValueError(f"{raw_dir}: {exc}") from exc
     drift = result.drift
-    if cfg["frame"] == "crop":
-        rows, cols = common_region(drift, (ny, nx))
-    else:
-        rows, cols = slice(0, ny), slice(0, nx)
-    rows = slice(max(rows.start, plan.trim_top), rows.stop)
     if result.flagged.any():
         log.warning("flagged slices (too little structure or no reliable match): %s",
                     np.flatnonzero(result.flagged).tolist())
     log.info("drift y %.2f..%.2f px, x %.2f..%.2f px; output rows %s, columns %s",
              drift[:, 0].min(), drift[:, 0].max(), drift[:, 1].min(), drift[:, 1].max(),
              rows, cols)
+    nz, nc = raw.shape[:2]
     shape = (nz, nc, rows.stop - rows.start, cols.stop - cols.start)
     io.write_volume_slices(
-        out.stack, aligned_slices(raw, drift, (rows, cols), fill=cfg["pad_value"],
+        out.stack, aligned_slices(raw, drift, (rows, cols), fill=settings.pad_value,
                                   progress=progress("shifting")),
         shape, raw.dtype, voxel, channels=True)
     io.write_table(out.shifts, pd.DataFrame({
@@ -63,8 +51,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         "kvs": p.kvs,
         "voxel_size_um": voxel,
         "voxel_size_origin": origin,
-        "frame": cfg["frame"],
-        "pad_value": cfg["pad_value"] if cfg["frame"] == "pad" else None,
+        "frame": settings.frame,
+        "pad_value": settings.pad_value if settings.frame == "pad" else None,
         "origin_yx": [rows.start, cols.start],
         "databar": raw.databar,
         "registration": {"window": plan.window, "source": plan.source,

@@ -11,10 +11,11 @@ from fibrecon import io  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
-from fibrecon.segment import (combine_channels, label_slice, multiotsu_thresholds,  # noqa: E402
-                              sample_voxels)
+from fibrecon.segment import (SegmentSettings, combine_channels, label_slice,  # noqa: E402
+                              multiotsu_thresholds, sample_voxels)
 
 p = snakemake.params  # noqa: F821
+settings = SegmentSettings.from_config(p.settings)
 out = snakemake.output  # noqa: F821
 
 
@@ -27,12 +28,12 @@ def network_labels(stack, log):
     from fibrecon.unet import load_model
 
     torch.set_num_threads(snakemake.threads)  # noqa: F821
-    device = resolve_device(p.device)
+    device = resolve_device(settings.device)
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
-    ModelCard(card).check([p.kvs[c] for c in p.channels], p.tile_px, snakemake.input.model)  # noqa: F821
+    ModelCard(card).check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
              snakemake.input.model, io.file_sha256(snakemake.input.model),  # noqa: F821
-             card["kvs"], card["context"], device, p.flip_average)
+             card["kvs"], card["context"], device, settings.flip_average)
     differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
     if differ:
         log.warning("preprocessing differs from the model's training (trained, used): %s; "
@@ -46,9 +47,9 @@ def network_labels(stack, log):
                                           (nz, 3, ny, nx))
     inputs = context_images(stack, p.channels, card["context"])
     for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
-        prob = predict_probabilities(net, image, multiple=multiple, tile=p.tile_px,
-                                     overlap=p.overlap_px, batch_size=p.batch_size,
-                                     device=device, flips=p.flip_average)
+        prob = predict_probabilities(net, image, multiple=multiple, tile=settings.tile_px,
+                                     overlap=settings.overlap_px, batch_size=settings.batch_size,
+                                     device=device, flips=settings.flip_average)
         if probs is not None:
             probs[z] = prob
         yield prob.argmax(0).astype(np.uint8)
@@ -60,14 +61,14 @@ def network_labels(stack, log):
 
 
 def classical_labels(stack, log):
-    thresholds = multiotsu_thresholds(sample_voxels(stack, p.channels), nbins=p.nbins)
+    thresholds = multiotsu_thresholds(sample_voxels(stack, p.channels), nbins=settings.nbins)
     log.info("multi-Otsu on channels %s: thresholds %s", p.channels, thresholds)
     for z in progress("labelling")(range(len(stack))):
         yield label_slice(combine_channels(stack[z], p.channels), thresholds)
 
 
 with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
-    labels = (network_labels if p.method == "unet" else classical_labels)(stack, log)
+    labels = (network_labels if settings.method == "unet" else classical_labels)(stack, log)
     nz, _, ny, nx = stack.shape
     try:
         io.write_volume_slices(out.labels, labels, (nz, ny, nx), np.uint8, stack.voxel_size)

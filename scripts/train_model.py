@@ -12,8 +12,7 @@ from fibrecon.training import TrainSettings, train_model  # noqa: E402
 from fibrecon.unet import input_channels, load_model, save_model  # noqa: E402
 
 p = snakemake.params  # noqa: F821
-settings = TrainSettings(**{**p.settings, "stack_shape": tuple(p.settings["stack_shape"]),
-                            "workers": snakemake.threads})  # noqa: F821
+settings = TrainSettings.from_config({**p.settings, "workers": snakemake.threads})  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     user = []
     if snakemake.input.user_slices:  # noqa: F821
@@ -26,7 +25,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         log.info("starting from %s", snakemake.input.init_model)  # noqa: F821
     log.info("training settings: %s", settings)
     net, card = train_model(settings, PreprocessParams.from_config(p.preprocess),
-                            user_stacks=user, init=init, device=p.device,
+                            user_stacks=user, init=init, device=settings.device,
                             log_dir=Path(snakemake.log[0]).parent / "train_model_metrics",  # noqa: F821
                             progress=progress("simulating"))
     card["user_slices"] = snakemake.input.user_slices or None  # noqa: F821

@@ -15,7 +15,7 @@ one slice at a time (the stack is never held in memory).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft as sfft
@@ -26,7 +26,12 @@ from scipy.sparse import linalg as splinalg
 from skimage.measure import block_reduce
 from skimage.registration import phase_cross_correlation
 
+from fibrecon.settings import StageSettings
+
 __all__ = [
+    "AlignSettings",
+    "Alignment",
+    "register_stack",
     "DriftResult",
     "find_static_band",
     "RegistrationPlan",
@@ -39,6 +44,44 @@ __all__ = [
     "aligned_slices",
     "apply_drift",
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignSettings(StageSettings):
+    """Settings of the align stage (``align:`` in the config; defaults as in the schema).
+
+    Attributes
+    ----------
+    references : int
+        Each slice is matched to this many previous ones.
+    upsample_factor : int
+        Subpixel precision is ``downsample / upsample_factor`` pixel.
+    downsample : int
+        Registration on block-averaged images.
+    bandpass_px : tuple of float
+        Fine and coarse Gaussian sigmas of the band-pass (registration pixels).
+    fiducial_window : "auto", None or tuple of 4 int
+        See :func:`plan_registration`.
+    trim_top_px : int
+        Rows dropped at the top after alignment.
+    frame : {"crop", "pad"}
+        The aligned stack is the region every slice covers, or the full frame.
+    pad_value : float
+        No-data value when ``frame`` is ``"pad"``.
+    min_quality : float
+        Pairs matched worse are ignored; slices without a better one are flagged.
+    """
+
+    SECTION = "align"
+    references: int = 3
+    upsample_factor: int = 20
+    downsample: int = 2
+    bandpass_px: tuple = (0.7, 8.0)
+    fiducial_window: object = "auto"
+    trim_top_px: int = 0
+    frame: str = "crop"
+    pad_value: float = 0
+    min_quality: float = 0.05
 
 
 @dataclass
@@ -129,12 +172,12 @@ def _fft(img, band):
 def estimate_drift(
     stack,
     *,
-    upsample_factor: int = 20,
-    references: int = 3,
+    upsample_factor: int = AlignSettings.upsample_factor,
+    references: int = AlignSettings.references,
     window=None,
-    downsample: int = 2,
-    band_sigmas=(0.7, 8.0),
-    min_quality: float = 0.05,
+    downsample: int = AlignSettings.downsample,
+    band_sigmas=AlignSettings.bandpass_px,
+    min_quality: float = AlignSettings.min_quality,
     progress=None,
 ) -> DriftResult:
     """Measure the content displacement of every slice relative to slice 0.
@@ -595,3 +638,56 @@ def apply_drift(stack: np.ndarray, drift: np.ndarray, *, crop: bool = True, prog
     window = common_region(drift, stack.shape[2:]) if crop else (slice(0, stack.shape[2]),
                                                                   slice(0, stack.shape[3]))
     return np.stack(list(aligned_slices(stack, drift, window, progress=progress))), window
+
+
+@dataclass
+class Alignment:
+    """What :func:`register_stack` found: the plan, the drift and the output window.
+
+    Attributes
+    ----------
+    plan : RegistrationPlan
+    result : DriftResult
+    window : tuple of slice
+        Output region (rows, columns) in the frame of slice 0.
+    """
+
+    plan: RegistrationPlan
+    result: DriftResult
+    window: tuple = field(default=(slice(0, 0), slice(0, 0)))
+
+
+def register_stack(stack, settings: AlignSettings | None = None, *, progress=None) -> Alignment:
+    """The align stage: plan the registration, measure the drift, choose the output window.
+
+    Parameters
+    ----------
+    stack : sequence of ndarray
+        Slices (c, y, x), read lazily (:class:`fibrecon.io.RawStack`).
+    settings : AlignSettings, optional
+        Defaults as in the workflow's config schema.
+    progress : callable, optional
+        Wraps the slice loops.
+
+    Returns
+    -------
+    Alignment
+        Shift the slices with :func:`aligned_slices` (``alignment.result.drift``,
+        ``alignment.window``).
+
+    Raises
+    ------
+    ValueError
+        A window or trim that does not fit the images; a stack without structure.
+    """
+    s = settings or AlignSettings()
+    plan = plan_registration(stack, s.fiducial_window, s.trim_top_px)
+    result = estimate_drift(stack, upsample_factor=s.upsample_factor, references=s.references,
+                            window=plan.window, downsample=s.downsample,
+                            band_sigmas=tuple(s.bandpass_px), min_quality=s.min_quality,
+                            progress=progress)
+    ny, nx = np.shape(stack[0])[-2:]
+    rows, cols = (common_region(result.drift, (ny, nx)) if s.frame == "crop"
+                  else (slice(0, ny), slice(0, nx)))
+    rows = slice(max(rows.start, plan.trim_top), rows.stop)
+    return Alignment(plan, result, (rows, cols))

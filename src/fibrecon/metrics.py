@@ -12,6 +12,8 @@ import contextlib
 import logging
 import time
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -23,15 +25,46 @@ from fibrecon.particles import (correlation_length, local_fraction_cv,
                                 nearest_neighbour_distances, particle_table, particles_in_box,
                                 separate_particles, size_summary, two_point_correlation)
 from fibrecon.rve import subvolume_spread
+from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import tortuosity_factor
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
            "thickness_metrics", "rve_metrics", "sample_metrics", "SERIES_KEYS",
-           "series_metrics"]
+           "series_metrics", "MetricsSettings", "metrics_of"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsSettings(StageSettings):
+    """Settings of the metrics stage (``metrics:`` in the config).
+
+    Attributes
+    ----------
+    tortuosity_axes : tuple of str
+        Directions of the tortuosity factors.
+    electronic_network : {"cbd", "cbd+am"}
+        The phases that conduct electrons.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (taufactor).
+    conv_crit : float
+        Convergence criterion of the tortuosity solver.
+    particle_h_px, particle_sigma_px : float
+        Watershed marker height and distance-map smoothing of the particle split.
+    dispersion_block_um : float
+        Block size of the local AM-fraction variation.
+    """
+
+    SECTION = "metrics"
+    tortuosity_axes: tuple = ("z", "y", "x")
+    electronic_network: str = "cbd"
+    device: str = "cpu"
+    conv_crit: float = 0.01
+    particle_h_px: float = 1.0
+    particle_sigma_px: float = 1.0
+    dispersion_block_um: float = 2.0
+
 
 #: Keys of :func:`sample_metrics`' record plotted across a series (one figure each).
 SERIES_KEYS = ("volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd", "d50_um",
@@ -371,3 +404,18 @@ def _notes(out: dict) -> list[str]:
             notes.append(f"the {network} network does not connect the two faces normal to "
                          f"{axis}: {key} = inf (no transport), relative value 0")
     return notes
+
+
+def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None):
+    """The metrics stage: :func:`sample_metrics` with a stage's settings.
+
+    Returns
+    -------
+    The four results of :func:`sample_metrics`.
+    """
+    s = settings or MetricsSettings()
+    electronic = (CBD,) if s.electronic_network == "cbd" else (AM, CBD)
+    return sample_metrics(labels, voxel_size, tortuosity_axes=tuple(s.tortuosity_axes),
+                          electronic_phases=electronic, device=s.device, conv_crit=s.conv_crit,
+                          particle_h=s.particle_h_px, particle_sigma=s.particle_sigma_px,
+                          dispersion_block_um=s.dispersion_block_um)

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pywt
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
+
+from fibrecon.settings import StageSettings
 
 __all__ = [
     "PreprocessParams",
@@ -58,9 +60,12 @@ __all__ = [
 ]
 
 
-@dataclass
-class PreprocessParams:
-    """Settings of every preprocessing step (each switchable).
+@dataclass(frozen=True, kw_only=True)
+class PreprocessParams(StageSettings):
+    """Settings of every preprocessing step (each switchable; ``preprocess:`` in the config).
+
+    The defaults are the workflow's (as in the config schema): the shipped
+    network is trained on images without denoising.
 
     Attributes
     ----------
@@ -90,15 +95,16 @@ class PreprocessParams:
     background_smoothing : float
         Gaussian sigma (slices) applied along z to the surface shape (the
         coefficients relative to the constant term; the level stays per slice).
-    percentiles : tuple of float
-        Low and high percentiles mapped to 0 and 1 per slice.
+    percentile_low, percentile_high : float
+        Percentiles mapped to 0 and 1 per slice.
     percentile_smoothing : float
         Gaussian sigma (slices) applied to the per-slice percentiles.
     clahe : bool
         Contrast-limited adaptive histogram equalisation after the stretch.
     """
 
-    denoise: str = "gaussian"
+    SECTION = "preprocess"
+    denoise: str = "none"
     denoise_sigma: float = 2.0
     denoise_radius_px: int = 24
     destripe: bool = True
@@ -109,22 +115,32 @@ class PreprocessParams:
     charging_grow_px: int = 21
     background_order: int | None = 2
     background_smoothing: float = 2.0
-    percentiles: tuple = (1.0, 99.0)
+    percentile_low: float = 1.0
+    percentile_high: float = 99.0
     percentile_smoothing: float = 2.0
     clahe: bool = False
 
+    @property
+    def percentiles(self) -> tuple:
+        """(low, high) percentiles mapped to 0 and 1."""
+        return (self.percentile_low, self.percentile_high)
+
     @classmethod
-    def from_config(cls, settings: dict) -> "PreprocessParams":
-        """From the ``preprocess:`` section of the config (``percentile_low``/``_high`` keys)."""
-        cfg = dict(settings)
-        cfg["percentiles"] = (cfg.pop("percentile_low", 1.0), cfg.pop("percentile_high", 99.0))
-        return cls(**cfg)
+    def from_record(cls, record: dict) -> "PreprocessParams":
+        """The settings a model card's ``preprocess`` record holds (missing ones at their
+        defaults; a card written before the percentiles were two settings holds
+        ``percentiles: [low, high]``)."""
+        record = dict(record)
+        if "percentiles" in record:
+            record["percentile_low"], record["percentile_high"] = record.pop("percentiles")
+        return cls.from_config(record)
 
     def differences(self, trained: dict) -> dict:
         """Settings that differ from a model card's ``preprocess`` record.
 
         A setting newer than the card was trained at its default (every new
-        step is added switched off).
+        step is added switched off); cards written before the percentiles
+        were two settings hold ``percentiles: [low, high]``.
 
         Returns
         -------
@@ -133,13 +149,13 @@ class PreprocessParams:
 
         Examples
         --------
-        >>> PreprocessParams(charging=True).differences({"denoise": "gaussian"})
+        >>> PreprocessParams(charging=True).differences({"denoise": "none"})
         {'charging': (False, True)}
         """
         if not trained:
             return {}
-        ours = json.loads(json.dumps(asdict(self)))  # tuples as lists, like the card
-        then = json.loads(json.dumps({**asdict(PreprocessParams()), **trained}))
+        ours = json.loads(json.dumps(asdict(self)))
+        then = json.loads(json.dumps(asdict(PreprocessParams.from_record(trained))))
         return {k: (v, ours.get(k)) for k, v in then.items() if ours.get(k) != v}
 
 
@@ -150,7 +166,7 @@ SIGMA_FILTER_RANGE = 0.15
 """Half-width of the sigma filter's grey-level window, in units of the 0.5-99.5 percentile range."""
 
 
-def denoise(image: np.ndarray, method: str = "gaussian", sigma: float = 2.0,
+def denoise(image: np.ndarray, method: str, sigma: float = 2.0,
             radius: int = 24) -> np.ndarray:
     """Denoise one image (float32 out).
 
@@ -710,7 +726,7 @@ def estimate_corrections(stack, params: PreprocessParams, *, downsample: int | N
     p = params
     if downsample is None:
         downsample = int(np.clip(min(np.shape(stack[0])[-2:]) // 256, 1, 4))
-    small = PreprocessParams(**{**p.__dict__, "denoise_sigma": p.denoise_sigma / downsample,
+    small = replace(p, **{"denoise_sigma": p.denoise_sigma / downsample,
                                 "denoise_radius_px": max(1, p.denoise_radius_px // downsample),
                                 "destripe_levels": max(1, p.destripe_levels - 2)})
     nz = len(stack)
@@ -817,6 +833,6 @@ def preprocess_stack(stack: np.ndarray, params: PreprocessParams | None = None, 
     """
     if stack.ndim != 4:
         raise ValueError(f"expected a (z, c, y, x) stack, got shape {stack.shape}")
-    p = PreprocessParams(**{**(params or PreprocessParams()).__dict__, **overrides})
+    p = replace(params or PreprocessParams(), **overrides)
     corrections = estimate_corrections(stack, p)
     return np.stack(list(preprocessed_slices(stack, p, corrections, progress=progress)))

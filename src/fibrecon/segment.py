@@ -9,13 +9,52 @@ slice (:func:`sample_voxels`), then every slice is labelled on its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from skimage.filters import threshold_multiotsu
 
 from fibrecon import AM, CBD, PORE
+from fibrecon.settings import StageSettings
 
-__all__ = ["combine_channels", "sample_voxels", "multiotsu_thresholds", "label_slice",
+__all__ = ["SegmentSettings", "combine_channels", "sample_voxels", "multiotsu_thresholds", "label_slice",
            "segment_multiotsu"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentSettings(StageSettings):
+    """Settings of the segment stage (``segment:`` in the config).
+
+    Attributes
+    ----------
+    method : {"unet", "multiotsu"}
+    model : str
+        Network file (``method: unet``).
+    channels : "all" or list of float
+        kV values of the channels used.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    tile_px, overlap_px, batch_size : int
+        Tiled inference: tile edge, overlap, tiles per pass.
+    flip_average : {"none", "x", "xy"}
+        Test-time averaging over mirror images.
+    save_probabilities : bool
+        Also write the class probabilities.
+    nbins : int
+        Histogram bins of the multi-Otsu thresholds.
+    """
+
+    SECTION = "segment"
+    method: str = "unet"
+    model: str = "resources/models/unet_1kV_3kV.pt"
+    channels: object = "all"
+    device: str = "auto"
+    tile_px: int = 1024
+    overlap_px: int = 64
+    flip_average: str = "none"
+    batch_size: int = 2
+    save_probabilities: bool = False
+    nbins: int = 256
 
 
 def combine_channels(channels: np.ndarray, selected=None) -> np.ndarray:

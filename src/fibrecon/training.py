@@ -27,6 +27,7 @@ from fibrecon.align import shift_image
 from fibrecon.infer import context_image, resolve_device
 from fibrecon.preprocess import PreprocessParams, preprocess_stack
 from fibrecon.simulate import ARTIFACTS, simulate_sample
+from fibrecon.settings import StageSettings
 from fibrecon.unet import UNet, input_channels
 
 __all__ = ["MICROSTRUCTURE_RANGES", "ARTIFACT_RANGE", "TrainSettings", "draw_settings",
@@ -49,8 +50,8 @@ MICROSTRUCTURE_RANGES = {
 ARTIFACT_RANGE = (0.0, 2.0)
 
 
-@dataclass
-class TrainSettings:
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings(StageSettings):
     """Everything that decides a trained model (recorded in its model card).
 
     Attributes
@@ -76,11 +77,21 @@ class TrainSettings:
         Seeds the stacks, the split, the patches and the weights.
     finetune_steps : int
         Steps on user-labelled slices after the synthetic training.
+    user_slices : str or None
+        Folder of ``NAME.tif`` + ``NAME_labels.tif`` pairs to fine-tune on
+        (read by the workflow; recorded in the card).
+    init_model : str or None
+        Model file to start from instead of random weights.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
     workers : int
-        Processes generating stacks.
+        Processes generating stacks (and loading patches on a GPU); the
+        train_model rule runs with as many threads.
     """
 
-    kvs: list = field(default_factory=lambda: [1.0, 3.0])
+    SECTION = "train"
+
+    kvs: tuple = (1.0, 3.0)
     context: int = 1
     width: int = 8
     depth: int = 4
@@ -94,6 +105,9 @@ class TrainSettings:
     learning_rate: float = 3e-3
     seed: int = 1
     finetune_steps: int = 500
+    user_slices: str | None = None
+    init_model: str | None = None
+    device: str = "auto"
     workers: int = 1
 
 

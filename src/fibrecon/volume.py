@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["remove_small_objects_3d"]
+from fibrecon.settings import StageSettings
+
+__all__ = ["VolumeSettings", "relabel_small_islands"]
 
 
-def remove_small_objects_3d(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+@dataclass(frozen=True, kw_only=True)
+class VolumeSettings(StageSettings):
+    """Settings of the volume stage (``volume:`` in the config).
+
+    Attributes
+    ----------
+    min_object_voxels : int
+        Connected islands (any phase) smaller than this take the label of
+        their surroundings (:func:`relabel_small_islands`).
+    """
+
+    SECTION = "volume"
+    min_object_voxels: int = 20
+
+
+def relabel_small_islands(labels: np.ndarray, min_voxels: int = VolumeSettings.min_object_voxels
+                          ) -> np.ndarray:
     """Give connected components smaller than ``min_voxels`` the label of their nearest neighbour.
+
+    Unlike scikit-image's ``remove_small_objects`` (which sets small objects to
+    background), every voxel keeps a phase: an island below the resolution
+    becomes the phase that surrounds it.
 
     Parameters
     ----------
@@ -27,7 +51,7 @@ def remove_small_objects_3d(labels: np.ndarray, min_voxels: int) -> np.ndarray:
     Examples
     --------
     >>> v = np.zeros((5, 5, 5), np.uint8); v[2, 2, 2] = 1
-    >>> int(remove_small_objects_3d(v, 2).max())
+    >>> int(relabel_small_islands(v, 2).max())
     0
     """
     if min_voxels <= 1:
