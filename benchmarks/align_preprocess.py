@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_md import write_section  # noqa: E402
+from truth_stacks import CAP, aligned_with_true_drift, cnr, phase_masks  # noqa: E402
 from fibrecon.align import (aligned_slices, apply_drift, common_region,  # noqa: E402
                             estimate_drift, estimate_drift_consecutive)
 from fibrecon.evaluate import segmentation_scores  # noqa: E402
@@ -38,7 +39,6 @@ from fibrecon.preprocess import (PreprocessParams, destripe, estimate_correction
 from fibrecon.segment import segment_multiotsu  # noqa: E402
 from fibrecon.simulate import simulate_sample  # noqa: E402
 
-CAP = 32
 SHAPE = (200, 256, 256)
 
 
@@ -68,41 +68,6 @@ def _pystack3d_drift(stack, window=None):
 def _stripe_power(stack):
     cols = stack.mean(axis=-2)
     return float(np.mean((cols - ndi.gaussian_filter1d(cols, 5, axis=-1)) ** 2))
-
-
-def aligned_with_true_drift(sample, region=None):
-    """A simulated stack shifted by its true drift, cap removed, and its labels' window.
-
-    Parameters
-    ----------
-    sample : fibrecon.simulate.SimulatedSample
-        Simulated with ``cap_px=CAP``.
-    region : tuple of slice, optional
-        (y, x) window of the aligned frame; by default the common region of
-        its own drift.
-
-    Returns
-    -------
-    stack : ndarray of float32, (z, c, y, x)
-    ty, tx : slice
-        The same window in ``sample.labels``.
-    """
-    wy, wx = region or common_region(sample.drift_px, sample.raw.shape[2:])
-    y0 = max(wy.start, CAP)
-    stack = np.stack(list(aligned_slices(sample.raw.astype(np.float32), sample.drift_px,
-                                         (slice(y0, wy.stop), wx))))
-    return stack, slice(y0 - CAP, wy.stop - CAP), wx
-
-
-def _masks(labels):
-    am = np.stack([ndi.binary_erosion(s == 1, iterations=3) for s in labels])
-    pore = np.stack([ndi.binary_erosion(s == 0, iterations=3) for s in labels])
-    return am, pore
-
-
-def _cnr(img, am, pore):
-    a, p = img[am], img[pore]
-    return float((a.mean() - p.mean()) / np.sqrt(0.5 * (a.var() + p.var())))
 
 
 def _noise_cnr(img, quiet, am, pore):
@@ -182,7 +147,7 @@ def main():
     a_no_charge, _, _ = aligned(no_charge)
     a_quiet, _, _ = aligned(quiet)
     labels = full.labels[:, ty, tx]
-    am, pore = _masks(labels)
+    am, pore = phase_masks(labels)
     ch = 0  # 1 kV: noisiest, most charging
     stripes = _stripe_power(a_full[:, ch] - a_clean[:, ch])
 
@@ -252,12 +217,12 @@ def main():
     pre = []
     for name, img, ref, quiet_img in rows:
         res_am, res_pore = _residual_variation(img, ref, am, pore)
-        pre.append((name, _cnr(img, am, pore), _noise_cnr(img, quiet_img, am, pore), res_am,
+        pre.append((name, cnr(img, am, pore), _noise_cnr(img, quiet_img, am, pore), res_am,
                     res_pore))
-    no_grain_cnr = (_cnr(preprocess_stack(a_no_grain, **raw_only)[:, ch], am, pore),
-                    _cnr(preprocess_stack(a_no_grain, p)[:, ch], am, pore),
-                    _cnr(preprocess_stack(a_no_grain, charging)[:, ch], am, pore))
-    no_charge_cnr = _cnr(preprocess_stack(a_no_charge, p)[:, ch], am, pore)
+    no_grain_cnr = (cnr(preprocess_stack(a_no_grain, **raw_only)[:, ch], am, pore),
+                    cnr(preprocess_stack(a_no_grain, p)[:, ch], am, pore),
+                    cnr(preprocess_stack(a_no_grain, charging)[:, ch], am, pore))
+    no_charge_cnr = cnr(preprocess_stack(a_no_charge, p)[:, ch], am, pore)
     charged = estimate_corrections(a_full, charging)["charging_fraction"]
     charged_clean = estimate_corrections(a_no_charge, charging)["charging_fraction"]
     seg = []

@@ -39,7 +39,7 @@ def per_rule_table(folder: Path) -> pd.DataFrame:
 def accuracy_table(root: Path) -> pd.DataFrame:
     """Segmentation and volume-fraction accuracy of every demo sample against its truth."""
     sys.path.insert(0, str(root / "src"))
-    from fibrecon import io
+    from fibrecon import files
     from fibrecon.evaluate import segmentation_scores
 
     rows = []
@@ -48,10 +48,10 @@ def accuracy_table(root: Path) -> pd.DataFrame:
         volume = root / "results" / "volume" / f"{sample}.tif"
         if not volume.exists():
             continue
-        info = io.read_json(root / "results" / "aligned" / f"{sample}.json")
-        true_fractions = io.read_json(truth_dir / "truth.json")
-        truth, _ = io.read_volume(truth_dir / "labels.tif")
-        pred, _ = io.read_volume(volume)
+        info = files.read_json(root / "results" / "aligned" / f"{sample}.json")
+        true_fractions = files.read_json(truth_dir / "truth.json")
+        truth, _ = files.read_volume(truth_dir / "labels.tif")
+        pred, _ = files.read_volume(volume)
         oy = info["origin_yx"][0] - true_fractions.get("cap_rows", 0)  # truth frame
         ox = info["origin_yx"][1]
         scores = segmentation_scores(pred, truth[:, oy: oy + pred.shape[1], ox: ox + pred.shape[2]])

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from align_preprocess import CAP, _cnr, _masks, aligned_with_true_drift  # noqa: E402
+from truth_stacks import CAP, aligned_with_true_drift, cnr, phase_masks  # noqa: E402
 from results_md import write_section  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.simulate import simulate_sample  # noqa: E402
@@ -42,10 +42,10 @@ def main():
         s = simulate_sample((40, 256, 256), (0.05,) * 3, (1.0, 3.0), porosity=porosity,
                             d50_um=d50, seed=seed, cap_px=CAP)
         stack, ty, tx = aligned_with_true_drift(s)
-        am, pore = _masks(s.labels[:, ty, tx])
-        raw = _cnr(preprocess_stack(stack, denoise="none", destripe=False,
+        am, pore = phase_masks(s.labels[:, ty, tx])
+        raw = cnr(preprocess_stack(stack, denoise="none", destripe=False,
                                     background_order=None)[:, 0], am, pore)
-        cells = [f"{_cnr(preprocess_stack(stack, p)[:, 0], am, pore) / raw:.2f}x"
+        cells = [f"{cnr(preprocess_stack(stack, p)[:, 0], am, pore) / raw:.2f}x"
                  for p in PREPROCESSING.values()]
         rows.append(f"| {seed} | {d50:g} | {porosity:g} | {raw:.2f} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)

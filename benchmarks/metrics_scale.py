@@ -42,12 +42,12 @@ def measure(path: str) -> dict:
     """In the child process: import, read, run every metric; time and peak memory."""
     import logging
 
-    from fibrecon import io
+    from fibrecon import files
     from fibrecon.metrics import sample_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # stage times to stderr
     base = peak_mb()
-    labels, voxel = io.read_labels(path)
+    labels, voxel = files.read_labels(path)
     t = time.perf_counter()
     metrics, particles, _, _ = sample_metrics(labels, voxel)
     return {"seconds": round(time.perf_counter() - t, 1), "peak_mb": round(peak_mb(), 1),
@@ -59,7 +59,7 @@ def measure(path: str) -> dict:
 
 def run_shape(shape) -> dict:
     """Simulate (once) and measure one volume size in a fresh process."""
-    from fibrecon import io
+    from fibrecon import files
     from fibrecon.simulate import generate_microstructure
 
     path = ROOT / ".bench" / "metrics_scale" / f"labels_{'x'.join(map(str, shape))}.tif"
@@ -67,7 +67,7 @@ def run_shape(shape) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         m = generate_microstructure(shape, VS, porosity=0.30, cbd_fraction=0.10, d50_um=3.0,
                                     rng=np.random.default_rng(2026))
-        io.write_volume(path, m.labels.astype(np.uint8), VS)
+        files.write_volume(path, m.labels.astype(np.uint8), VS)
         del m
     child = subprocess.run([sys.executable, __file__, "--child", str(path)], check=True,
                            capture_output=True, text=True)

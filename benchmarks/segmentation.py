@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.infer import (context_image, predict_probabilities,  # noqa: E402
                             prepare_for_inference, resolve_device)
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
@@ -172,9 +172,9 @@ def cmd_train(args):
              "parameters": sum(p.numel() for p in net.parameters())}
         results["models"][name] = r
         print(f"{time.perf_counter() - t0:.0f} s:", name, json.dumps(r), flush=True)
-        io.write_json(out / "results.json", results)
+        files.write_json(out / "results.json", results)
     results["total_s"] = round(time.perf_counter() - t0, 1)
-    io.write_json(out / "results.json", results)
+    files.write_json(out / "results.json", results)
 
 
 def cmd_report(args):
@@ -183,7 +183,7 @@ def cmd_report(args):
 
     runs = []
     for f in args.files:
-        r = io.read_json(f)
+        r = files.read_json(f)
         runs.extend(r if isinstance(r, list) else [r])
     rows = ["| segmentation | training (stacks, steps) | test setting | IoU pore | IoU AM | "
             "IoU CBD |", "|---|---|---|---|---|---|"]

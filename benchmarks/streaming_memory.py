@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import write_section  # noqa: E402
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
+from fibrecon import simulated_files  # noqa: E402
 from fibrecon.align import aligned_slices, common_region, estimate_drift  # noqa: E402
 from fibrecon.preprocess import (PreprocessParams, estimate_corrections,  # noqa: E402
                                  preprocessed_slices)
@@ -47,15 +48,15 @@ def main():
     for z in range(n):
         img = ndi.shift(base, drift[z], order=1)[pad: pad + size, pad: pad + size]
         img = 2000 + 40000 * img + rng.normal(0, 800, img.shape)
-        io.write_sem_slice(raw / f"slice_{z:04d}_2kV.tif", img.astype(np.uint16),
+        simulated_files.write_sem_slice(raw / f"slice_{z:04d}_2kV.tif", img.astype(np.uint16),
                            pixel_size_um=0.02, kv=2.0)
     print(f"wrote {n} slices in {time.perf_counter() - t:.0f} s; peak {peak_mb():.0f} MB")
-    stack = io.RawStack(raw, "slice_{slice:04d}_{kv}kV.tif", [2.0])
+    stack = files.RawStack(raw, "slice_{slice:04d}_{kv}kV.tif", [2.0])
     t = time.perf_counter()
     result = estimate_drift(stack)
     window = common_region(result.drift, stack.shape[2:])
     shape = (n, 1, window[0].stop - window[0].start, window[1].stop - window[1].start)
-    io.write_volume_slices(folder / "aligned.tif", aligned_slices(stack, result.drift, window),
+    files.write_volume_slices(folder / "aligned.tif", aligned_slices(stack, result.drift, window),
                            shape, stack.dtype, (0.02, 0.02, 0.02), channels=True)
     t_align = time.perf_counter() - t
     err = np.abs(result.drift - (drift - drift[0])).max()
@@ -63,9 +64,9 @@ def main():
           f"peak {peak_mb():.0f} MB")
     p = PreprocessParams(denoise="gaussian")
     t = time.perf_counter()
-    with io.VolumeReader(folder / "aligned.tif") as aligned:
+    with files.VolumeReader(folder / "aligned.tif") as aligned:
         corrections = estimate_corrections(aligned, p)
-        io.write_volume_slices(folder / "preprocessed.tif",
+        files.write_volume_slices(folder / "preprocessed.tif",
                                preprocessed_slices(aligned, p, corrections), aligned.shape,
                                np.float32, aligned.voxel_size, channels=True)
     t_pre = time.perf_counter() - t

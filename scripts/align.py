@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.align import AlignSettings, aligned_slices, register_stack  # noqa: E402
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
@@ -17,7 +17,7 @@ settings = AlignSettings.from_config(p.settings)
 out = snakemake.output  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     raw_dir = snakemake.input.raw  # noqa: F821
-    raw = io.RawStack(raw_dir, p.pattern, p.kvs, databar=p.databar)
+    raw = files.RawStack(raw_dir, p.pattern, p.kvs, databar=p.databar)
     for warning in raw.metadata.get("warnings", []):
         log.warning("metadata: %s", warning)
     voxel, origin = resolve_voxel_size(p.voxel, raw.metadata, source=raw_dir)
@@ -40,14 +40,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
              rows, cols)
     nz, nc = raw.shape[:2]
     shape = (nz, nc, rows.stop - rows.start, cols.stop - cols.start)
-    io.write_volume_slices(
+    files.write_volume_slices(
         out.stack, aligned_slices(raw, drift, (rows, cols), fill=settings.pad_value,
                                   progress=progress("shifting")),
         shape, raw.dtype, voxel, channels=True)
-    io.write_table(out.shifts, pd.DataFrame({
+    files.write_table(out.shifts, pd.DataFrame({
         "slice": range(nz), "drift_y_px": drift[:, 0], "drift_x_px": drift[:, 1],
         "quality": result.quality, "flagged": result.flagged}))
-    io.write_json(out.info, {
+    files.write_json(out.info, {
         "kvs": p.kvs,
         "voxel_size_um": voxel,
         "voxel_size_origin": origin,
@@ -60,5 +60,5 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         "flagged_slices": np.flatnonzero(result.flagged).tolist(),
         "instrument": raw.metadata,
     })
-    io.write_figure(out.qc, drift_figure(drift, result.quality, result.flagged,
+    files.write_figure(out.qc, drift_figure(drift, result.quality, result.flagged,
                                          title=snakemake.wildcards.sample))  # noqa: F821

@@ -3,7 +3,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
+from fibrecon import simulated_files  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.simulate import simulate_sample  # noqa: E402
 
@@ -16,7 +17,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         d50_um=p.d50_um, artifacts=p.artifacts, tilt_corrected=p.tilt_corrected, cap_px=p.cap_px,
         progress=progress("imaging"), **p.sample,
     )
-    io.write_simulated_sample(snakemake.output.raw, snakemake.output.truth, sample,  # noqa: F821
+    simulated_files.write_simulated_sample(snakemake.output.raw, snakemake.output.truth, sample,  # noqa: F821
                               p.pattern, vendor=p.vendor)
     log.info("true fractions: pore %.4f, AM %.4f, CBD %.4f; %d particles in view",
              sample.truth["volume_fraction_pore"], sample.truth["volume_fraction_am"],

@@ -3,7 +3,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.metrics import MetricsSettings, metrics_of  # noqa: E402
 from fibrecon.plot import representative_volume, size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
@@ -12,13 +12,13 @@ settings = MetricsSettings.from_config(snakemake.params.settings)  # noqa: F821
 out = snakemake.output  # noqa: F821
 sample = snakemake.wildcards.sample  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    labels, voxel = io.read_labels(snakemake.input.volume)  # noqa: F821
+    labels, voxel = files.read_labels(snakemake.input.volume)  # noqa: F821
     metrics, particles, aggregates, spread = metrics_of(labels, voxel, settings)
     metrics = {"sample": sample, **metrics}
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
-    io.write_table(out.particles, particles)
-    io.write_table(out.aggregates, aggregates)
-    io.write_table(out.rve, spread)
-    io.write_json(out.metrics, metrics)
-    io.write_figure(out.psd, size_distribution(particles, title=sample))
-    io.write_figure(out.rve_figure, representative_volume(spread, title=sample))
+    files.write_table(out.particles, particles)
+    files.write_table(out.aggregates, aggregates)
+    files.write_table(out.rve, spread)
+    files.write_json(out.metrics, metrics)
+    files.write_figure(out.psd, size_distribution(particles, title=sample))
+    files.write_figure(out.rve_figure, representative_volume(spread, title=sample))

@@ -3,15 +3,15 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.plot import three_panel  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 
 c = snakemake.params.channel  # noqa: F821
 inp = snakemake.input  # noqa: F821
-with rule_log(snakemake.log[0]), io.VolumeReader(inp.aligned) as aligned, \
-        io.VolumeReader(inp.preprocessed) as pre, io.VolumeReader(inp.labels) as labels:
+with rule_log(snakemake.log[0]), files.VolumeReader(inp.aligned) as aligned, \
+        files.VolumeReader(inp.preprocessed) as pre, files.VolumeReader(inp.labels) as labels:
     z = len(aligned) // 2
     fig = three_panel(aligned[z][c], pre[z][c], labels[z], aligned.voxel_size,
                       title=f"{snakemake.wildcards.sample}, slice {z}")  # noqa: F821
-    io.write_figure(snakemake.output.figure, fig)  # noqa: F821
+    files.write_figure(snakemake.output.figure, fig)  # noqa: F821

@@ -7,7 +7,7 @@ from pathlib import Path  # noqa: E402
 
 import jsonschema  # noqa: E402
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.record import build_record  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
@@ -17,17 +17,17 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     model = None
     if inp.get("model"):
         card = ModelCard.read(inp.model).data
-        model = {"path": str(inp.model), "sha256": io.file_sha256(inp.model), "card": card}
+        model = {"path": str(inp.model), "sha256": files.file_sha256(inp.model), "card": card}
     raw = Path(inp.raw)
-    files = (sorted(p for p in raw.rglob("*") if p.is_file() and not p.name.startswith("."))
-             if raw.is_dir() else [raw])
-    inputs = {str(p.relative_to(raw) if raw.is_dir() else p.name): io.file_sha256(p)
-              for p in files}
+    raw_files = (sorted(p for p in raw.rglob("*") if p.is_file() and not p.name.startswith("."))
+                 if raw.is_dir() else [raw])
+    inputs = {str(p.relative_to(raw) if raw.is_dir() else p.name): files.file_sha256(p)
+              for p in raw_files}
     log.info("%d input files checksummed", len(inputs))
     record = build_record(
         snakemake.wildcards.sample, snakemake.params.process,  # noqa: F821
-        io.read_json(inp.acquisition), snakemake.params.parameters,  # noqa: F821
-        io.read_json(inp.metrics), model=model, inputs=inputs,
+        files.read_json(inp.acquisition), snakemake.params.parameters,  # noqa: F821
+        files.read_json(inp.metrics), model=model, inputs=inputs,
         figures={k: inp[k] for k in ("qc", "psd", "rve_figure", "orthoslices", "drift")})
-    jsonschema.validate(record, io.read_json(inp.schema))
-    io.write_json(snakemake.output.record, record)  # noqa: F821
+    jsonschema.validate(record, files.read_json(inp.schema))
+    files.write_json(snakemake.output.record, record)  # noqa: F821

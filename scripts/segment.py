@@ -7,7 +7,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
@@ -32,7 +32,7 @@ def network_labels(stack, log):
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
     ModelCard(card).check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
-             snakemake.input.model, io.file_sha256(snakemake.input.model),  # noqa: F821
+             snakemake.input.model, files.file_sha256(snakemake.input.model),  # noqa: F821
              card["kvs"], card["context"], device, settings.flip_average)
     differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
     if differ:
@@ -55,7 +55,7 @@ def network_labels(stack, log):
         yield prob.argmax(0).astype(np.uint8)
     if probs is not None:
         probs.flush()
-        io.write_volume_slices(out.probabilities, iter(probs), probs.shape, np.float16,
+        files.write_volume_slices(out.probabilities, iter(probs), probs.shape, np.float16,
                                stack.voxel_size, channels=True)
         del probs
 
@@ -67,11 +67,11 @@ def classical_labels(stack, log):
         yield label_slice(combine_channels(stack[z], p.channels), thresholds)
 
 
-with rule_log(snakemake.log[0]) as log, io.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
+with rule_log(snakemake.log[0]) as log, files.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821
     labels = (network_labels if settings.method == "unet" else classical_labels)(stack, log)
     nz, _, ny, nx = stack.shape
     try:
-        io.write_volume_slices(out.labels, labels, (nz, ny, nx), np.uint8, stack.voxel_size)
+        files.write_volume_slices(out.labels, labels, (nz, ny, nx), np.uint8, stack.voxel_size)
     finally:
         if out.get("probabilities"):
             Path(f"{out.probabilities}.npy.part").unlink(missing_ok=True)

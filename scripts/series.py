@@ -5,7 +5,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 
 import pandas as pd  # noqa: E402
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.plot import correlation_heatmap, metric_vs_parameters  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.series import series_table  # noqa: E402
@@ -13,12 +13,12 @@ from fibrecon.series import series_table  # noqa: E402
 p = snakemake.params  # noqa: F821
 out = snakemake.output  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    metrics = {s: io.read_json(f) for s, f in zip(p.samples, snakemake.input.metrics)}  # noqa: F821
+    metrics = {s: files.read_json(f) for s, f in zip(p.samples, snakemake.input.metrics)}  # noqa: F821
     sheet = pd.DataFrame.from_dict(p.sheet, orient="index")
     table = series_table(metrics, sheet, p.process_columns)
-    io.write_table(out.table, table)
-    io.write_table(out.csv, table, sep=",")
+    files.write_table(out.table, table)
+    files.write_table(out.csv, table, sep=",")
     log.info("series of %d samples, %d columns", len(table), table.shape[1])
     for metric, path in zip(p.metrics, out.plots):
-        io.write_figure(path, metric_vs_parameters(table, metric, p.process_columns))
-    io.write_figure(out.heatmap, correlation_heatmap(table, p.process_columns, p.metrics))
+        files.write_figure(path, metric_vs_parameters(table, metric, p.process_columns))
+    files.write_figure(out.heatmap, correlation_heatmap(table, p.process_columns, p.metrics))

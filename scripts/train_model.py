@@ -5,7 +5,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 
 from pathlib import Path  # noqa: E402
 
-from fibrecon import io  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.training import TrainSettings, train_model  # noqa: E402
@@ -16,7 +16,7 @@ settings = TrainSettings.from_config({**p.settings, "workers": snakemake.threads
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     user = []
     if snakemake.input.user_slices:  # noqa: F821
-        user = io.read_labelled_slices(snakemake.input.user_slices,  # noqa: F821
+        user = files.read_labelled_slices(snakemake.input.user_slices,  # noqa: F821
                                        input_channels(settings.kvs, settings.context))
         log.info("%d user-labelled slices from %s", len(user), snakemake.input.user_slices)  # noqa: F821
     init = None

@@ -186,7 +186,7 @@ def estimate_drift(
     ----------
     stack : sequence of ndarray
         Anything with ``len()`` whose item ``z`` is one slice, (c, y, x) or
-        (y, x): an array or a lazily read stack (:class:`fibrecon.io.RawStack`).
+        (y, x): an array or a lazily read stack (:class:`fibrecon.files.RawStack`).
     upsample_factor : int
         Subpixel precision is ``downsample / upsample_factor`` pixel.
     references : int
@@ -275,7 +275,7 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     difference of neighbouring pixels), which must be below ``noise_ratio``
     times that of the median row of the lower half (or 2.5). Only the top is
     searched: a static band at the bottom is a data bar, which does not
-    drift with the sample (:func:`fibrecon.io.detect_databar`).
+    drift with the sample (:func:`fibrecon.files.detect_databar`).
 
     Parameters
     ----------
@@ -663,7 +663,7 @@ def register_stack(stack, settings: AlignSettings | None = None, *, progress=Non
     Parameters
     ----------
     stack : sequence of ndarray
-        Slices (c, y, x), read lazily (:class:`fibrecon.io.RawStack`).
+        Slices (c, y, x), read lazily (:class:`fibrecon.files.RawStack`).
     settings : AlignSettings, optional
         Defaults as in the workflow's config schema.
     progress : callable, optional

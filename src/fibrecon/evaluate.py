@@ -6,14 +6,26 @@ import numpy as np
 
 from fibrecon import PHASES
 
-__all__ = ["phase_iou", "segmentation_scores"]
+__all__ = ["confusion_counts", "iou_from_confusion", "segmentation_scores"]
 
 
-def phase_iou(pred: np.ndarray, truth: np.ndarray, phase: int) -> float:
-    """Intersection over union of one phase (NaN if absent from both)."""
-    p, t = pred == phase, truth == phase
-    union = np.logical_or(p, t).sum()
-    return float(np.logical_and(p, t).sum() / union) if union else float("nan")
+def confusion_counts(pred: np.ndarray, truth: np.ndarray, n: int = 3) -> np.ndarray:
+    """n x n confusion counts of two label arrays (rows truth, columns prediction)."""
+    return np.bincount(np.asarray(truth, np.int64).reshape(-1) * n
+                       + np.asarray(pred, np.int64).reshape(-1), minlength=n * n).reshape(n, n)
+
+
+def iou_from_confusion(cm) -> dict:
+    """Per-phase IoU ``{"iou_pore": ..., "iou_am": ..., "iou_cbd": ...}`` from confusion counts.
+
+    The one IoU of fibrecon (training's validation, the benchmarks and
+    :func:`segmentation_scores` all use it); NaN for a phase absent from both.
+    """
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    return {f"iou_{name}": float(tp[p] / union[p]) if union[p] else float("nan")
+            for p, name in PHASES.items()}
 
 
 def segmentation_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -38,7 +50,7 @@ def segmentation_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
     """
     if pred.shape != truth.shape:
         raise ValueError(f"shapes differ: prediction {pred.shape}, truth {truth.shape}")
-    out = {f"iou_{name}": phase_iou(pred, truth, p) for p, name in PHASES.items()}
+    out = iou_from_confusion(confusion_counts(pred, truth))
     out["accuracy"] = float((pred == truth).mean())
     for p, name in PHASES.items():
         out[f"fraction_error_{name}"] = float((pred == p).mean() - (truth == p).mean())

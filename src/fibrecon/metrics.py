@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fibrecon import AM, CBD, PHASES, PORE
+from fibrecon import AM, CBD, PHASES, PORE, phase_counts
 from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_fraction,
                           thickness_summary)
 from fibrecon.interfaces import interface_areas
@@ -103,14 +103,7 @@ def volume_fractions(labels: np.ndarray) -> dict:
     {'pore': 0.5, 'am': 0.25, 'cbd': 0.25}
     """
     labels = np.asarray(labels)
-    counts = np.zeros(len(PHASES), np.int64)
-    flat = labels.reshape(-1)  # a view when contiguous; bincount casts each slab to int64
-    for start in range(0, flat.size, 1 << 22):
-        c = np.bincount(flat[start:start + (1 << 22)], minlength=len(PHASES))
-        counts = np.pad(counts, (0, max(0, c.size - counts.size)))
-        counts[:c.size] += c
-    if counts.size > len(PHASES):
-        raise ValueError(f"unexpected label values {np.nonzero(counts[len(PHASES):])[0] + 3}")
+    counts = phase_counts(labels)
     return {name: float(counts[p] / labels.size) for p, name in PHASES.items()}
 
 
@@ -347,10 +340,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
             f"label volume of shape {labels.shape} is smaller than the analysis needs: every "
             f"axis needs at least {MIN_EDGE_VOXELS} voxels (sub-volumes of a quarter of the edge "
             "for the representative-volume spread, a path for the tortuosity solve)")
-    bad = np.setdiff1d(np.unique(labels), [PORE, AM, CBD])
-    if bad.size:
-        raise ValueError(f"label volume holds unexpected values {bad[:10].tolist()} "
-                         "(expected 0 pore, 1 AM, 2 CBD)")
+    phase_counts(labels, "label volume")
     volume = labels.size * float(np.prod(vs))
     out = {"shape": list(labels.shape), "voxel_size_um": list(vs),
            "volume_um3": volume}

@@ -49,7 +49,6 @@ __all__ = [
     "destripe",
     "remove_charging",
     "fit_background",
-    "fit_bright_phase_background",
     "surface_coefficients",
     "surface_from_coefficients",
     "normalize_percentiles",
@@ -650,33 +649,6 @@ def _bright_phase_coefficients(image: np.ndarray, order: int, iterations: int = 
         bright = flat > _otsu(flat)
         coef = surface_coefficients(image, order, mask=bright)
     return coef, level
-
-
-def fit_bright_phase_background(image: np.ndarray, order: int = 2, iterations: int = 3):
-    """Fit the brightness surface of the brightest phase (the active material).
-
-    A surface fitted to all pixels follows where particles happen to lie;
-    fitting only the pixels above an Otsu threshold of the flattened image,
-    and repeating with the refined surface, follows the illumination instead.
-
-    Parameters
-    ----------
-    image : ndarray, (y, x)
-    order : int
-        Polynomial degree.
-    iterations : int
-        Rounds of threshold-and-refit.
-
-    Returns
-    -------
-    ndarray of float32, (y, x)
-        The surface, kept within a factor 4 of the bright phase's median
-        level; ``image / surface`` is about 1 on the bright phase.
-    """
-    coef, level = _bright_phase_coefficients(image, order, iterations)
-    if coef is None:
-        return np.ones(image.shape, dtype=np.float32)
-    return np.clip(surface_from_coefficients(coef, image.shape, order), 0.25 * level, 4 * level)
 
 
 def normalize_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:

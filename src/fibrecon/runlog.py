@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import sys
 import time
 import traceback
@@ -35,10 +34,6 @@ def rule_log(path, name: str = "fibrecon"):
         logger.propagate = False
         start = time.perf_counter()
         try:
-            marker = os.environ.get("FIBRECON_FAULT_FAIL_ONCE")  # test hook: fail one job once
-            if marker and os.path.exists(marker):
-                os.remove(marker)
-                raise RuntimeError(f"injected failure (FIBRECON_FAULT_FAIL_ONCE={marker})")
             yield logger
         except BaseException:
             fh.write(traceback.format_exc())

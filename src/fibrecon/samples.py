@@ -252,7 +252,7 @@ def resolve_voxel_size(sheet: dict, metadata: dict, source: str = "raw data",
     sheet : dict
         ``{"x": v, "y": v, "z": v}``, each a number in µm or ``"from_metadata"``.
     metadata : dict
-        From :func:`fibrecon.io.read_sem_metadata` (``pixel_size_um`` = (y, x)).
+        From :func:`fibrecon.files.read_sem_metadata` (``pixel_size_um`` = (y, x)).
         When it says ``tilt_corrected: False``, the y size is the pixel
         height divided by the sine of the recorded stage tilt (52 degrees
         where none is recorded; no correction at zero tilt), see
@@ -325,7 +325,7 @@ def cross_section_factor(metadata: dict, min_tilt_deg: float = 1.0) -> tuple[flo
     Parameters
     ----------
     metadata : dict
-        From :func:`fibrecon.io.read_sem_metadata`.
+        From :func:`fibrecon.files.read_sem_metadata`.
     min_tilt_deg : float
         Stage tilts below this are taken as a view without tilt.
 

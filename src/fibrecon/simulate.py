@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from fibrecon import CROSS_SECTION_TILT_DEG
+from fibrecon import AM, CBD, CROSS_SECTION_TILT_DEG, PORE
 
 __all__ = [
     "ARTIFACTS",
@@ -368,7 +368,7 @@ def generate_microstructure(
     _assign_top(labels, score, free, roi, n_film)
     if n_cbd - n_film:
         clusters = _smooth_noise(shape, 0.4 / vs, rng, coarsen=coarsen)
-        _assign_top(labels, clusters, free & (labels == 0), roi, n_cbd - n_film)
+        _assign_top(labels, clusters, free & (labels == PORE), roi, n_cbd - n_film)
 
     instances = np.where(am, owner, 0).astype(np.int32)
     grains = np.where(am, _grain_map(shape, vs, grain_size_um, rng), 0).astype(np.int32)
@@ -399,7 +399,7 @@ def _assign_top(labels, score, allowed, roi, n):
     values = np.where(allowed, score, -np.inf)
     roi_values = values[roi].ravel()
     threshold = np.partition(roi_values, -n)[-n]
-    labels[(values >= threshold) & allowed] = 2
+    labels[(values >= threshold) & allowed] = CBD
 
 
 # --------------------------------------------------------------------------
@@ -606,21 +606,21 @@ def image_stack(
     for z in slices:
         lab = labels[z]
         base = PHASE_SIGNAL[lab].copy()
-        cbd = lab == 2
+        cbd = lab == CBD
         base[cbd] *= (1.0 + 0.25 * tex[z][cbd]) * np.where(nanopore[z][cbd], 0.45, 1.0)
         if grains is not None and strength["grain_contrast"] > 0:
             g = grains[z]
-            am = lab == 1
+            am = lab == AM
             base[am] *= grain_gain[g[am]]
             boundary = am & ((ndi.maximum_filter(g, 3) != g) | (ndi.minimum_filter(g, 3) != g))
             base[boundary] *= 1.0 - 0.25 * strength["grain_contrast"]
         edges = ndi.gaussian_gradient_magnitude(PHASE_SIGNAL[lab], 1.0)
-        am_edge = (lab == 1) & (edges > 0.05)
+        am_edge = (lab == AM) & (edges > 0.05)
         for c, kv in enumerate(kvs):
             resp = kv_response(kv)
             img = base.copy()
             if strength["shine_through"] > 0:  # solid below the silicone, attenuated
-                pore = lab == 0
+                pore = lab == PORE
                 d_um = depth[z][pore].astype(np.float32) * dz
                 seen = PHASE_SIGNAL[hit[z][pore]] * np.exp(-d_um / resp["depth_um"])
                 seen[depth[z][pore] > max_depth] = 0.0
@@ -781,7 +781,8 @@ def _artifact_option(text: str):
 
 def main(argv=None) -> None:
     """Command line: write a simulated sample as an instrument would, plus its truth."""
-    from fibrecon import io  # the CLI writes files; the functions above do not
+    from fibrecon import files  # the CLI writes files; the functions above do not
+    from fibrecon import simulated_files
 
     ap = argparse.ArgumentParser(
         prog="python -m fibrecon.simulate",
@@ -817,7 +818,7 @@ def main(argv=None) -> None:
         cbd_dispersion=args.cbd_dispersion, artifacts=dict(args.artifact),
         tilt_corrected=not args.no_tilt_correction, cap_px=args.cap, seed=args.seed,
     )
-    io.write_simulated_sample(args.raw_dir, args.truth_dir, sample, args.pattern,
+    simulated_files.write_simulated_sample(args.raw_dir, args.truth_dir, sample, args.pattern,
                               vendor=args.vendor)
 
 

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from fibrecon import PHASES
 from fibrecon.align import shift_image
+from fibrecon.evaluate import iou_from_confusion
 from fibrecon.infer import context_image, resolve_device
 from fibrecon.preprocess import PreprocessParams, preprocess_stack
 from fibrecon.simulate import ARTIFACTS, simulate_sample
@@ -255,15 +256,6 @@ def _realigned(x: np.ndarray, context: int, rng: np.random.Generator) -> np.ndar
 def confusion(pred: torch.Tensor, truth: torch.Tensor, n: int = 3) -> torch.Tensor:
     """n x n confusion counts (rows truth, columns prediction)."""
     return torch.bincount(truth.reshape(-1) * n + pred.reshape(-1), minlength=n * n).reshape(n, n)
-
-
-def iou_from_confusion(cm) -> dict:
-    """Per-phase IoU ``{"iou_pore": ..., "iou_am": ..., "iou_cbd": ...}`` from confusion counts."""
-    cm = np.asarray(cm, dtype=float)
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return {f"iou_{name}": float(tp[p] / union[p]) if union[p] else float("nan")
-            for p, name in PHASES.items()}
 
 
 class SegmentationTask(pl.LightningModule):

@@ -119,7 +119,7 @@ def save_model(path, net: UNet, card) -> None:
     archive (:meth:`~fibrecon.modelcard.ModelCard.read` reads it without
     torch). Written to a temporary name and renamed.
     """
-    from fibrecon.io import atomic_path
+    from fibrecon.files import atomic_path
     from fibrecon.modelcard import ModelCard
 
     card = card if isinstance(card, ModelCard) else ModelCard(dict(card))

@@ -14,6 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
+def with_faults(env: dict, **faults) -> dict:
+    """``env`` with tests/faults on PYTHONPATH and the fault variables set (tests/faults/sitecustomize.py)."""
+    path = [str(REPO / "tests" / "faults"), *filter(None, [env.get("PYTHONPATH")])]
+    return {**env, "PYTHONPATH": ":".join(path), **{k: str(v) for k, v in faults.items()}}
+
+
 def demo_config() -> dict:
     """config/config.yaml with config/demo/config.yaml merged over it (what make demo runs)."""
     return read_config(REPO / "config" / "config.yaml", REPO / "config" / "demo" / "config.yaml")

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import SNAKEMAKE, snakemake, write_setup
+from helpers import SNAKEMAKE, snakemake, with_faults, write_setup
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_sigkill_mid_write_then_rerun_is_byte_identical(tmp_path):
     write_setup(killed)
     snakemake(clean, "--cores", "2")
 
-    env = {**os.environ, "FIBRECON_FAULT_SLOW_WRITE": "0.5"}  # streamed writes crawl
+    env = with_faults(dict(os.environ), FIBRECON_FAULT_SLOW_WRITE=0.5)  # streamed writes crawl
     proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(killed), "--cores", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
     from scipy import ndimage as ndi
-    from fibrecon import io
+    from fibrecon import files
+    from fibrecon import simulated_files
     from fibrecon.align import aligned_slices, common_region, estimate_drift
     from fibrecon.preprocess import PreprocessParams, estimate_corrections, preprocessed_slices
     from fibrecon.segment import combine_channels, label_slice, multiotsu_thresholds, sample_voxels
@@ -39,36 +40,36 @@ SCRIPT = textwrap.dedent("""
     for z in range(n):
         img = (2000 + 40000 * base[8 + z % 3: 8 + z % 3 + size, 8: 8 + size]).astype(np.uint16)
         for kv in (1, 3):
-            io.write_sem_slice(f"{folder}/raw/s_{z:03d}_{kv}kV.tif", img, pixel_size_um=0.02, kv=kv)
+            simulated_files.write_sem_slice(f"{folder}/raw/s_{z:03d}_{kv}kV.tif", img, pixel_size_um=0.02, kv=kv)
     stack_mb = n * 2 * size * size * 2 / 2**20
     # cap the address space: what is mapped now plus 300 MB, well below the stack's size
     vm_mb = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) / 1024
     cap = int((vm_mb + 300) * 2**20)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    raw = io.RawStack(f"{folder}/raw", "s_{slice:03d}_{kv}kV.tif", [1, 3])
+    raw = files.RawStack(f"{folder}/raw", "s_{slice:03d}_{kv}kV.tif", [1, 3])
     if mode == "whole":  # the control: holding the stack does not fit
-        io.read_raw_stack(f"{folder}/raw", "s_{slice:03d}_{kv}kV.tif", [1, 3])
+        files.read_raw_stack(f"{folder}/raw", "s_{slice:03d}_{kv}kV.tif", [1, 3])
         raise SystemExit("read the whole stack under the cap?")
     drift = estimate_drift(raw).drift
     window = common_region(drift, raw.shape[2:])
     shape = (n, 2, window[0].stop - window[0].start, window[1].stop - window[1].start)
-    io.write_volume_slices(f"{folder}/aligned.tif", aligned_slices(raw, drift, window), shape,
+    files.write_volume_slices(f"{folder}/aligned.tif", aligned_slices(raw, drift, window), shape,
                            np.uint16, (0.02,) * 3, channels=True)
     p = PreprocessParams()
-    with io.VolumeReader(f"{folder}/aligned.tif") as st:
+    with files.VolumeReader(f"{folder}/aligned.tif") as st:
         corr = estimate_corrections(st, p)
-        io.write_volume_slices(f"{folder}/pre.tif", preprocessed_slices(st, p, corr), st.shape,
+        files.write_volume_slices(f"{folder}/pre.tif", preprocessed_slices(st, p, corr), st.shape,
                                np.float32, st.voxel_size, channels=True)
-    with io.VolumeReader(f"{folder}/pre.tif") as st:
+    with files.VolumeReader(f"{folder}/pre.tif") as st:
         t = multiotsu_thresholds(sample_voxels(st))
         labels = (label_slice(combine_channels(st[z]), t) for z in range(len(st)))
-        io.write_volume_slices(f"{folder}/labels.tif", labels, (n, *st.shape[2:]), np.uint8,
+        files.write_volume_slices(f"{folder}/labels.tif", labels, (n, *st.shape[2:]), np.uint8,
                                st.voxel_size)
         labels = (predict_probabilities(net, context_image(st, z, [0, 1], card["context"]),
                                         multiple=16, tile=512, overlap=32,
                                         batch_size=1).argmax(0)
                   for z in range(len(st)))
-        io.write_volume_slices(f"{folder}/unet.tif", labels, (n, *st.shape[2:]), np.uint8,
+        files.write_volume_slices(f"{folder}/unet.tif", labels, (n, *st.shape[2:]), np.uint8,
                                st.voxel_size)
     print(f"OK stack {stack_mb:.0f} MB, cap {cap / 2**20 - vm_mb:.0f} MB above the start")
 """)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import assert_stops_before_any_job, snakemake, write_setup
 
-from fibrecon import io as fio
+from fibrecon import files as fio
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-from helpers import REPO, SNAKEMAKE, write_setup
+from helpers import REPO, SNAKEMAKE, with_faults, write_setup
 from slurm_cluster import Cluster, ensure_installed
 
 pytestmark = pytest.mark.slow
@@ -88,10 +88,10 @@ def test_failed_job_is_retried_and_its_log_shown(tmp_path, cluster):
                 sheet_rows=[["tiny_a", "simulated", "s_{slice:03d}_{kv}kV.tif", "1,3",
                              "from_metadata", "from_metadata", "0.05", "0", "PVDF"]])
     user_profile(tmp_path, edit=lambda p: p.update(retries=1))
-    # the first job to start fails once (fault-injection hook of fibrecon.runlog)
+    # the first job to start fails once (tests/faults/sitecustomize.py)
     marker = tmp_path / "fail_once"
     marker.write_text("")
-    r = run(tmp_path, {**cluster.env, "FIBRECON_FAULT_FAIL_ONCE": str(marker)},
+    r = run(tmp_path, with_faults(cluster.env, FIBRECON_FAULT_FAIL_ONCE=marker),
             "results/volume/tiny_a.tif")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from helpers import REPO, assert_stops_before_any_job, snakemake, summary, write_setup
 
-from fibrecon import io as fio
+from fibrecon import files as fio
+from fibrecon import simulated_files
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,7 @@ def test_a_user_sheet_without_a_cap_runs_on_the_generic_config_with_no_demo_sett
     from fibrecon.simulate import simulate_sample
 
     s = simulate_sample((8, 72, 64), porosity=0.35, seed=3)
-    fio.write_acquisition(tmp_path / "data" / "user_a", s.raw, s.kvs, "img_{slice:03d}_{kv}kV.tif",
+    simulated_files.write_acquisition(tmp_path / "data" / "user_a", s.raw, s.kvs, "img_{slice:03d}_{kv}kV.tif",
                           0.05, vendor="Zeiss")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())

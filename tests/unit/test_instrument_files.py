@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from fibrecon import io
+from fibrecon import files
+from fibrecon import simulated_files
 from fibrecon.samples import ConfigError, resolve_voxel_size
 
 #: file -> (pixel size in µm that RosettaSciIO's tests expect, data-bar rows, kV)
@@ -22,7 +23,7 @@ REAL = {
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_file_pixel_size_is_that_of_the_image_as_saved(shared_data, name):
-    meta = io.read_sem_metadata(shared_data / "instrument_tiffs" / name)
+    meta = files.read_sem_metadata(shared_data / "instrument_tiffs" / name)
     expected = REAL[name][0]
     if expected is None:
         assert "pixel_size_um" not in meta
@@ -36,7 +37,7 @@ def test_real_file_pixel_size_agrees_with_rosettasciio(shared_data, name):
     path = shared_data / "instrument_tiffs" / name
     signal = rsciio_tiff.file_reader(str(path))[0]
     axes = {a["name"]: a for a in signal["axes"]}
-    meta = io.read_sem_metadata(path)
+    meta = files.read_sem_metadata(path)
     if axes["width"].get("units") != "m":  # RosettaSciIO found no scale either
         assert "pixel_size_um" not in meta
         return
@@ -46,14 +47,14 @@ def test_real_file_pixel_size_agrees_with_rosettasciio(shared_data, name):
 
 
 def test_zeiss_store_resolution_pixel_size_is_not_taken_for_a_half_size_image(shared_data):
-    meta = io.read_sem_metadata(shared_data / "instrument_tiffs" / "test_tiff_Zeiss_SEM_512pix.tif")
+    meta = files.read_sem_metadata(shared_data / "instrument_tiffs" / "test_tiff_Zeiss_SEM_512pix.tif")
     # the Pixel Size tag says 5.825 nm (the 1024-px store); the 512-px image has 11.65 nm
     assert meta["pixel_size_um"][1] == pytest.approx(5.965 / 512, rel=1e-6)
     assert "AP_WIDTH" in meta["origin"]["pixel_size_um"]
 
 
 def test_image_at_zero_stage_tilt_is_not_divided_by_sin52(shared_data):
-    meta = io.read_sem_metadata(shared_data / "instrument_tiffs" / "FEI-Helios-Ebeam-16bits.tif")
+    meta = files.read_sem_metadata(shared_data / "instrument_tiffs" / "FEI-Helios-Ebeam-16bits.tif")
     assert meta["tilt_corrected"] is False and abs(meta["stage_tilt_deg"]) < 0.01
     voxel, origin = resolve_voxel_size({"x": "from_metadata", "y": "from_metadata", "z": 0.05},
                                        meta)
@@ -72,7 +73,7 @@ def test_tilted_uncorrected_cross_section_uses_the_recorded_tilt():
 
 def test_empty_metadata_values_are_absent_with_a_warning_naming_file_and_tag(shared_data):
     path = shared_data / "instrument_tiffs" / "FEI-Helios-navcam-with-no-IRBeam.tif"
-    meta = io.read_sem_metadata(path)  # no bare ValueError
+    meta = files.read_sem_metadata(path)  # no bare ValueError
     assert "kv" not in meta and "pixel_size_um" not in meta
     assert any(path.name in w and "[Beam] HV" in w for w in meta["warnings"])
     with pytest.raises(ConfigError, match="voxel_._um is 'from_metadata' but the instrument metadata has no"):
@@ -81,18 +82,18 @@ def test_empty_metadata_values_are_absent_with_a_warning_naming_file_and_tag(sha
 
 
 def test_malformed_number_is_absent_with_a_warning(tmp_path):
-    io.write_sem_slice(tmp_path / "a.tif", np.zeros((16, 16), np.uint16), pixel_size_um=0.01,
+    simulated_files.write_sem_slice(tmp_path / "a.tif", np.zeros((16, 16), np.uint16), pixel_size_um=0.01,
                        kv=1.0)
     with tifffile.TiffFile(tmp_path / "a.tif") as tif:
         text = tif.pages.first.tags[34682].value
         image = tif.asarray()
     if isinstance(text, dict):  # tifffile parsed it: write the raw text again
         text = None
-    bad = io._fei_text(0.01, 1.0, 4.0, "TLD", True).replace("PixelWidth=1e-08",
+    bad = simulated_files._fei_text(0.01, 1.0, 4.0, "TLD", True).replace("PixelWidth=1e-08",
                                                              "PixelWidth=notafloat")
     assert "notafloat" in bad
     tifffile.imwrite(tmp_path / "b.tif", image, extratags=[(34682, "s", 0, bad, True)])
-    meta = io.read_sem_metadata(tmp_path / "b.tif")
+    meta = files.read_sem_metadata(tmp_path / "b.tif")
     assert "pixel_size_um" not in meta
     assert any("b.tif" in w and "[Scan] PixelWidth" in w and "notafloat" in w
                for w in meta["warnings"])
@@ -104,37 +105,37 @@ def test_databar_is_cut_from_metadata_or_detected(shared_data, tmp_path, name):
     for z in range(2):
         shutil.copy(shared_data / "instrument_tiffs" / name, tmp_path / f"s_{z:04d}_{kv}kV.tif")
     rows = tifffile.imread(tmp_path / f"s_0000_{kv}kV.tif").shape[0]
-    stack = io.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [kv], databar="auto")
+    stack = files.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [kv], databar="auto")
     assert stack.databar["rows"] == REAL[name][1], stack.databar
     assert stack.shape[2] == rows - REAL[name][1] and stack[0].shape[1] == rows - REAL[name][1]
-    kept = io.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [kv], databar="none")
+    kept = files.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [kv], databar="none")
     assert kept.shape[2] == rows
-    fixed = io.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [kv], databar=10)
+    fixed = files.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [kv], databar=10)
     assert fixed.shape[2] == rows - 10 and "config" in fixed.databar["origin"]
 
 
 def test_databar_that_does_not_fit_is_a_named_error(tmp_path):
-    io.write_sem_slice(tmp_path / "s_0_1kV.tif", np.zeros((16, 16), np.uint16),
+    simulated_files.write_sem_slice(tmp_path / "s_0_1kV.tif", np.zeros((16, 16), np.uint16),
                        pixel_size_um=0.01, kv=1.0)
-    with pytest.raises(io.RawDataError, match="databar = 40 rows does not fit"):
-        io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1], databar=40)
+    with pytest.raises(files.RawDataError, match="databar = 40 rows does not fit"):
+        files.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1], databar=40)
 
 
 def test_simulated_images_have_no_databar_detected(tmp_path):
     from fibrecon.simulate import simulate_sample
 
     s = simulate_sample((2, 64, 64), porosity=0.35, seed=1)
-    io.write_acquisition(tmp_path / "raw", s.raw, s.kvs, "s_{slice}_{kv}kV.tif", 0.05)
-    stack = io.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", s.kvs)
+    simulated_files.write_acquisition(tmp_path / "raw", s.raw, s.kvs, "s_{slice}_{kv}kV.tif", 0.05)
+    stack = files.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", s.kvs)
     assert stack.databar["rows"] == 0 and stack.shape[2] == 64
 
 
 def test_zeiss_multipage_is_read_in_slice_index_order(tmp_path):
     with tifffile.TiffWriter(tmp_path / "stack_1kV.tif") as tif:
         for index in (5, 2, 9):
-            text = io._zeiss_text(0.01, 1.0, 4.0, "InLens", True).replace(
+            text = simulated_files._zeiss_text(0.01, 1.0, 4.0, "InLens", True).replace(
                 "END", f"AP_FIB_SLICE_INDEX\r\nSlice Index = {index}\r\nEND")
             tif.write(np.full((12, 12), index, np.uint8), photometric="minisblack",
                       extratags=[(34118, "s", 0, text, True)])
-    stack = io.RawStack(tmp_path, "stack_{kv}kV.tif", [1], databar="none")
+    stack = files.RawStack(tmp_path, "stack_{kv}kV.tif", [1], databar="none")
     assert [int(stack[z][0, 0, 0]) for z in range(3)] == [2, 5, 9]

@@ -2,33 +2,34 @@ import numpy as np
 import pytest
 import tifffile
 
-from fibrecon import io
+from fibrecon import files
+from fibrecon import simulated_files
 
 
 def test_volume_round_trip_keeps_anisotropic_voxel_size(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
-    io.write_volume(tmp_path / "v.tif", data, (0.05, 0.03, 0.02))
-    back, voxel = io.read_volume(tmp_path / "v.tif")
+    files.write_volume(tmp_path / "v.tif", data, (0.05, 0.03, 0.02))
+    back, voxel = files.read_volume(tmp_path / "v.tif")
     np.testing.assert_array_equal(back, data)
     np.testing.assert_allclose(voxel, (0.05, 0.03, 0.02), rtol=1e-6)
 
 
 def test_channel_stack_round_trip(tmp_path):
     data = np.random.default_rng(0).random((3, 2, 8, 9)).astype(np.float32)
-    io.write_volume(tmp_path / "s.tif", data, (0.1, 0.1, 0.1), channels=True)
-    back, _ = io.read_volume(tmp_path / "s.tif")
+    files.write_volume(tmp_path / "s.tif", data, (0.1, 0.1, 0.1), channels=True)
+    back, _ = files.read_volume(tmp_path / "s.tif")
     np.testing.assert_array_equal(back, data)
 
 
 def test_write_volume_rejects_nonpositive_voxel(tmp_path):
     with pytest.raises(ValueError, match="voxel size must be positive"):
-        io.write_volume(tmp_path / "v.tif", np.zeros((2, 2, 2), np.uint8), (0, 1, 1))
+        files.write_volume(tmp_path / "v.tif", np.zeros((2, 2, 2), np.uint8), (0, 1, 1))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
-        with io.atomic_path(tmp_path / "out.tif") as tmp:
+        with files.atomic_path(tmp_path / "out.tif") as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
@@ -36,13 +37,13 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 def _acquisition(folder, nz=3, kvs=(1, 3), pattern="slice_{slice:04d}_{kv}kV.tif"):
     raw = np.random.default_rng(1).integers(0, 60000, (nz, len(kvs), 16, 20)).astype(np.uint16)
-    io.write_acquisition(folder, raw, kvs, pattern, pixel_size_um=0.035)
+    simulated_files.write_acquisition(folder, raw, kvs, pattern, pixel_size_um=0.035)
     return raw
 
 
 def test_raw_stack_and_fei_metadata(tmp_path):
     raw = _acquisition(tmp_path / "raw")
-    stack, meta = io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    stack, meta = files.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
     np.testing.assert_array_equal(stack, raw)
     assert meta["vendor"] == "FEI"
     np.testing.assert_allclose(meta["pixel_size_um"], (0.035, 0.035))
@@ -51,53 +52,53 @@ def test_raw_stack_and_fei_metadata(tmp_path):
 
 def test_multipage_per_kv(tmp_path):
     raw = _acquisition(tmp_path / "raw", pattern="stack_{kv}kV.tif")
-    stack, _ = io.read_raw_stack(tmp_path / "raw", "stack_{kv}kV.tif", [1, 3])
+    stack, _ = files.read_raw_stack(tmp_path / "raw", "stack_{kv}kV.tif", [1, 3])
     np.testing.assert_array_equal(stack, raw)
 
 
 def test_missing_folder_is_named(tmp_path):
-    with pytest.raises(io.RawDataError, match="nowhere: raw data folder does not exist"):
-        io.find_raw_files(tmp_path / "nowhere", "s_{slice}_{kv}kV.tif", [1])
+    with pytest.raises(files.RawDataError, match="nowhere: raw data folder does not exist"):
+        files.find_raw_files(tmp_path / "nowhere", "s_{slice}_{kv}kV.tif", [1])
 
 
 def test_gap_in_slices_is_named(tmp_path):
     _acquisition(tmp_path / "raw", nz=4)
     (tmp_path / "raw" / "slice_0002_3kV.tif").unlink()
     (tmp_path / "raw" / "slice_0002_1kV.tif").unlink()
-    with pytest.raises(io.RawDataError, match=r"gap in slice numbering at 1 kV: slice\(s\) \[2\]"):
-        io.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    with pytest.raises(files.RawDataError, match=r"gap in slice numbering at 1 kV: slice\(s\) \[2\]"):
+        files.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
 def test_missing_kv_channel_for_some_slices(tmp_path):
     _acquisition(tmp_path / "raw", nz=4)
     (tmp_path / "raw" / "slice_0003_3kV.tif").unlink()
-    with pytest.raises(io.RawDataError, match="kV channel is missing"):
-        io.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    with pytest.raises(files.RawDataError, match="kV channel is missing"):
+        files.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
 def test_no_file_for_a_kv(tmp_path):
     _acquisition(tmp_path / "raw", kvs=(1,))
-    with pytest.raises(io.RawDataError, match="for 5 kV"):
-        io.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 5])
+    with pytest.raises(files.RawDataError, match="for 5 kV"):
+        files.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 5])
 
 
 def test_shape_mismatch_names_file(tmp_path):
     _acquisition(tmp_path / "raw")
     tifffile.imwrite(tmp_path / "raw" / "slice_0001_1kV.tif", np.zeros((10, 10), np.uint16))
-    with pytest.raises(io.RawDataError, match="slice_0001_1kV.tif: shape"):
-        io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    with pytest.raises(files.RawDataError, match="slice_0001_1kV.tif: shape"):
+        files.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
 def test_corrupt_tiff_names_file(tmp_path):
     _acquisition(tmp_path / "raw")
     (tmp_path / "raw" / "slice_0002_3kV.tif").write_bytes(b"II*\x00garbage")
-    with pytest.raises(io.RawDataError, match="slice_0002_3kV.tif: cannot be read"):
-        io.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    with pytest.raises(files.RawDataError, match="slice_0002_3kV.tif: cannot be read"):
+        files.read_raw_stack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
 def test_raw_stack_reads_one_slice_at_a_time(tmp_path):
     raw = _acquisition(tmp_path / "raw", nz=4)
-    stack = io.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    stack = files.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
     assert stack.shape == (4, 2, 16, 20) and len(stack) == 4
     np.testing.assert_array_equal(stack[2], raw[2])
     with pytest.raises(IndexError):
@@ -107,8 +108,8 @@ def test_raw_stack_reads_one_slice_at_a_time(tmp_path):
 def test_raw_stack_checks_every_header_before_reading(tmp_path):
     _acquisition(tmp_path / "raw", nz=4)
     tifffile.imwrite(tmp_path / "raw" / "slice_0003_3kV.tif", np.zeros((16, 20), np.float32))
-    with pytest.raises(io.RawDataError, match="slice_0003_3kV.tif: shape .* float32 differs"):
-        io.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    with pytest.raises(files.RawDataError, match="slice_0003_3kV.tif: shape .* float32 differs"):
+        files.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
 def test_rgb_images_are_refused_by_name(tmp_path):
@@ -117,14 +118,14 @@ def test_rgb_images_are_refused_by_name(tmp_path):
     for z in range(2):
         tifffile.imwrite(folder / f"s_{z}_1kV.tif", np.zeros((8, 8, 3), np.uint8),
                          photometric="rgb")
-    with pytest.raises(io.RawDataError, match="s_0_1kV.tif: expected 2D greyscale"):
-        io.RawStack(folder, "s_{slice}_{kv}kV.tif", [1])
+    with pytest.raises(files.RawDataError, match="s_0_1kV.tif: expected 2D greyscale"):
+        files.RawStack(folder, "s_{slice}_{kv}kV.tif", [1])
 
 
 def test_streamed_volume_round_trip(tmp_path):
     data = np.random.default_rng(3).integers(0, 3, (5, 7, 9)).astype(np.uint8)
-    io.write_volume_slices(tmp_path / "v.tif", iter(data), data.shape, data.dtype, (0.1, 0.2, 0.3))
-    with io.VolumeReader(tmp_path / "v.tif") as vol:
+    files.write_volume_slices(tmp_path / "v.tif", iter(data), data.shape, data.dtype, (0.1, 0.2, 0.3))
+    with files.VolumeReader(tmp_path / "v.tif") as vol:
         assert vol.shape == data.shape and not vol.channels
         np.testing.assert_array_equal(vol[3], data[3])
         np.testing.assert_allclose(vol.voxel_size, (0.1, 0.2, 0.3), rtol=1e-6)
@@ -136,9 +137,9 @@ def test_streamed_write_that_fails_leaves_nothing(tmp_path):
         raise RuntimeError("killed mid-stack")
 
     with pytest.raises(RuntimeError):
-        io.write_volume_slices(tmp_path / "v.tif", slices(), (3, 4, 4), np.uint8, (1, 1, 1))
+        files.write_volume_slices(tmp_path / "v.tif", slices(), (3, 4, 4), np.uint8, (1, 1, 1))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="got 1 slices, expected 3"):
-        io.write_volume_slices(tmp_path / "v.tif", iter([np.zeros((4, 4))]), (3, 4, 4),
+        files.write_volume_slices(tmp_path / "v.tif", iter([np.zeros((4, 4))]), (3, 4, 4),
                                np.uint8, (1, 1, 1))
     assert list(tmp_path.iterdir()) == []

@@ -283,7 +283,7 @@ def test_representative_volume_figure_has_a_panel_per_group_and_a_line_per_metri
     (np.zeros((4, 40, 40), np.uint8), (0.05,) * 3, r"shape \(4, 40, 40\) is smaller than the "
                                                    "analysis needs"),
     (np.zeros((16, 16, 16), np.uint8), (0.05, 0.0, 0.05), "voxel size must be three positive"),
-    (np.full((16, 16, 16), 5, np.uint8), (0.05,) * 3, r"unexpected values \[5\]"),
+    (np.full((16, 16, 16), 5, np.uint8), (0.05,) * 3, r"label volume: unexpected label values \[5\]"),
 ])
 def test_bad_volumes_are_refused_with_the_reason(labels, voxel, message):
     with pytest.raises(ValueError, match=message):

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 import tifffile
 import torch
 
-from fibrecon import io
+from fibrecon import files
 from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference, tile_starts
 from fibrecon.preprocess import PreprocessParams
 from fibrecon.modelcard import ModelCard, ModelCardError
@@ -189,16 +189,16 @@ def test_user_slices_are_read_in_pairs_and_bad_ones_named(tmp_path):
     img = np.random.default_rng(0).random((2, 20, 24)).astype(np.float32)
     tifffile.imwrite(tmp_path / "a.tif", img)
     tifffile.imwrite(tmp_path / "a_labels.tif", np.ones((20, 24), np.uint8))
-    pairs = io.read_labelled_slices(tmp_path, 2)
+    pairs = files.read_labelled_slices(tmp_path, 2)
     assert pairs[0][0].shape == (1, 2, 20, 24) and pairs[0][1].shape == (1, 20, 24)
     with pytest.raises(ValueError, match=r"a.tif: shape \(2, 20, 24\), expected \(6, y, x\)"):
-        io.read_labelled_slices(tmp_path, 6)
+        files.read_labelled_slices(tmp_path, 6)
     tifffile.imwrite(tmp_path / "b_labels.tif", np.full((20, 24), 7, np.uint8))
     with pytest.raises(ValueError, match="b_labels.tif: has no partner"):
-        io.read_labelled_slices(tmp_path, 2)
+        files.read_labelled_slices(tmp_path, 2)
     tifffile.imwrite(tmp_path / "b.tif", img)
     with pytest.raises(ValueError, match=r"b_labels.tif: unexpected label values \[7\]"):
-        io.read_labelled_slices(tmp_path, 2)
+        files.read_labelled_slices(tmp_path, 2)
 
 
 def test_shipped_model_loads_matches_its_card_and_stays_small():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from fibrecon import io
+from fibrecon import files
 from fibrecon.align import estimate_drift
 
 
@@ -18,14 +18,14 @@ def _float_stack(folder, values):
 
 def test_float_images_are_read_when_finite(tmp_path):
     _float_stack(tmp_path / "raw", [0.1, 0.2])
-    stack = io.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])
+    stack = files.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])
     assert stack.dtype == np.float32 and stack[1][0, 0, 0] == pytest.approx(0.2)
 
 
 def test_nan_pixels_name_the_file_and_slice(tmp_path):
     _float_stack(tmp_path / "raw", [0.1, np.nan])
-    stack = io.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])
-    with pytest.raises(io.RawDataError, match=r"s_1_1kV.tif \(slice 1\): 64 NaN or infinite"):
+    stack = files.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])
+    with pytest.raises(files.RawDataError, match=r"s_1_1kV.tif \(slice 1\): 64 NaN or infinite"):
         stack[1]
 
 
@@ -35,20 +35,27 @@ def test_all_constant_stack_is_refused():
 
 
 def test_label_volume_with_unexpected_values_names_the_file(tmp_path):
-    io.write_volume(tmp_path / "labels.tif", np.array([[[0, 1], [2, 7]]], np.uint8), (1, 1, 1))
+    files.write_volume(tmp_path / "labels.tif", np.array([[[0, 1], [2, 7]]], np.uint8), (1, 1, 1))
     with pytest.raises(ValueError, match=r"labels.tif: unexpected label values \[7\]"):
-        io.read_labels(tmp_path / "labels.tif")
+        files.read_labels(tmp_path / "labels.tif")
 
 
 def test_disk_full_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("FIBRECON_FAULT_DISK_FULL", "1")
+    import os
+
+    from fibrecon.files import atomic
+
+    def full(src, dst):  # the disk fills while the finished file is renamed into place
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+    monkeypatch.setattr(atomic.os, "replace", full)
     with pytest.raises(OSError, match="v.tif: disk full while writing") as info:
-        io.write_volume(tmp_path / "v.tif", np.zeros((2, 3, 3), np.uint8), (1, 1, 1))
+        files.write_volume(tmp_path / "v.tif", np.zeros((2, 3, 3), np.uint8), (1, 1, 1))
     assert info.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
 
 
 def test_empty_folder_is_named(tmp_path):
     (tmp_path / "raw").mkdir()
-    with pytest.raises(io.RawDataError, match="no file matches pattern"):
-        io.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])
+    with pytest.raises(files.RawDataError, match="no file matches pattern"):
+        files.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from fibrecon import io
+from fibrecon import files
+from fibrecon import simulated_files
 from fibrecon.samples import resolve_voxel_size
 from fibrecon.simulate import (ARTIFACTS, OFFSET, PHASE_SIGNAL, SCALE, generate_microstructure,
                                kv_response, simulate_sample)
@@ -24,7 +25,7 @@ def _signal(raw):
 def test_same_seed_gives_identical_files(tmp_path):
     for run in ("a", "b"):
         s = simulate_sample((6, 40, 40), porosity=0.35, seed=3)
-        io.write_simulated_sample(tmp_path / run / "raw", tmp_path / run / "truth", s,
+        simulated_files.write_simulated_sample(tmp_path / run / "raw", tmp_path / run / "truth", s,
                                   "slice_{slice:04d}_{kv}kV.tif")
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
                      if p.is_file())
@@ -185,8 +186,8 @@ def test_tilt_foreshortening_and_its_metadata(tmp_path):
     s = simulate_sample((4, 100, 60), porosity=0.35, seed=1, tilt_corrected=False)
     assert s.raw.shape == (4, 2, round(100 * np.sin(np.radians(52))), 60)
     assert s.labels.shape == (4, 100, 60)
-    io.write_simulated_sample(tmp_path / "raw", tmp_path / "truth", s, "s_{slice}_{kv}kV.tif")
-    meta = io.read_sem_metadata(tmp_path / "raw" / "s_0_1kV.tif")
+    simulated_files.write_simulated_sample(tmp_path / "raw", tmp_path / "truth", s, "s_{slice}_{kv}kV.tif")
+    meta = files.read_sem_metadata(tmp_path / "raw" / "s_0_1kV.tif")
     assert meta["tilt_corrected"] is False
     voxel, _ = resolve_voxel_size({"x": "from_metadata", "y": "from_metadata", "z": 0.05}, meta)
     assert voxel[1] == pytest.approx(0.05 / np.sin(np.radians(52)), rel=1e-4)
@@ -195,14 +196,14 @@ def test_tilt_foreshortening_and_its_metadata(tmp_path):
 @pytest.mark.parametrize("vendor", ["FEI", "Zeiss"])
 def test_instrument_metadata_round_trip(tmp_path, vendor):
     s = simulate_sample((3, 40, 40), kvs=(1.0, 2.5), porosity=0.35, seed=1)
-    io.write_simulated_sample(tmp_path / "raw", tmp_path / "truth", s, "s_{slice:03d}_{kv}kV.tif",
+    simulated_files.write_simulated_sample(tmp_path / "raw", tmp_path / "truth", s, "s_{slice:03d}_{kv}kV.tif",
                               vendor=vendor)
-    meta = io.read_sem_metadata(tmp_path / "raw" / "s_001_2.5kV.tif")
+    meta = files.read_sem_metadata(tmp_path / "raw" / "s_001_2.5kV.tif")
     assert meta["vendor"] == vendor and meta["kv"] == pytest.approx(2.5)
     np.testing.assert_allclose(meta["pixel_size_um"], (0.05, 0.05), rtol=1e-4)
     assert meta["tilt_corrected"] is True and meta["detector"]
     assert meta["date"] and meta["origin"]["kv"].startswith(vendor)
-    stack, info = io.read_raw_stack(tmp_path / "raw", "s_{slice:03d}_{kv}kV.tif", [1, 2.5])
+    stack, info = files.read_raw_stack(tmp_path / "raw", "s_{slice:03d}_{kv}kV.tif", [1, 2.5])
     np.testing.assert_array_equal(stack, s.raw)
     assert [c["kv"] for c in info["channels"]] == [1.0, 2.5]
     assert info["channels"][1]["file"] == "s_000_2.5kV.tif"
@@ -213,19 +214,19 @@ def test_metadata_that_contradicts_the_configured_channels_is_refused(tmp_path, 
     def write(kv_in_1kv_files, pixel_size_3kv):
         img = np.zeros((16, 16), np.uint16)
         for z in range(2):
-            io.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01,
+            simulated_files.write_sem_slice(tmp_path / f"s_{z}_1kV.tif", img, pixel_size_um=0.01,
                                kv=kv_in_1kv_files, vendor=vendor)
-            io.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=pixel_size_3kv,
+            simulated_files.write_sem_slice(tmp_path / f"s_{z}_3kV.tif", img, pixel_size_um=pixel_size_3kv,
                                kv=3, vendor=vendor)
 
     write(kv_in_1kv_files=5, pixel_size_3kv=0.01)  # the "1 kV" files were recorded at 5 kV
-    with pytest.raises(io.RawDataError, match=r"s_0_1kV.tif: the instrument metadata says 5 kV "
+    with pytest.raises(files.RawDataError, match=r"s_0_1kV.tif: the instrument metadata says 5 kV "
                        r".* configured as the 1 kV channel"):
-        io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
+        files.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
     write(kv_in_1kv_files=1, pixel_size_3kv=0.02)  # right voltage, another pixel size
-    with pytest.raises(io.RawDataError, match=r"s_0_3kV.tif: pixel size .* differs from .* "
+    with pytest.raises(files.RawDataError, match=r"s_0_3kV.tif: pixel size .* differs from .* "
                        r"of .*s_0_1kV.tif"):
-        io.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
+        files.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1, 3])
 
 
 def test_command_line_writes_a_sample(tmp_path):
@@ -239,7 +240,7 @@ def test_command_line_writes_a_sample(tmp_path):
     for name in ("labels.tif", "instances.tif", "particles.tsv", "drift.tsv", "fields.npz",
                  "truth.json"):
         assert (tmp_path / "truth" / name).is_file(), name
-    assert io.read_json(tmp_path / "truth" / "truth.json")["artifacts"]["charging"] == 0
+    assert files.read_json(tmp_path / "truth" / "truth.json")["artifacts"]["charging"] == 0
 
 
 def test_kv_response_grows_with_kv():

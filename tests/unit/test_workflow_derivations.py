@@ -56,3 +56,17 @@ def test_rules_declare_their_code_through_the_derived_inputs(repo):
     for smk in (repo / "rules").glob("*.smk"):
         assert 'code("' not in smk.read_text() or re.search(r'code=code\("\w+"\)', smk.read_text())
         assert "src/fibrecon/" not in smk.read_text(), smk  # no hand-listed module paths
+
+
+def test_only_the_file_modules_open_files(repo):
+    """File formats live in fibrecon.files (and the simulator's in fibrecon.simulated_files);
+    the few other modules that open files are the ones the package docstring names."""
+    opens = re.compile(r"\bopen\(|\.read_text\(|\.write_text\(|imread\(|imwrite\(|np\.save|"
+                       r"np\.load\(|torch\.save|torch\.load|ZipFile\(|TiffFile\(")
+    allowed = {"samples.py", "unet.py", "modelcard.py", "workflow.py", "runlog.py",
+               "simulated_files.py"}
+    package = repo / "src" / "fibrecon"
+    offenders = [p.name for p in package.glob("*.py")
+                 if p.name not in allowed and opens.search(p.read_text())]
+    assert offenders == [], offenders
+    assert not (package / "io.py").exists()  # no module shadows the standard library's io

@@ -1,0 +1,251 @@
+"""Instrument metadata of Thermo Fisher (FEI) and Zeiss SEM TIFFs, and their data bars.
+
+Values are read from the TIFF tags alone (no pixel data), checked in the tests
+against RosettaSciIO's reader on real instrument files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+__all__ = ["read_sem_metadata", "detect_databar"]
+
+
+def _as_number(value, path: Path, tag: str, warnings: list, scale: float = 1.0):
+    """A metadata value as float, or None with a warning naming the file and tag."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        number = float(value) * scale
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not np.isfinite(number):
+        warnings.append(f"{path.name}: metadata tag {tag} = {value!r} is not a number; "
+                        "treated as absent")
+        return None
+    return number
+
+
+#: Zeiss length units, in micrometres.
+_ZEISS_UNITS = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "m": 1e6}
+
+
+def read_sem_metadata(path, image_shape=None) -> dict:
+    """Read the instrument metadata that Thermo Fisher (FEI) or Zeiss SEMs write.
+
+    The pixel size is that of the image as saved: FEI ``[Scan] PixelWidth``
+    (or the beam's ``HFW`` over ``[Image] ResolutionX``); Zeiss ``Width``
+    (the field width) over the saved image's columns, else ``Image Pixel
+    Size``, else ``Pixel Size`` scaled from the store resolution to the
+    saved width (``Pixel Size`` alone belongs to the store resolution and is
+    wrong for an image saved at another size). The values agree with
+    RosettaSciIO's TIFF reader (``rsciio.tiff``), which the tests check on
+    real instrument files.
+
+    Parameters
+    ----------
+    path : str or Path
+        A TIFF written by the instrument.
+    image_shape : tuple of int, optional
+        (rows, columns) of the image; read from the file when omitted.
+
+    Returns
+    -------
+    dict
+        ``vendor`` ("FEI", "Zeiss" or None), and where present
+        ``pixel_size_um`` as (y, x), ``kv`` (acceleration voltage),
+        ``working_distance_mm``, ``detector``, ``tilt_corrected`` (the
+        instrument corrected the cross-section foreshortening),
+        ``stage_tilt_deg``, ``databar_rows`` (rows of the vendor's data bar
+        at the bottom of the image), ``slice_index`` (Zeiss FIB slice index)
+        and ``date``; ``origin`` says for each value the tag it was read
+        from, with the file name (e.g. ``"FEI [EBeam] HV in s_000_1kV.tif"``);
+        ``warnings`` lists values that were present but empty or malformed
+        (treated as absent), each naming the file and tag.
+    """
+    path = Path(path)
+    out: dict = {"vendor": None}
+    origin: dict = {}
+    warnings: list = []
+
+    def put(key, value, tag):
+        if value is None:
+            return
+        out[key] = value
+        origin[key] = f"{out['vendor']} {tag} in {path.name}"
+
+    with tifffile.TiffFile(path) as tif:
+        fei = tif.fei_metadata
+        sem = tif.sem_metadata
+        rows, cols = image_shape or tif.pages.first.shape[-2:]
+    if fei:
+        out["vendor"] = "FEI"
+
+        def num(section, key, scale=1.0):
+            if key not in fei.get(section, {}):
+                return None
+            return _as_number(fei[section][key], path, f"[{section}] {key}", warnings, scale)
+
+        image = fei.get("Image", {})
+        for scan_name in ("Scan", "EScan", "IScan"):
+            px = num(scan_name, "PixelWidth", 1e6)
+            py = num(scan_name, "PixelHeight", 1e6)
+            if px and py:
+                put("pixel_size_um", (py, px), f"[{scan_name}] PixelHeight, PixelWidth")
+                break
+        else:
+            nx = num("Image", "ResolutionX")
+            for beam_name in ("EBeam", "IBeam", "IRBeam"):
+                hfw = num(beam_name, "HFW", 1e6)
+                if hfw and nx:
+                    put("pixel_size_um", (hfw / nx, hfw / nx),
+                        f"[{beam_name}] HFW / [Image] ResolutionX")
+                    break
+        beam_name = next((b for b in ("EBeam", "Beam") if fei.get(b, {}).get("HV") not in
+                          (None, "")), "EBeam" if fei.get("EBeam") else "Beam")
+        hv = num(beam_name, "HV", 1e-3)
+        put("kv", hv if hv else None, f"[{beam_name}] HV")
+        wd = num(beam_name, "WD", 1e3)
+        put("working_distance_mm", wd if wd and wd > 0 else None, f"[{beam_name}] WD")
+        flag = fei.get(beam_name, {}).get("TiltCorrectionIsOn")
+        if flag not in (None, ""):
+            put("tilt_corrected", str(flag).lower() in ("yes", "true", "1", "on"),
+                f"[{beam_name}] TiltCorrectionIsOn")
+        tilt = num("Stage", "StageT")
+        put("stage_tilt_deg", None if tilt is None else float(np.degrees(tilt)), "[Stage] StageT")
+        if str(fei.get("Detectors", {}).get("Name", "")):
+            put("detector", str(fei["Detectors"]["Name"]), "[Detectors] Name")
+        res_y = num("Image", "ResolutionY")
+        bar = num("PrivateFei", "DatabarHeight")
+        if res_y and 0 < rows - res_y < rows:
+            put("databar_rows", int(rows - res_y), "image height - [Image] ResolutionY")
+        elif bar is not None and 0 <= bar < rows:
+            put("databar_rows", int(bar), "[PrivateFei] DatabarHeight")
+        user = fei.get("User", {})
+        if user.get("Date"):
+            put("date", " ".join(str(user[k]) for k in ("Date", "Time") if user.get(k)),
+                "[User] Date, Time")
+    elif sem:
+        out["vendor"] = "Zeiss"
+
+        def entry(*keys):
+            """(TAG, number, unit) of the first key present with a numeric value."""
+            for key in keys:
+                v = sem.get(key)
+                if isinstance(v, (tuple, list)) and len(v) >= 2:
+                    number = _as_number(v[1], path, key.upper(), warnings)
+                    if number is not None:
+                        return key.upper(), number, (v[2] if len(v) > 2 else None)
+            return None, None, None
+
+        def length_um(number, unit, key):
+            factor = _ZEISS_UNITS.get(unit)
+            if factor is None:
+                warnings.append(f"{path.name}: metadata tag {key} has unknown unit {unit!r}; "
+                                "treated as absent")
+                return None
+            return number * factor
+
+        key, width, unit = entry("ap_width")
+        size = length_um(width, unit, key) / cols if width else None
+        if size:
+            put("pixel_size_um", (size, size), f"{key} / {cols} columns")
+        else:
+            key, px, unit = entry("ap_image_pixel_size")
+            size = length_um(px, unit or "nm", key) if px else None
+            if size:
+                put("pixel_size_um", (size, size), key)
+            else:
+                key, px, unit = entry("ap_pixel_size")
+                size = length_um(px, unit or "nm", key) if px else None
+                store = str((sem.get("dp_image_store") or ("", ""))[1])
+                store_cols = int(store.split("*")[0]) if store.split("*")[0].strip().isdigit() \
+                    else None
+                if size and store_cols:
+                    put("pixel_size_um", (size * store_cols / cols,) * 2,
+                        f"{key} x DP_IMAGE_STORE width {store_cols} / {cols} columns")
+                elif size:
+                    warnings.append(f"{path.name}: only AP_PIXEL_SIZE (store resolution) is "
+                                    "given, with no field width or store size: it is taken as "
+                                    "the pixel size of the saved image")
+                    put("pixel_size_um", (size, size), key)
+        key, hv, _ = entry("ap_actualkv", "ap_manualkv")
+        put("kv", hv if hv else None, key)
+        key, wd, _ = entry("ap_wd")
+        put("working_distance_mm", wd if wd and wd > 0 else None, key)
+        det = sem.get("dp_detector_type") or sem.get("dp_detector_channel")
+        if isinstance(det, (tuple, list)) and len(det) >= 2 and str(det[1]):
+            put("detector", str(det[1]), "DP_DETECTOR_TYPE")
+        tilt_flag = sem.get("dp_tilt_correction")
+        if isinstance(tilt_flag, (tuple, list)) and len(tilt_flag) >= 2:
+            put("tilt_corrected", tilt_flag[1] is True or str(tilt_flag[1]).lower() in
+                ("on", "yes", "true"), "DP_TILT_CORRECTION")
+        key, tilt, _ = entry("ap_stage_at_t")
+        put("stage_tilt_deg", tilt, key)
+        key, index, _ = entry("ap_fib_slice_index")
+        put("slice_index", None if index is None else int(index), key)
+        date = sem.get("ap_date")
+        if isinstance(date, (tuple, list)) and len(date) >= 2 and str(date[1]):
+            time_ = sem.get("ap_time")
+            has_time = isinstance(time_, (tuple, list)) and len(time_) >= 2
+            put("date", f"{date[1]} {time_[1]}" if has_time else str(date[1]),
+                "AP_DATE, AP_TIME" if has_time else "AP_DATE")
+    out["origin"] = origin
+    out["warnings"] = warnings
+    return out
+
+
+def detect_databar(image: np.ndarray, *, min_rows: int = 8, max_fraction: float = 0.25,
+                   uniform: float = 0.7) -> int:
+    """Rows of a data bar (a band of mostly one grey value, with text) at the image bottom.
+
+    Zeiss SmartSEM burns its data zone into the saved image (white with black
+    text and a frame); other software does the like. A row belongs to the
+    band when at least ``uniform`` of its pixels have the row's most common
+    value, which real image rows almost never have (a saturated charging
+    region of the shared real SEM image reaches 0.51). Up to two rows at the
+    very bottom may differ (a frame line).
+
+    Parameters
+    ----------
+    image : ndarray, (y, x)
+    min_rows : int
+        Shorter bands are not a data bar (0 is returned).
+    max_fraction : float
+        The band may cover at most this share of the image height.
+    uniform : float
+        Share of a row's pixels at its most common value.
+
+    Returns
+    -------
+    int
+        Rows to cut at the bottom (0: none found).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.integers(0, 200, (100, 80)).astype(np.uint8)
+    >>> img[-20:] = 255
+    >>> img[-15, 5:15] = 0  # text
+    >>> detect_databar(img)
+    20
+    """
+    img = np.asarray(image)
+    rows = img.shape[0]
+
+    def share(row):
+        _, counts = np.unique(row, return_counts=True)
+        return counts.max() / row.size
+
+    limit = int(max_fraction * rows)
+    shares = [share(img[rows - 1 - k]) for k in range(min(limit + 1, rows))]
+    for skip in range(3):
+        n = 0
+        while skip + n < len(shares) and shares[skip + n] >= uniform:
+            n += 1
+        if n >= min_rows:
+            return 0 if skip + n > limit else skip + n
+    return 0

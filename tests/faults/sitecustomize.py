@@ -1,0 +1,77 @@
+"""Fault injection for the integration tests, kept out of fibrecon's own code.
+
+The tests that need a fault in a workflow's job processes put this folder on
+``PYTHONPATH``; Python imports ``sitecustomize`` at start-up in every process
+(Snakemake's script jobs, SLURM jobs), and it patches fibrecon's modules as they
+are imported, only when the test set the matching variable:
+
+- ``FIBRECON_FAULT_SLOW_WRITE=<seconds>``: every streamed volume write sleeps
+  that long per slice (so a test can kill a job mid-write);
+- ``FIBRECON_FAULT_FAIL_ONCE=<file>``: the first job that finds the file removes
+  it and fails inside its rule log (so a test can watch a retry).
+"""
+
+import contextlib
+import importlib.abc
+import importlib.util
+import os
+import sys
+import time
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Run ``patch(module)`` right after ``name`` is imported, before anyone uses it."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _slow_writes(module):
+    seconds = float(os.environ["FIBRECON_FAULT_SLOW_WRITE"])
+    write = module.write_volume_slices
+
+    def crawling(path, slices, *args, **kwargs):
+        def slowly():
+            for item in slices:
+                time.sleep(seconds)
+                yield item
+        return write(path, slowly(), *args, **kwargs)
+
+    module.write_volume_slices = crawling
+
+
+def _fail_once(module):
+    marker = os.environ["FIBRECON_FAULT_FAIL_ONCE"]
+    rule_log = module.rule_log
+
+    @contextlib.contextmanager
+    def failing_once(path, *args, **kwargs):
+        with rule_log(path, *args, **kwargs) as log:
+            if os.path.exists(marker):
+                os.remove(marker)
+                raise RuntimeError(f"injected failure (FIBRECON_FAULT_FAIL_ONCE={marker})")
+            yield log
+
+    module.rule_log = failing_once
+
+
+if os.environ.get("FIBRECON_FAULT_SLOW_WRITE"):
+    sys.meta_path.insert(0, _PatchAfterImport("fibrecon.files.volumes", _slow_writes))
+if os.environ.get("FIBRECON_FAULT_FAIL_ONCE"):
+    sys.meta_path.insert(0, _PatchAfterImport("fibrecon.runlog", _fail_once))
