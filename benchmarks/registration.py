@@ -130,13 +130,15 @@ def main():
     for label, found, ar, am, wr, wm, pr, pm, speed in rows:
         lines.append(f"| {label} | {found} | {ar:.2f} / {am:.2f} | {wr:.2f} / {wm:.2f} | "
                      f"{pr:.2f} / {pm:.2f} | {speed:.1f} |")
+    peer_wins = sum(r[6] < r[2] for r in rows)
     capped = [r for r in rows if "cap," in r[0] and "no cap" not in r[0]]
     free = [r for r in rows if "no cap" in r[0]]
     lines += ["", f"Worst with a cap (auto): RMS {max(r[2] for r in capped):.2f} px, max "
               f"{max(r[3] for r in capped):.2f} px (target 0.3 / 1: met). Without a cap the "
               f"registration follows the structure: RMS {min(r[2] for r in free):.2f}-"
               f"{max(r[2] for r in free):.2f} px, max up to {max(r[3] for r in free):.2f} px "
-              "(target 0.5 / 1.5: not met; PyStack3D is no better on any of them). The "
+              f"(target 0.5 / 1.5: not met; PyStack3D lower on {peer_wins} of {len(rows)} "
+              "stacks). The "
               "taufactor volume's structure leans as a whole (its x-mirror drifts the other way), "
               "which no registration on the image content can tell from stage drift; where "
               "the structure does not lean, the error is a random walk of the apparent motion "
