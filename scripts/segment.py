@@ -30,7 +30,11 @@ def network_labels(stack, log):
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     device = resolve_device(settings.device)
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
-    ModelCard(card).check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
+    model_card = ModelCard(card)
+    model_card.check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
+    note = model_card.pixel_size_note(stack.voxel_size[1:], snakemake.input.model)  # noqa: F821
+    if note:
+        log.warning("%s", note)
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
              snakemake.input.model, files.file_sha256(snakemake.input.model),  # noqa: F821
              card["kvs"], card["context"], device, settings.flip_average)

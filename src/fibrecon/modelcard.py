@@ -95,6 +95,39 @@ class ModelCard:
             prefix = archive.namelist()[0].split("/")[0]
             archive.writestr(f"{prefix}/{CARD_ENTRY}", json.dumps(self.data, indent=1))
 
+    @property
+    def pixel_size_range_um(self) -> tuple[float, float] | None:
+        """Pixel sizes (x, y, µm) the network was trained for: the card's
+        ``pixel_size_range_um``, or its training voxel size +-25 %; None if unknown."""
+        if "pixel_size_range_um" in self.data:
+            lo, hi = self.data["pixel_size_range_um"]
+            return float(lo), float(hi)
+        size = self.data.get("settings", {}).get("voxel_size_um")
+        return (0.8 * float(size), 1.25 * float(size)) if size else None
+
+    def pixel_size_note(self, pixel_size_um, model_path) -> str | None:
+        """A warning when the data's pixel size (y, x) lies outside the trained range, else None.
+
+        Examples
+        --------
+        >>> card = ModelCard({"kvs": [1], "context": 0, "settings": {"voxel_size_um": 0.05}})
+        >>> card.pixel_size_note((0.05, 0.05), "m.pt") is None
+        True
+        >>> "outside the 0.04-0.0625 µm" in card.pixel_size_note((0.02, 0.02), "m.pt")
+        True
+        """
+        trained = self.pixel_size_range_um
+        if trained is None:
+            return None
+        lo, hi = trained
+        sizes = [float(v) for v in pixel_size_um]
+        if all(lo <= v <= hi for v in sizes):
+            return None
+        return (f"{model_path}: the data's pixel size {tuple(round(v, 4) for v in sizes)} µm lies "
+                f"outside the {lo:.3g}-{hi:.3g} µm the model was trained for: features look "
+                f"{sizes[-1] / ((lo + hi) / 2):.2g}x their trained size; expect lower accuracy, "
+                "or fine-tune / retrain at this pixel size (train: voxel_size_um)")
+
     def check(self, kvs, tile_px: int, model_path) -> None:
         """Refuse a model whose kV channels differ from ``kvs`` or a tile below its receptive field.
 

@@ -158,3 +158,43 @@ def test_series_plot_colours_each_series_and_skips_parameters_it_does_not_vary()
     assert [t.get_text() for t in mixing.get_legend().get_texts()] == ["mixing"]
     colours = {ax.get_xlabel(): ax.lines[0].get_color() for ax in fig.axes}
     assert colours["porosity_target"] != colours["mixing_time_min"]
+
+
+def _sheet_rows(tmp_path, sheet_schema, *rows):
+    p = tmp_path / "s.tsv"
+    p.write_text("sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\n"
+                 + "".join("\t".join(r) + "\n" for r in rows))
+    return load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+
+
+def test_check_workflow_names_what_does_not_fit(repo, tmp_path, config, config_schema,
+                                                sheet_schema):
+    """The start-up checks, called directly (rules/common.smk calls the same function)."""
+    from fibrecon.modelcard import ModelCardError
+    from fibrecon.samples import check_workflow
+
+    cfg = validate_config(copy.deepcopy(config), config_schema)
+    shipped = repo / "resources" / "models" / "unet_1kV_3kV.pt"
+    row = ["demo_p40", "simulated", "s_{slice}_{kv}kV.tif", "1,3", "from_metadata",
+           "from_metadata", "0.05"]
+    check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row), model_path=shipped)
+    with pytest.raises(ConfigError, match=r"sample\(s\) \['ghost'\] have raw = 'simulated' but "
+                                          "no entry under demo: samples"):
+        check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, ["ghost", *row[1:]]),
+                       model_path=shipped)
+    with pytest.raises(ConfigError, match="voxel_z_um differs from the simulated slice"):
+        check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, [*row[:6], "0.03"]),
+                       model_path=shipped)
+    one_kv = [*row[:3], "1", *row[4:]]
+    with pytest.raises(ModelCardError, match=r"the model expects kV channels \[1.0, 3.0\]"):
+        check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, one_kv), model_path=shipped)
+    cfg["segment"]["channels"] = [5]
+    with pytest.raises(ConfigError, match=r"segment: channels: kV \[5.0\] not acquired for "
+                                          "sample 'demo_p40'"):
+        check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row), model_path=shipped)
+    cfg["segment"]["channels"] = "all"
+    with pytest.raises(ModelCardError, match="segment: model: .*nowhere.pt: model file not found"):
+        check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row),
+                       model_path=tmp_path / "nowhere.pt")
+    cfg["segment"]["method"] = "multiotsu"  # no model needed
+    check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row), model_path=None)
