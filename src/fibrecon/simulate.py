@@ -73,6 +73,10 @@ ARTIFACTS = {
 #: Mean secondary-electron signal per phase (pore = silicone, AM, CBD).
 PHASE_SIGNAL = np.array([0.08, 0.80, 0.40], dtype=np.float32)
 
+#: Median secondary-particle diameter (µm) of a simulated sample unless one is given (the
+#: schema's demo.d50_um default; the demo series sets its own in config/demo/config.yaml).
+DEMO_D50_UM = 3.0
+
 #: Grey value of signal 0 and gain of the 16-bit detector output.
 OFFSET, SCALE = 2000.0, 40000.0
 
@@ -231,7 +235,7 @@ def generate_microstructure(
     *,
     porosity: float,
     cbd_fraction: float = 0.10,
-    d50_um: float = 5.0,
+    d50_um: float = DEMO_D50_UM,
     sigma_log: float = 0.25,
     calendering: float = 0.5,
     cbd_dispersion: float = 0.8,
@@ -668,7 +672,7 @@ def simulate_sample(
     *,
     porosity: float = 0.35,
     cbd_fraction: float = 0.10,
-    d50_um: float = 3.0,
+    d50_um: float = DEMO_D50_UM,
     sigma_log: float = 0.25,
     calendering: float = 0.5,
     cbd_dispersion: float = 0.8,
@@ -797,7 +801,7 @@ def main(argv=None) -> None:
     ap.add_argument("--kv", type=float, nargs="+", default=[1.0, 3.0], help="kV values")
     ap.add_argument("--porosity", type=float, default=0.35)
     ap.add_argument("--cbd-fraction", type=float, default=0.10)
-    ap.add_argument("--d50", type=float, default=3.0, help="median particle diameter, µm")
+    ap.add_argument("--d50", type=float, default=DEMO_D50_UM, help="median particle diameter, µm")
     ap.add_argument("--calendering", type=float, default=0.5, help="0 (none) to 1 (strong)")
     ap.add_argument("--cbd-dispersion", type=float, default=0.8,
                     help="1 = CBD as films and necks, 0 = agglomerated clusters")

@@ -47,3 +47,10 @@ def test_the_library_default_is_the_workflow_default():
     """preprocess_stack(stack) in a notebook does what the workflow does: no denoising."""
     assert PreprocessParams().denoise == "none"
     assert PreprocessParams.from_record({"percentiles": [2.0, 98.0]}).percentiles == (2.0, 98.0)
+
+
+def test_simulated_particle_size_default_is_the_schemas(repo):
+    from fibrecon.simulate import DEMO_D50_UM
+
+    schema = load_schema(repo / "schemas" / "config.schema.yaml")["properties"]["demo"]
+    assert schema["properties"]["d50_um"]["default"] == DEMO_D50_UM

@@ -68,7 +68,7 @@ def test_calendering_cracks_more_particles():
 
 def test_agglomerated_cbd_forms_fewer_larger_clusters_than_dispersed():
     def mean_cluster(dispersion):
-        m = generate_microstructure((30, 120, 120), (0.05,) * 3, porosity=0.35,
+        m = generate_microstructure((30, 120, 120), (0.05,) * 3, porosity=0.35, d50_um=5.0,
                                     cbd_dispersion=dispersion, rng=np.random.default_rng(2))
         cbd = m.labels == 2
         am_contact = ndi.binary_dilation(m.labels == 1) & cbd

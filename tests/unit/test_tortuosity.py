@@ -55,7 +55,7 @@ def test_blocked_phase_is_infinite_not_negative():
 
 
 def test_finite_volume_matches_taufactor_on_a_tortuous_phase():
-    m = generate_microstructure((32, 48, 48), (0.06,) * 3, porosity=0.35,
+    m = generate_microstructure((32, 48, 48), (0.06,) * 3, porosity=0.35, d50_um=5.0,
                                 rng=np.random.default_rng(2))
     pore = m.labels == 0
     connected = [axis for axis in range(3) if percolates(pore, axis)]
@@ -80,7 +80,7 @@ def test_stretching_voxels_along_the_flux_keeps_a_laminate_at_one():
 
 
 def test_finite_volume_tau_is_bit_identical_whatever_the_global_random_state():
-    m = generate_microstructure((24, 32, 32), (0.06,) * 3, porosity=0.4,
+    m = generate_microstructure((24, 32, 32), (0.06,) * 3, porosity=0.4, d50_um=5.0,
                                rng=np.random.default_rng(3))
     pore = m.labels == 0
     np.random.seed(1)
