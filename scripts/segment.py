@@ -23,8 +23,8 @@ def network_labels(stack, log):
     """Labels (and, when asked, float16 probabilities kept in a memory map) per slice."""
     import torch
 
-    from fibrecon.infer import (context_images, predict_probabilities, prepare_for_inference,
-                                resolve_device)
+    from fibrecon.infer import (context_images, predict_probabilities_resampled,
+                                prepare_for_inference, resolve_device)
     from fibrecon.unet import load_model
 
     torch.set_num_threads(snakemake.threads)  # noqa: F821
@@ -32,16 +32,20 @@ def network_labels(stack, log):
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
     model_card = ModelCard(card)
     model_card.check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
+    scale = model_card.working_scale(stack.voxel_size[1:]) if settings.resample == "auto" \
+        else None
     note = model_card.pixel_size_note(stack.voxel_size[1:], snakemake.input.model)  # noqa: F821
-    if note:
+    if scale:
+        log.info("pixel size %s µm is coarser than the model's trained range %s µm: each slice "
+                 "is enlarged by %s to its working pixel size %.4g µm and the probabilities "
+                 "taken back to the data's grid", stack.voxel_size[1:],
+                 model_card.pixel_size_range_um, tuple(round(v, 3) for v in scale),
+                 model_card.working_pixel_um)
+    elif note and model_card.working_scale(stack.voxel_size[1:]) is None:
+        log.info("%s (finer than trained: segmented as it is, which measured as accurate as at "
+                 "the trained size down to 20 nm)", note)
+    elif note:
         log.warning("%s", note)
-    log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
-             snakemake.input.model, files.file_sha256(snakemake.input.model),  # noqa: F821
-             card["kvs"], card["context"], device, settings.flip_average)
-    differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
-    if differ:
-        log.warning("preprocessing differs from the model's training (trained, used): %s; "
-                    "expect lower accuracy, or retrain (rule train_model)", differ)
     multiple = net.multiple
     net = prepare_for_inference(net, device)
     probs = None
@@ -51,9 +55,10 @@ def network_labels(stack, log):
                                           (nz, 3, ny, nx))
     inputs = context_images(stack, p.channels, card["context"])
     for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
-        prob = predict_probabilities(net, image, multiple=multiple, tile=settings.tile_px,
-                                     overlap=settings.overlap_px, batch_size=settings.batch_size,
-                                     device=device, flips=settings.flip_average)
+        prob = predict_probabilities_resampled(
+            net, image, scale=scale or (1.0, 1.0), multiple=multiple, tile=settings.tile_px,
+            overlap=settings.overlap_px, batch_size=settings.batch_size, device=device,
+            flips=settings.flip_average)
         if probs is not None:
             probs[z] = prob
         yield prob.argmax(0).astype(np.uint8)

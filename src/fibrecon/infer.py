@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from fibrecon.unet import UNet
 
 __all__ = ["FLIPS", "resolve_device", "prepare_for_inference", "context_image", "context_images",
-           "tile_starts", "predict_probabilities"]
+           "tile_starts", "predict_probabilities", "predict_probabilities_resampled"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -181,3 +181,41 @@ def predict_probabilities(net: torch.nn.Module, image: np.ndarray, *, multiple: 
     logits = torch.from_numpy(acc[:, :ny, :nx] / wsum[:ny, :nx])
     return F.softmax(logits, dim=0).numpy()
 
+
+def predict_probabilities_resampled(net: torch.nn.Module, image: np.ndarray, *, scale=(1.0, 1.0),
+                                    **kwargs) -> np.ndarray:
+    """Class probabilities of an image whose pixels are ``scale`` times the network's own.
+
+    nnU-Net's practice for data at another resolution than the training's:
+    the image is resampled (bilinear) to the network's working pixel size,
+    segmented by :func:`predict_probabilities`, and the probabilities are
+    resampled back to the image's grid.
+
+    Parameters
+    ----------
+    image : ndarray, (channels, y, x)
+    scale : tuple of 2 float
+        (y, x) pixel size of the image over the network's working pixel size
+        (:meth:`fibrecon.modelcard.ModelCard.working_scale`); 2 means the image
+        is twice as coarse (it is enlarged twice).
+    **kwargs
+        As for :func:`predict_probabilities`.
+
+    Returns
+    -------
+    ndarray of float32, (classes, y, x)
+        On the grid of ``image``.
+    """
+    from scipy import ndimage as ndi
+
+    sy, sx = (float(v) for v in scale)
+    if abs(sy - 1) < 1e-3 and abs(sx - 1) < 1e-3:
+        return predict_probabilities(net, image, **kwargs)
+    _, ny, nx = image.shape
+    working = ndi.zoom(np.asarray(image, np.float32), (1, sy, sx), order=1, grid_mode=True,
+                       mode="nearest")
+    prob = predict_probabilities(net, working, **kwargs)
+    back = ndi.zoom(prob, (1, ny / prob.shape[1], nx / prob.shape[2]), order=1, grid_mode=True,
+                    mode="nearest")[:, :ny, :nx]
+    back = np.clip(back, 0, None)
+    return (back / np.maximum(back.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)

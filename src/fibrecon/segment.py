@@ -40,6 +40,11 @@ class SegmentSettings(StageSettings):
         Test-time averaging over mirror images.
     save_probabilities : bool
         Also write the class probabilities.
+    resample : {"auto", "never"}
+        ``auto``: data whose pixel size lies outside the model's trained range
+        are resampled to its working pixel size for the network and the labels
+        back to the data's grid; ``never`` segments them as they are (with a
+        warning).
     nbins : int
         Histogram bins of the multi-Otsu thresholds.
     """
@@ -54,6 +59,7 @@ class SegmentSettings(StageSettings):
     flip_average: str = "none"
     batch_size: int = 2
     save_probabilities: bool = False
+    resample: str = "auto"
     nbins: int = 256
 
 

@@ -239,3 +239,22 @@ def test_training_continues_from_a_loaded_model_in_training_mode_and_keeps_its_c
                                          r"context 0; the training settings ask for \[1.0\]"):
         train_model(replace(s, kvs=[1.0]), pre, init=(first, card), device="cpu",
                     progress_bar=False)
+
+
+def test_resampled_prediction_is_on_the_data_grid_and_only_coarser_data_are_resampled():
+    from fibrecon.infer import predict_probabilities_resampled
+
+    torch.manual_seed(0)
+    net = prepare_for_inference(UNet(2, width=4, depth=2), "cpu")
+    img = np.random.default_rng(0).random((2, 40, 52), dtype=np.float32)
+    same = predict_probabilities_resampled(net, img, scale=(1.0, 1.0), multiple=4)
+    np.testing.assert_array_equal(same, predict_probabilities(net, img, multiple=4))
+    coarse = predict_probabilities_resampled(net, img, scale=(1.6, 1.6), multiple=4)
+    assert coarse.shape == (3, 40, 52)
+    np.testing.assert_allclose(coarse.sum(0), 1.0, atol=1e-5)
+    card = ModelCard({"kvs": [1, 3], "context": 1, "settings": {"voxel_size_um": 0.05}})
+    assert card.working_scale((0.05, 0.05)) is None and card.working_scale((0.02, 0.02)) is None
+    sy, sx = card.working_scale((0.08, 0.08))  # coarser: enlarged to the working size
+    assert sy == pytest.approx(0.08 / card.working_pixel_um) and sy > 1
+    assert "expect lower accuracy" in card.pixel_size_note((0.08, 0.08), "m.pt")
+    assert "expect lower accuracy" not in card.pixel_size_note((0.02, 0.02), "m.pt")
