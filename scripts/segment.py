@@ -32,6 +32,13 @@ def network_labels(stack, log):
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
     model_card = ModelCard(card)
     model_card.check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
+    log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
+             snakemake.input.model, files.file_sha256(snakemake.input.model),  # noqa: F821
+             card["kvs"], card["context"], device, settings.flip_average)
+    differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
+    if differ:
+        log.warning("preprocessing differs from the model's training (trained, used): %s; "
+                    "expect lower accuracy, or retrain (rule train_model)", differ)
     scale = model_card.working_scale(stack.voxel_size[1:]) if settings.resample == "auto" \
         else None
     note = model_card.pixel_size_note(stack.voxel_size[1:], snakemake.input.model)  # noqa: F821
