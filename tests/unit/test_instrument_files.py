@@ -139,3 +139,9 @@ def test_zeiss_multipage_is_read_in_slice_index_order(tmp_path):
                       extratags=[(34118, "s", 0, text, True)])
     stack = files.RawStack(tmp_path, "stack_{kv}kV.tif", [1], databar="none")
     assert [int(stack[z][0, 0, 0]) for z in range(3)] == [2, 5, 9]
+
+
+def test_metadata_of_a_broken_file_is_a_named_error(tmp_path):
+    (tmp_path / "empty.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\x00\x00")  # a header, no page
+    with pytest.raises(files.RawDataError, match="empty.tif: cannot be read as TIFF"):
+        files.read_sem_metadata(tmp_path / "empty.tif")

@@ -77,10 +77,16 @@ def read_sem_metadata(path, image_shape=None) -> dict:
         out[key] = value
         origin[key] = f"{out['vendor']} {tag} in {path.name}"
 
-    with tifffile.TiffFile(path) as tif:
-        fei = tif.fei_metadata
-        sem = tif.sem_metadata
-        rows, cols = image_shape or tif.pages.first.shape[-2:]
+    try:
+        with tifffile.TiffFile(path) as tif:
+            fei = tif.fei_metadata
+            sem = tif.sem_metadata
+            rows, cols = image_shape or tif.pages.first.shape[-2:]
+    except Exception as exc:  # tifffile raises many kinds for a broken file
+        from fibrecon.files.raw import RawDataError
+
+        raise RawDataError(f"{path}: cannot be read as TIFF ({type(exc).__name__}: {exc})") \
+            from exc
     if fei:
         out["vendor"] = "FEI"
 
