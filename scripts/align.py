@@ -23,14 +23,17 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     voxel, origin = resolve_voxel_size(p.voxel, raw.metadata, source=raw_dir)
     log.info("%s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, raw.shape, raw.dtype,
              voxel, origin)
-    log.info("data bar: %d rows cut at the bottom (%s)", raw.databar["rows"],
-             raw.databar["origin"])
+    # a detected band is a guess from the pixels: say it louder than a value from the metadata
+    (log.warning if raw.databar["origin"].startswith("detected") else log.info)(
+        "data bar: %d rows cut at the bottom (%s); set raw: databar to a number or none if "
+        "this is wrong", raw.databar["rows"], raw.databar["origin"])
     try:
         alignment = register_stack(raw, settings, progress=progress("registering"))
     except ValueError as exc:
         raise ValueError(f"{raw_dir}: {exc}") from exc
     plan, result, (rows, cols) = alignment.plan, alignment.result, alignment.window
-    (log.info if plan.source != "whole image" else log.warning)("%s", plan.note)
+    # the whole image (structure registration) and a detected cap (rows dropped) are worth a look
+    (log.info if plan.source == "config" else log.warning)("%s", plan.note)
     drift = result.drift
     if result.flagged.any():
         log.warning("flagged slices (too little structure or no reliable match): %s",
