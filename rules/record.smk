@@ -8,6 +8,7 @@ rule record:
         psd="results/metrics/{sample}_psd.png",
         rve_figure="results/metrics/{sample}_rve.png",
         orthoslices="results/volume/{sample}_orthoslices.png",
+        view_3d="results/volume/{sample}_3d.png",
         drift="results/aligned/{sample}_drift.png",
         schema=str(SCHEMAS / "record.schema.json"),
         code=code("record"),

@@ -10,6 +10,11 @@ rule volume:
             caption="../report/orthoslices.rst",
             category="Volumes",
         ),
+        view=report(
+            "results/volume/{sample}_3d.png",
+            caption="../report/view3d.rst",
+            category="Volumes",
+        ),
     log:
         "logs/volume/{sample}.log",
     benchmark:

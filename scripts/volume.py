@@ -4,7 +4,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
 from fibrecon import files  # noqa: E402
-from fibrecon.plot import orthoslices  # noqa: E402
+from fibrecon.plot import orthoslices, volume_view  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.volume import VolumeSettings, relabel_small_islands  # noqa: E402
 
@@ -18,3 +18,4 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     files.write_volume(out.volume, clean, voxel)
     files.write_ome_tiff(out.ome, clean, voxel)  # napari and Bio-Formats read the scale from it
     files.write_figure(out.figure, orthoslices(clean, voxel, title=snakemake.wildcards.sample))  # noqa: F821
+    files.write_image(out.view, volume_view(clean, voxel, title=snakemake.wildcards.sample))  # noqa: F821

@@ -233,3 +233,22 @@ def test_charging_summary_warns_above_five_percent_in_a_slice():
     message, warn = charging_summary(np.array([[0.001, 0.0], [0.002, 0.07]]))
     assert warn and "1 slice(s) above 5 %" in message and "[1]" in message
     assert not charging_summary(np.array([[0.001, 0.0], [0.002, 0.01]]))[1]
+
+
+def test_3d_view_renders_offscreen_with_both_solid_phases_coloured():
+    """PyVista/VTK render without a display (CI has none); AM and CBD show in their colours."""
+    from matplotlib.colors import to_rgb
+
+    from fibrecon.plot import PHASE_COLOURS, volume_view
+
+    labels = np.zeros((20, 24, 28), np.uint8)
+    labels[:, 4:14, 4:14] = 1
+    labels[:, 16:20, 6:22] = 2
+    image = volume_view(labels, (0.05, 0.04, 0.04), title="t", window_px=(320, 240))
+    assert image.shape == (240, 320, 3) and image.dtype == np.uint8
+    assert (image < 250).any(axis=2).mean() > 0.05  # not blank
+    for phase in (1, 2):
+        colour = np.array(to_rgb(PHASE_COLOURS.colors[phase])) * 255
+        # lit faces keep the hue: some pixels within the shading range of the phase's colour
+        hue = image.astype(float) / np.maximum(image.max(axis=2, keepdims=True), 1)
+        assert (np.abs(hue - colour / colour.max()).max(axis=2) < 0.08).mean() > 0.005, phase

@@ -16,13 +16,14 @@ from fibrecon.files.labelled import read_labelled_slices
 from fibrecon.files.metadata import detect_databar, read_sem_metadata
 from fibrecon.files.raw import (RawDataError, RawStack, SliceFile, channel_metadata,
                                 find_raw_files, raw_file_name, read_raw_stack)
-from fibrecon.files.tables import file_sha256, read_json, write_figure, write_json, write_table
+from fibrecon.files.tables import (file_sha256, read_json, write_figure, write_image, write_json,
+                                   write_table)
 from fibrecon.files.volumes import (VolumeReader, read_labels, read_ome_scale, read_volume,
                                     write_ome_tiff, write_volume, write_volume_slices)
 
 __all__ = ["atomic_dir", "atomic_path", "read_labelled_slices", "detect_databar",
            "read_sem_metadata", "RawDataError", "RawStack", "SliceFile", "channel_metadata",
            "find_raw_files", "raw_file_name", "read_raw_stack", "file_sha256", "read_json",
-           "write_figure", "write_json", "write_table", "VolumeReader", "read_labels",
+           "write_figure", "write_image", "write_json", "write_table", "VolumeReader", "read_labels",
            "read_ome_scale", "read_volume", "write_ome_tiff", "write_volume",
            "write_volume_slices"]

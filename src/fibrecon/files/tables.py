@@ -10,7 +10,8 @@ import numpy as np
 
 from fibrecon.files.atomic import atomic_path
 
-__all__ = ["file_sha256", "write_json", "read_json", "write_figure", "write_table"]
+__all__ = ["file_sha256", "write_json", "read_json", "write_figure", "write_image",
+           "write_table"]
 
 
 def _json_default(obj):
@@ -57,3 +58,12 @@ def write_table(path, df, sep: str = "\t") -> None:
     """Write a pandas DataFrame as a tab-separated (or ``sep``) table, no index, NaN spelled out."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep=sep, index=False, na_rep="NaN")
+
+
+def write_image(path, image: np.ndarray) -> None:
+    """Write an RGB(A) uint8 image (e.g. a rendered 3D view) as PNG."""
+    import matplotlib.image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        matplotlib.image.imsave(tmp, np.asarray(image), format=path.suffix.lstrip(".") or "png")
