@@ -1,5 +1,7 @@
 """The real workflow on a tiny simulated series, in a temporary directory."""
 
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,3 +190,51 @@ def test_editing_a_library_module_reruns_every_rule_that_imports_it(tmp_path):
     plan = pd.read_csv(io.StringIO(out.stdout[out.stdout.index("output_file"):]), sep="\t")
     pending = set(plan.loc[plan["plan"] == "update pending", "rule"])
     assert pending == {"metrics", "series", "record"}, plan[["rule", "plan"]]
+
+
+def _chromium():
+    """Debian's chromium, installed when missing and root; None (the test is skipped) otherwise."""
+    import os
+    import shutil
+
+    found = shutil.which("chromium")
+    if found or os.geteuid() != 0:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                   capture_output=True, env=env)
+    return shutil.which("chromium")
+
+
+def test_report_opens_in_a_real_browser_with_its_figures_and_table(series, tmp_path):
+    """snakemake --report of the tiny series, opened in headless Chromium: no script error,
+    the result categories, the series table and every sample's 3D view are there, and the
+    screenshot is not blank."""
+    import matplotlib.image
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed and not root to install it (apt-get install chromium)")
+    snakemake(series, "--report", "report.html")
+    page = f"file://{series / 'report.html'}"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
+             "--virtual-time-budget=15000", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True,
+                         timeout=180)
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    errors = [line for line in console if "Uncaught" in line or "ERROR:CONSOLE" in line]
+    assert not errors, errors
+    for category in ("Alignment", "Quality control", "Series", "Volumes"):
+        assert f">{category}<" in dom.stdout, category
+    assert "metrics.tsv" in dom.stdout  # the series table
+    for sample in ("tiny_a", "tiny_b"):
+        assert f"{sample}_3d.png" in dom.stdout and f"{sample}_orthoslices.png" in dom.stdout
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page], capture_output=True, timeout=180)
+    image = matplotlib.image.imread(shot)[..., :3]
+    drawn = (image.mean(axis=2) < 0.95).mean()  # text, icons and the rule graph on white
+    colours = len(np.unique((image * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    assert image.std() > 0.05 and drawn > 0.01 and colours > 50, (image.std(), drawn, colours)
