@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from fibrecon.metrics import series_metrics  # noqa: E402
+from fibrecon.metrics import series_metrics, summary_metrics  # noqa: E402
 from fibrecon.samples import (  # noqa: E402
     check_workflow,
     load_sample_sheet,
@@ -103,3 +103,4 @@ check_workflow(config, SAMPLES, model_path=MODEL)
 
 
 SERIES_METRICS = series_metrics(config["metrics"]["tortuosity_axes"])
+SUMMARY_METRICS = summary_metrics(config["metrics"]["tortuosity_axes"])

@@ -9,6 +9,11 @@ rule series:
             category="Series",
         ),
         csv="results/series/metrics.csv",
+        summary=report(
+            "results/series/summary.png",
+            caption="../report/summary.rst",
+            category="Series",
+        ),
         plots=expand("results/series/{metric}.png", metric=SERIES_METRICS),
         heatmap=report(
             "results/series/correlations.png",
@@ -25,5 +30,6 @@ rule series:
         sheet=SAMPLES.to_dict(orient="index"),
         process_columns=PROCESS_COLUMNS,
         metrics=SERIES_METRICS,
+        summary_metrics=SUMMARY_METRICS,
     script:
         "../scripts/series.py"

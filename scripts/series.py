@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 import pandas as pd  # noqa: E402
 
 from fibrecon import files  # noqa: E402
-from fibrecon.plot import correlation_heatmap, metric_vs_parameters  # noqa: E402
+from fibrecon.plot import correlation_heatmap, metric_vs_parameters, series_summary  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.series import series_table  # noqa: E402
 
@@ -19,6 +19,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     files.write_table(out.table, table)
     files.write_table(out.csv, table, sep=",")
     log.info("series of %d samples, %d columns", len(table), table.shape[1])
+    files.write_figure(out.summary, series_summary(table, p.summary_metrics, p.process_columns))
     for metric, path in zip(p.metrics, out.plots):
         files.write_figure(path, metric_vs_parameters(table, metric, p.process_columns))
     files.write_figure(out.heatmap, correlation_heatmap(table, p.process_columns, p.metrics))

@@ -31,7 +31,7 @@ from fibrecon.tortuosity import tortuosity_factor
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
            "thickness_metrics", "rve_metrics", "sample_metrics", "SERIES_KEYS",
-           "series_metrics", "MetricsSettings", "metrics_of"]
+           "series_metrics", "summary_metrics", "MetricsSettings", "metrics_of"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
@@ -70,6 +70,15 @@ class MetricsSettings(StageSettings):
 SERIES_KEYS = ("volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd", "d50_um",
                "am_local_fraction_cv", "cbd_percolating_fraction", "cbd_aggregate_d50_um",
                "am_surface_cbd_fraction", "specific_area_am_pore_per_um")
+
+
+def summary_metrics(tortuosity_axes=("z", "y", "x")) -> list[str]:
+    """The key metrics of the series summary figure: porosity, pore tortuosity through-plane
+    (y, the electrode's thickness direction, else the first axis), d50, CBD coverage of the AM
+    and the percolating share of the CBD."""
+    axis = "y" if "y" in tortuosity_axes else tortuosity_axes[0]
+    return ["volume_fraction_pore", f"tau_pore_{axis}", "d50_um", "am_surface_cbd_fraction",
+            "cbd_percolating_fraction"]
 
 
 def series_metrics(tortuosity_axes=("z", "y", "x")) -> list[str]:

@@ -10,7 +10,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-__all__ = ["PHASE_COLOURS", "orthoslices", "volume_view", "metric_vs_parameters", "drift_figure",
+__all__ = ["PHASE_COLOURS", "orthoslices", "volume_view", "metric_vs_parameters", "series_summary",
+           "axis_label", "varying_parameters", "drift_figure",
            "three_panel", "size_distribution", "correlation_heatmap", "representative_volume"]
 
 #: Display colours of pore, AM, CBD.
@@ -52,17 +53,70 @@ def orthoslices(labels: np.ndarray, voxel_size, title: str = ""):
     return fig
 
 
+#: Unit of a metric, from the suffix of its name.
+_UNITS = (("_per_um3", "1/µm³"), ("_per_um", "1/µm"), ("_um3", "µm³"), ("_um2", "µm²"),
+          ("_um", "µm"), ("_min", "min"), ("_rpm", "rpm"), ("_N_per_mm", "N/mm"),
+          ("_percent", "%"))
+
+
+def axis_label(name: str) -> str:
+    """``d50_um`` -> ``d50 (µm)``; a volume fraction, tortuosity or other ratio -> ``(-)``.
+
+    Examples
+    --------
+    >>> axis_label("specific_area_am_pore_per_um"), axis_label("tau_pore_y")
+    ('specific area am pore (1/µm)', 'tau pore y (-)')
+    """
+    for suffix, unit in _UNITS:
+        if name.endswith(suffix):
+            return f"{name[: -len(suffix)].replace('_', ' ')} ({unit})"
+    return f"{name.replace('_', ' ')} (-)"
+
+
+def varying_parameters(table: "pandas.DataFrame", parameters, group: str | None = "series"):
+    """The numeric process parameters that take two or more values within at least one series."""
+    from pandas.api.types import is_numeric_dtype
+
+    groups = [part for _, part in table.groupby(group, sort=False)] if group in table \
+        else [table]
+    return [p for p in parameters if p != group and p in table and is_numeric_dtype(table[p])
+            and any(part[p].dropna().nunique() > 1 for part in groups)]
+
+
+def _label_points(ax, points):
+    """Sample names beside their points, each where it overlaps no other label (else left out)."""
+    ax.figure.canvas.draw()  # the axis limits and layout the labels are placed in
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    offsets = [(4, 4), (4, -11), (-4, 4), (-4, -11)]
+    for x, y, text in points:
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        for dx, dy in offsets:
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                                fontsize=7, ha="right" if dx < 0 else "left")
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            label.remove()
+
+
+SAMPLING_SPREAD = "sampling spread: ±1 sd of the metric over sub-volumes of half the edge"
+
+
 def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, group: str | None = "series"):
-    """Scatter of one metric against each numeric process parameter.
+    """One metric against each process parameter that varies within a series.
 
     Parameters
     ----------
     table : pandas.DataFrame
         The series table.
     metric : str
-        Column to plot on the y axis.
+        Column to plot on the y axis (its unit read from its name, :func:`axis_label`).
     parameters : sequence of str
-        Process-parameter columns; non-numeric ones are skipped.
+        Process-parameter columns; non-numeric ones and those no series varies are
+        left out (:func:`varying_parameters`).
     group : str or None
         Column whose values colour the points (one colour and legend entry
         per series, e.g. a calendering and a mixing series in one sheet);
@@ -71,40 +125,95 @@ def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, gro
     Returns
     -------
     matplotlib.figure.Figure
-        One panel per numeric parameter (a note when there is none); error
-        bars from the representative-volume spread where measured.
+        One panel per varying parameter (a note when there is none); error
+        bars = the representative-volume spread (named in the legend), sample
+        names where they do not overprint.
     """
-    from pandas.api.types import is_numeric_dtype
-
-    numeric = [p for p in parameters if p != group and is_numeric_dtype(table[p])]
+    numeric = varying_parameters(table, parameters, group)
     if not numeric:
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.axis("off")
-        ax.text(0.5, 0.5, f"{metric}: no numeric process parameter", ha="center")
+        ax.text(0.5, 0.5, f"{metric}: no process parameter varies", ha="center")
         return fig
-    fig, axes = plt.subplots(1, len(numeric), figsize=(3.4 * len(numeric), 3.2),
+    fig, axes = plt.subplots(1, len(numeric), figsize=(3.6 * len(numeric), 3.4),
                              constrained_layout=True, squeeze=False)
     err_col = f"{metric}_sd_half_edge"  # representative-volume spread, where measured
     groups = (list(table.groupby(group, sort=False, dropna=False)) if group in table
               else [(None, table)])
     colours = plt.get_cmap("tab10").colors
     for ax, p in zip(axes[0], numeric):
+        points = []
         for i, (name, part) in enumerate(groups):
             y = part[metric].replace([np.inf, -np.inf], np.nan)
             shown = part[p].notna() & y.notna()
-            if not shown.any():
+            if not shown.any() or part[p][shown].nunique() < 2:
                 continue  # this series does not vary this parameter
             ax.errorbar(part[p][shown], y[shown],
                         yerr=part[err_col][shown] if err_col in part else None, fmt="o",
                         color=colours[i % len(colours)], capsize=3,
                         label=None if name is None else str(name))
-            for _, row in part[shown].iterrows():
-                ax.annotate(str(row["sample"]), (row[p], row[metric]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-        if group in table and ax.get_legend_handles_labels()[0]:
-            ax.legend(title=group, fontsize=7, title_fontsize=7)
-        ax.set_xlabel(p)
-        ax.set_ylabel(metric)
+            points += [(row[p], row[metric], str(row["sample"]))
+                       for _, row in part[shown].iterrows()]
+        handles, labels = ax.get_legend_handles_labels()
+        if err_col in table:
+            handles.append(plt.Line2D([], [], color="grey", marker="|", linestyle="none",
+                                      markersize=10))
+            labels.append("error bar: sampling spread")
+        if handles:
+            ax.legend(handles, labels, title=group if group in table else None, fontsize=7,
+                      title_fontsize=7)
+        ax.set_xlabel(axis_label(p))
+        ax.set_ylabel(axis_label(metric))
+        _label_points(ax, points)
+    if err_col in table:
+        fig.suptitle(SAMPLING_SPREAD, fontsize=7, color="dimgrey")
+    return fig
+
+
+def series_summary(table: "pandas.DataFrame", metrics, parameters, group: str = "series"):
+    """Small multiples: each key metric (columns) against the main parameter of each series (rows).
+
+    A series' main parameter is the process parameter it varies most (relative
+    range); error bars are the sampling spread.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    metrics = [m for m in metrics if m in table]
+    groups = [(n, part) for n, part in table.groupby(group, sort=False)] if group in table \
+        else [("all samples", table)]
+    rows = []
+    for name, part in groups:
+        varied = varying_parameters(part, parameters, group)
+        if varied:
+            spread = {p: (part[p].max() - part[p].min()) / (abs(part[p]).max() or 1)
+                      for p in varied}
+            rows.append((name, part, max(varied, key=spread.get)))
+    if not rows or not metrics:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no series varies a process parameter", ha="center")
+        return fig
+    fig, axes = plt.subplots(len(rows), len(metrics), figsize=(2.6 * len(metrics),
+                                                             2.3 * len(rows)),
+                             constrained_layout=True, squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    for r, (name, part, p) in enumerate(rows):
+        order = part.sort_values(p)
+        for c, m in enumerate(metrics):
+            ax = axes[r][c]
+            y = order[m].replace([np.inf, -np.inf], np.nan)
+            err = order.get(f"{m}_sd_half_edge")
+            ax.errorbar(order[p], y, yerr=err, fmt="o-", color=colours[r % len(colours)],
+                        capsize=3, markersize=4)
+            ax.set_xlabel(axis_label(p), fontsize=8)
+            ax.set_ylabel(axis_label(m), fontsize=8)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_title(str(name), fontsize=9, loc="left")
+    fig.suptitle("Key metrics against each series' main process parameter "
+                 "(error bars: sampling spread)", fontsize=10)
     return fig
 
 

@@ -152,12 +152,40 @@ def test_series_plot_colours_each_series_and_skips_parameters_it_does_not_vary()
                           "volume_fraction_pore_sd_half_edge": [0.01, 0.01, 0.02, 0.02]})
     fig = metric_vs_parameters(table, "volume_fraction_pore",
                                ["series", "porosity_target", "mixing_time_min"])
-    calendering, mixing = fig.axes
-    assert calendering.get_xlabel() == "porosity_target"
-    assert [t.get_text() for t in calendering.get_legend().get_texts()] == ["calendering"]
-    assert [t.get_text() for t in mixing.get_legend().get_texts()] == ["mixing"]
-    colours = {ax.get_xlabel(): ax.lines[0].get_color() for ax in fig.axes}
-    assert colours["porosity_target"] != colours["mixing_time_min"]
+    calendering, mixing = [ax for ax in fig.axes if ax.get_legend()]
+    assert calendering.get_xlabel() == "porosity target (-)"
+    assert mixing.get_xlabel() == "mixing time (min)"
+    assert [t.get_text() for t in calendering.get_legend().get_texts()] == [
+        "calendering", "error bar: sampling spread"]
+    assert [t.get_text() for t in mixing.get_legend().get_texts()][0] == "mixing"
+    colours = {ax.get_xlabel(): ax.lines[0].get_color() for ax in fig.axes if ax.lines}
+    assert colours["porosity target (-)"] != colours["mixing time (min)"]
+    assert calendering.get_ylabel() == "volume fraction pore (-)"
+
+
+def test_series_plots_leave_out_parameters_no_series_varies_and_labels_do_not_overprint():
+    from fibrecon.plot import metric_vs_parameters, series_summary
+
+    table = pd.DataFrame({"sample": [f"s{i}" for i in range(6)],
+                          "series": ["cal"] * 3 + ["mix"] * 3,
+                          "line_load_N_per_mm": [0, 500, 1000, 500, 500, 500],
+                          "mixing_time_min": [30, 30, 30, 10, 30, 90],
+                          "solid_content": [0.65] * 6,  # the same everywhere: no panel
+                          "d50_um": [1.50, 1.501, 1.502, 1.4, 1.5, 1.6],  # near-identical y
+                          "d50_um_sd_half_edge": [0.1] * 6})
+    fig = metric_vs_parameters(table, "d50_um", ["series", "line_load_N_per_mm",
+                                                 "mixing_time_min", "solid_content"])
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert [ax.get_xlabel() for ax in panels] == ["line load (N/mm)", "mixing time (min)"]
+    assert all(ax.get_ylabel() == "d50 (µm)" for ax in panels)
+    for ax in panels:  # labels placed where they overlap no other label
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in ax.texts]
+        assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    summary = series_summary(table, ["d50_um"], ["line_load_N_per_mm", "mixing_time_min",
+                                                  "solid_content"])
+    xlabels = [ax.get_xlabel() for ax in summary.axes]
+    assert xlabels == ["line load (N/mm)", "mixing time (min)"]  # each series' main parameter
 
 
 def _sheet_rows(tmp_path, sheet_schema, *rows):
