@@ -227,8 +227,10 @@ def test_report_opens_in_a_real_browser_with_its_figures_and_table(series, tmp_p
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     errors = [line for line in console if "Uncaught" in line or "ERROR:CONSOLE" in line]
     assert not errors, errors
-    for category in ("Alignment", "Quality control", "Series", "Volumes"):
+    for category in ("A series summary", "Alignment", "Quality control", "Series", "Volumes"):
         assert f">{category}<" in dom.stdout, category
+    # the summary figure leads the report's results
+    assert dom.stdout.index(">A series summary<") < dom.stdout.index(">Alignment<")
     assert "metrics.tsv" in dom.stdout  # the series table
     for sample in ("tiny_a", "tiny_b"):
         assert f"{sample}_3d.png" in dom.stdout and f"{sample}_orthoslices.png" in dom.stdout
