@@ -39,8 +39,8 @@ def network_labels(stack, log):
     if differ:
         log.warning("preprocessing differs from the model's training (trained, used): %s; "
                     "expect lower accuracy, or retrain (rule train_model)", differ)
-    scale = model_card.working_scale(stack.voxel_size[1:]) if settings.resample == "auto" \
-        else None
+    coarser = model_card.working_scale(stack.voxel_size[1:])
+    scale = coarser if settings.resample == "auto" else None
     note = model_card.pixel_size_note(stack.voxel_size[1:], snakemake.input.model)  # noqa: F821
     if scale:
         log.info("pixel size %s µm is coarser than the model's trained range %s µm: each slice "
@@ -48,7 +48,7 @@ def network_labels(stack, log):
                  "taken back to the data's grid", stack.voxel_size[1:],
                  model_card.pixel_size_range_um, tuple(round(v, 3) for v in scale),
                  model_card.working_pixel_um)
-    elif note and model_card.working_scale(stack.voxel_size[1:]) is None:
+    elif note and coarser is None:
         log.info("%s (finer than trained: segmented as it is, which measured as accurate as at "
                  "the trained size down to 20 nm)", note)
     elif note:

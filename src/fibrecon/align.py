@@ -15,7 +15,7 @@ one slice at a time (the stack is never held in memory).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
@@ -210,10 +210,11 @@ def estimate_drift(
 
     Notes
     -----
-    A fiducial window moves with the content: each slice's window is cut at
-    the drift measured so far (integer pixels, kept inside the image), so a
-    cap that drifts by more than the window's margin stays in it; the offset
-    between two slices' windows is added to their measured shift.
+    A fiducial window moves with the content: after a first pass, each
+    slice's window is cut again where that pass found its content (integer
+    pixels, the window shrunk to stay inside the image), so a cap that drifts
+    by more than the window's margin stays in it; the offset between two
+    slices' windows is added to their measured shift.
     Each pair (z, r) gives ``d_z - d_r = m_zr`` with weight ``q_zr^2``; a weak
     smoothness term ``d_z - d_{z-1} = 0`` (weight 1e-4) keeps flagged slices
     attached. The system is solved by sparse least squares with ``d_0 = 0``.
@@ -234,7 +235,7 @@ def estimate_drift(
     if window is not None and nz > 1 and structure.any():
         # second pass: each slice's window cut where the first pass found its content, inside
         # the image, so that a cap drifting by more than the window's margin stays in it
-        first = _solve_path(nz, pairs, np.where(pairs[:, 4] >= min_quality, pairs[:, 4] ** 2, 0))
+        first = _solve_path(nz, pairs, _pair_weights(pairs, min_quality))
         offsets = np.rint((first - first[0]) / downsample).astype(int) * downsample
         window = _inset_for(window, offsets, np.shape(stack[0])[-2:], downsample)
         if window is not None:
@@ -250,9 +251,7 @@ def estimate_drift(
         q = pairs[pairs[:, 0] == z, 4]
         quality[z] = q.max() if q.size else 0.0
         flagged[z] = quality[z] < min_quality or structure[z] < 0.2 * median_structure
-    usable = (pairs[:, 4] >= min_quality) & ~flagged[pairs[:, 0].astype(int)] \
-        & ~flagged[pairs[:, 1].astype(int)]
-    weights = np.where(usable, pairs[:, 4] ** 2, 0.0)
+    weights = _pair_weights(pairs, min_quality, flagged)
     drift = _solve_path(nz, pairs, weights)
     return DriftResult(drift, quality, flagged, np.column_stack([pairs, weights]))
 
@@ -430,6 +429,15 @@ def plan_registration(stack, fiducial_window="auto", trim_top_px: int = 0) -> Re
                          "at least 8 px each way)")
     return RegistrationPlan((y0, y1, x0, x1), trim_top_px, "config",
                             f"registering on the configured fiducial window {[y0, y1, x0, x1]}")
+
+
+def _pair_weights(pairs: np.ndarray, min_quality: float, flagged=None) -> np.ndarray:
+    """Least-squares weight of each pair: its quality squared; 0 below ``min_quality`` or
+    where either slice is flagged."""
+    usable = pairs[:, 4] >= min_quality
+    if flagged is not None:
+        usable &= ~flagged[pairs[:, 0].astype(int)] & ~flagged[pairs[:, 1].astype(int)]
+    return np.where(usable, pairs[:, 4] ** 2, 0.0)
 
 
 def _measure_pairs(stack, window, offsets, references, downsample, upsample_factor,
@@ -654,7 +662,7 @@ class Alignment:
 
     plan: RegistrationPlan
     result: DriftResult
-    window: tuple = field(default=(slice(0, 0), slice(0, 0)))
+    window: tuple
 
 
 def register_stack(stack, settings: AlignSettings | None = None, *, progress=None) -> Alignment:

@@ -356,12 +356,10 @@ def remove_charging(channels: np.ndarray, threshold: float = 8.0, grow_px: int =
     out, mask = img.copy(), np.zeros(img.shape, dtype=bool)
     halo = max(1, grow_px // 7)
     if len(img) == 1:
-        bright = img[0][img[0] > _otsu(img[0])]
-        if bright.size == 0:
+        limit = _bright_limit(img[0], threshold)
+        if not np.isfinite(limit):
             return out, mask
-        centre = float(np.median(bright))
-        spread = 1.4826 * float(np.median(np.abs(bright - centre)))
-        mask[0] = _charging_regions(img[0] > centre + threshold * spread, grow_px, halo)
+        mask[0] = _charging_regions(img[0] > limit, grow_px, halo)
         if mask[0].any():
             out[0] = _filled_from_surroundings(img[0], mask[0])
         return out, mask
