@@ -13,6 +13,7 @@ from fibrecon.samples import (  # noqa: E402
     selected_kvs as _selected_kvs,
     validate_config,
 )
+from fibrecon.files.labelled import annotation_files  # noqa: E402
 from fibrecon.workflow import code_inputs  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "schemas"
@@ -79,27 +80,53 @@ def segment_model(wildcards):
     return MODEL if config["segment"]["method"] == "unet" else []
 
 
-# Class probabilities are an extra output of segment only when asked for.
+# The network's calibrated class probabilities and its per-slice uncertainty table:
+# outputs of segment (method unet, save_probabilities) that the metrics' segmentation
+# sd, the QC figure, the record and the annotate rule read.
 PROBABILITIES_OUTPUT = (
-    {"probabilities": "results/segmented/{sample}_probabilities.tif"}
-    if config["segment"]["save_probabilities"]
+    {
+        "probabilities": "results/segmented/{sample}_probabilities.tif",
+        "uncertainty": "results/segmented/{sample}_uncertainty.tsv",
+    }
+    if config["segment"]["method"] == "unet" and config["segment"]["save_probabilities"]
     else {}
 )
 
 
-def user_slices_folder(wildcards):
-    folder = config["train"]["user_slices"]
-    return ancient(folder) if folder else []
+def probability_inputs(*keys):
+    """An input function: the named PROBABILITIES_OUTPUT files of a sample (none when the
+    segmentation gives no probabilities)."""
+    return lambda wildcards: {
+        k: PROBABILITIES_OUTPUT[k].format(sample=wildcards.sample)
+        for k in keys
+        if k in PROBABILITIES_OUTPUT
+    }
+
+
+# Annotations for fine-tuning (train: annotations): by sample, checked at start-up.
+ANNOTATIONS = (
+    annotation_files(config["train"]["annotations"], set(SAMPLES.index))
+    if config["train"]["annotations"]
+    else {}
+)
+
+
+def annotation_inputs(wildcards):
+    """The annotation files and the preprocessed stacks of the samples they annotate."""
+    return {
+        "annotations": [str(p) for items in ANNOTATIONS.values() for _, p in items],
+        "stacks": [f"results/preprocessed/{s}.tif" for s in ANNOTATIONS],
+    }
 
 
 def init_model_file(wildcards):
     model = config["train"]["init_model"]
-    return ancient(model) if model else []
+    return ancient(resolve_model_path(model)) if model else []
 
 
 # Demo consistency, channels and the model's card, checked against every sample
 # before any job (the segment job checks the model file itself again).
-check_workflow(config, SAMPLES, model_path=MODEL)
+check_workflow(config, SAMPLES, model_path=MODEL, annotated=ANNOTATIONS)
 
 
 SERIES_METRICS = series_metrics(config["metrics"]["tortuosity_axes"])

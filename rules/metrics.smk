@@ -1,6 +1,8 @@
 rule metrics:
     input:
+        unpack(probability_inputs("probabilities")),
         volume="results/volume/{sample}.tif",
+        model=segment_model,
         code=code("metrics"),
     output:
         metrics="results/metrics/{sample}.json",

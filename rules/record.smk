@@ -1,5 +1,6 @@
 rule record:
     input:
+        unpack(probability_inputs("uncertainty")),
         metrics="results/metrics/{sample}.json",
         acquisition="results/aligned/{sample}.json",
         raw=raw_folder,

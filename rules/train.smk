@@ -1,6 +1,6 @@
 rule train_model:
     input:
-        user_slices=user_slices_folder,
+        unpack(annotation_inputs),
         init_model=init_model_file,
         code=code("train_model"),
     output:
@@ -18,5 +18,7 @@ rule train_model:
         # workers only sets the job's threads: changing it retrains nothing
         settings={k: v for k, v in config["train"].items() if k != "workers"},
         preprocess=config["preprocess"],
+        samples=list(ANNOTATIONS),
+        sample_kvs={s: SAMPLES.at[s, "kvs"] for s in ANNOTATIONS},
     script:
         "../scripts/train_model.py"

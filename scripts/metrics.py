@@ -3,7 +3,10 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
+import contextlib  # noqa: E402
+
 from fibrecon import files  # noqa: E402
+from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.metrics import MetricsSettings, metrics_of  # noqa: E402
 from fibrecon.plot import representative_volume, size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
@@ -12,8 +15,17 @@ settings = MetricsSettings.from_config(snakemake.params.settings)  # noqa: F821
 out = snakemake.output  # noqa: F821
 sample = snakemake.wildcards.sample  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    labels, voxel = files.read_labels(snakemake.input.volume)  # noqa: F821
-    metrics, particles, aggregates, spread = metrics_of(labels, voxel, settings)
+    inp = snakemake.input  # noqa: F821
+    labels, voxel = files.read_labels(inp.volume)
+    shift_sd = ModelCard.read(inp.model).boundary_shift_sd if inp.get("model") else None
+    with contextlib.ExitStack() as stack:
+        prob = None
+        if inp.get("probabilities"):
+            prob = stack.enter_context(files.VolumeReader(inp.probabilities))
+            log.info("segmentation sd: boundaries moved by the model's calibrated shift %s "
+                     "(log-probability units) along two directions", shift_sd)
+        metrics, particles, aggregates, spread = metrics_of(
+            labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd)
     metrics = {"sample": sample, **metrics}
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     files.write_table(out.particles, particles)

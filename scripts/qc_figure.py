@@ -1,4 +1,4 @@
-"""Draw original | preprocessed | segmented for the middle slice of a sample."""
+"""Draw original | preprocessed | segmented (| uncertainty) for the middle slice of a sample."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
@@ -6,12 +6,19 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 from fibrecon import files  # noqa: E402
 from fibrecon.plot import three_panel  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
+from fibrecon.uncertainty import normalised_entropy, uncertain_fractions  # noqa: E402
 
 c = snakemake.params.channel  # noqa: F821
 inp = snakemake.input  # noqa: F821
 with rule_log(snakemake.log[0]), files.VolumeReader(inp.aligned) as aligned, \
         files.VolumeReader(inp.preprocessed) as pre, files.VolumeReader(inp.labels) as labels:
     z = len(aligned) // 2
+    entropy = share = None
+    if inp.get("probabilities"):
+        with files.VolumeReader(inp.probabilities) as prob:
+            entropy = normalised_entropy(prob[z])
+        share = uncertain_fractions(files.read_table(inp.uncertainty))
     fig = three_panel(aligned[z][c], pre[z][c], labels[z], aligned.voxel_size,
-                      title=f"{snakemake.wildcards.sample}, slice {z}")  # noqa: F821
+                      title=f"{snakemake.wildcards.sample}, slice {z}",  # noqa: F821
+                      uncertainty=entropy, uncertain_share=share)
     files.write_figure(snakemake.output.figure, fig)  # noqa: F821

@@ -11,6 +11,7 @@ from fibrecon import files  # noqa: E402
 from fibrecon.record import build_record  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
+from fibrecon.uncertainty import uncertain_fractions  # noqa: E402
 
 inp = snakemake.input  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
@@ -24,11 +25,15 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     inputs = {str(p.relative_to(raw) if raw.is_dir() else p.name): files.file_sha256(p)
               for p in raw_files}
     log.info("%d input files checksummed", len(inputs))
+    uncertainty = None
+    if inp.get("uncertainty"):
+        uncertainty = uncertain_fractions(files.read_table(inp.uncertainty))
     record = build_record(
         snakemake.wildcards.sample, snakemake.params.process,  # noqa: F821
         files.read_json(inp.acquisition), snakemake.params.parameters,  # noqa: F821
         files.read_json(inp.metrics), model=model, inputs=inputs,
         figures={k: inp[k] for k in ("qc", "psd", "rve_figure", "orthoslices", "view_3d",
-                                     "drift")})
+                                     "drift")},
+        uncertainty=uncertainty)
     jsonschema.validate(record, files.read_json(inp.schema))
     files.write_json(snakemake.output.record, record)  # noqa: F821

@@ -6,6 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from fibrecon import files  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
@@ -13,6 +14,8 @@ from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.segment import (SegmentSettings, combine_channels, label_slice,  # noqa: E402
                               multiotsu_thresholds, sample_voxels)
+from fibrecon.uncertainty import (UNCERTAIN_BELOW, calibrate, slice_uncertainty,  # noqa: E402
+                                  uncertain_fractions)
 
 p = snakemake.params  # noqa: F821
 settings = SegmentSettings.from_config(p.settings)
@@ -53,9 +56,12 @@ def network_labels(stack, log):
                  "the trained size down to 20 nm)", note)
     elif note:
         log.warning("%s", note)
+    temperature = model_card.temperature
+    log.info("probabilities calibrated with the model's temperature %.3f%s", temperature,
+             "" if "calibration" in card else " (model not calibrated)")
     multiple = net.multiple
     net = prepare_for_inference(net, device)
-    probs = None
+    probs, rows = None, []
     if out.get("probabilities"):
         nz, _, ny, nx = stack.shape
         probs = np.lib.format.open_memmap(f"{out.probabilities}.npy.part", "w+", np.float16,
@@ -66,9 +72,16 @@ def network_labels(stack, log):
             net, image, scale=scale or (1.0, 1.0), multiple=multiple, tile=settings.tile_px,
             overlap=settings.overlap_px, batch_size=settings.batch_size, device=device,
             flips=settings.flip_average)
+        prob = calibrate(prob, temperature)
+        rows.append({"z": z, **slice_uncertainty(prob)})
         if probs is not None:
             probs[z] = prob
         yield prob.argmax(0).astype(np.uint8)
+    if out.get("uncertainty"):
+        table = pd.DataFrame(rows)
+        files.write_table(out.uncertainty, table)
+        log.info("uncertain voxels (calibrated top probability < %.2f): %s", UNCERTAIN_BELOW,
+                 {k: round(v, 4) for k, v in uncertain_fractions(table).items()})
     if probs is not None:
         probs.flush()
         files.write_volume_slices(out.probabilities, iter(probs), probs.shape, np.float16,

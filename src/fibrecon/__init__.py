@@ -26,11 +26,14 @@ import numpy as _np
 PORE, AM, CBD = 0, 1, 2
 PHASES = {PORE: "pore", AM: "am", CBD: "cbd"}
 
+#: Label value of a pixel nobody annotated (napari / ilastik convention): training ignores it.
+NOT_ANNOTATED = 255
+
 #: Angle (degrees) between the FIB cross-section and the SEM image plane; an
 #: image not tilt-corrected is shortened in y by sin of it.
 CROSS_SECTION_TILT_DEG = 52.0
 
-__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES", "CROSS_SECTION_TILT_DEG", "phase_counts"]
+__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES", "NOT_ANNOTATED", "CROSS_SECTION_TILT_DEG", "phase_counts"]
 
 
 def phase_counts(labels, source: str = "labels") -> "_np.ndarray":

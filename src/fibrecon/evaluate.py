@@ -6,7 +6,7 @@ import numpy as np
 
 from fibrecon import PHASES
 
-__all__ = ["confusion_counts", "iou_from_confusion", "segmentation_scores"]
+__all__ = ["confusion_counts", "iou_from_confusion", "segmentation_scores", "scribbles"]
 
 
 def confusion_counts(pred: np.ndarray, truth: np.ndarray, n: int = 3) -> np.ndarray:
@@ -54,4 +54,68 @@ def segmentation_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
     out["accuracy"] = float((pred == truth).mean())
     for p, name in PHASES.items():
         out[f"fraction_error_{name}"] = float((pred == p).mean() - (truth == p).mean())
+    return out
+
+
+def scribbles(labels: np.ndarray, fraction: float, rng, *, width: int = 1,
+              margin_px: int = 2, stroke_px: int = 60) -> np.ndarray:
+    """Sparse annotations drawn from dense labels as a person draws strokes.
+
+    Thin random strokes (smooth random walks, ``2 width - 1`` px wide) inside
+    each phase, at least ``margin_px`` from its boundary (a person does not
+    scribble on the edge), until about ``fraction`` of the pixels is
+    annotated, shared equally among the phases present; every other pixel is
+    :data:`fibrecon.NOT_ANNOTATED`. Seeded by ``rng``.
+
+    Parameters
+    ----------
+    labels : ndarray of int, (y, x)
+    fraction : float
+        Share of the image's pixels to annotate (e.g. 0.001, 0.01, 0.1).
+    rng : numpy.random.Generator or int
+    width : int
+        Stroke half-width, px (1: a 1-px line).
+    margin_px : int
+    stroke_px : int
+        Length of one stroke, px.
+
+    Returns
+    -------
+    ndarray of uint8, (y, x)
+    """
+    from scipy import ndimage as ndi
+
+    from fibrecon import NOT_ANNOTATED
+
+    rng = np.random.default_rng(rng)
+    labels = np.asarray(labels)
+    out = np.full(labels.shape, NOT_ANNOTATED, np.uint8)
+    phases = [p for p in PHASES if (labels == p).any()]
+    budget = max(1, int(round(fraction * labels.size / max(len(phases), 1))))
+    ny, nx = labels.shape
+    for p in phases:
+        inside = ndi.binary_erosion(labels == p, iterations=margin_px) if margin_px else \
+            labels == p
+        if not inside.any():
+            inside = labels == p
+        starts = np.argwhere(inside)
+        drawn = 0
+        for _ in range(10_000):
+            if drawn >= budget:
+                break
+            y, x = starts[rng.integers(len(starts))].astype(float)
+            angle = rng.uniform(0, 2 * np.pi)
+            for _ in range(stroke_px):
+                iy, ix = int(round(y)), int(round(x))
+                if not (0 <= iy < ny and 0 <= ix < nx and inside[iy, ix]):
+                    break
+                box = out[max(iy - width + 1, 0):iy + width, max(ix - width + 1, 0):ix + width]
+                mask = inside[max(iy - width + 1, 0):iy + width, max(ix - width + 1, 0):ix + width]
+                new = int(((box == NOT_ANNOTATED) & mask).sum())
+                box[mask] = p
+                drawn += new
+                if drawn >= budget:
+                    break
+                angle += rng.normal(0, 0.25)
+                y, x = y + np.sin(angle), x + np.cos(angle)
     return out

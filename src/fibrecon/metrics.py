@@ -27,10 +27,11 @@ from fibrecon.particles import (correlation_length, local_fraction_cv,
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import tortuosity_factor
+from fibrecon.uncertainty import SHIFT_DIRECTIONS, segmentation_sd, shifted_labels
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
-           "thickness_metrics", "rve_metrics", "sample_metrics", "SERIES_KEYS",
+           "thickness_metrics", "rve_metrics", "sample_metrics", "volume_metrics", "SERIES_KEYS",
            "series_metrics", "summary_metrics", "MetricsSettings", "metrics_of"]
 
 #: Axis names in (z, y, x) order.
@@ -309,8 +310,9 @@ MIN_EDGE_VOXELS = 8
 def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
                    particle_h: float = 1.0, particle_sigma: float = 1.0,
-                   dispersion_block_um: float = 2.0):
-    """Every metric of one sample, with units in the names.
+                   dispersion_block_um: float = 2.0, probabilities=None,
+                   boundary_shift_sd=None):
+    """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
     ----------
@@ -328,11 +330,20 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         Particle separation (:func:`fibrecon.particles.separate_particles`).
     dispersion_block_um : float
         Block size of the local-AM-fraction coefficient of variation.
+    probabilities : array-like, (z, classes, y, x), optional
+        Calibrated class probabilities of the segmentation. With
+        ``boundary_shift_sd`` every scalar metric gets ``<name>_sd_segmentation``
+        (:mod:`fibrecon.uncertainty`: the metrics of two volumes whose
+        boundaries are moved by the calibrated shift); NaN without.
+    boundary_shift_sd : float or sequence of 2 float, optional
+        The model card's ``calibration: boundary_shift_sd`` (one per
+        direction of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`).
 
     Returns
     -------
     metrics : dict
-        Scalars and profiles (lists), JSON-ready.
+        Scalars and profiles (lists), JSON-ready; ``<name>_sd_half_edge``
+        (sampling: sub-volumes of half the edge) and ``<name>_sd_segmentation``.
     particles : pandas.DataFrame
         One row per particle (:func:`fibrecon.particles.particle_table`).
     aggregates : pandas.DataFrame
@@ -350,35 +361,14 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
             f"axis needs at least {MIN_EDGE_VOXELS} voxels (sub-volumes of a quarter of the edge "
             "for the representative-volume spread, a path for the tortuosity solve)")
     phase_counts(labels, "label volume")
-    volume = labels.size * float(np.prod(vs))
-    out = {"shape": list(labels.shape), "voxel_size_um": list(vs),
-           "volume_um3": volume}
-    out.update(fraction_metrics(labels))
+    out = {"shape": list(labels.shape), "voxel_size_um": list(vs)}
     for ax, a in AXES.items():
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
-
-    # particles and dispersion
-    with _stage("particles"):
-        particle_values, particles = particle_metrics(labels, vs, h=particle_h,
-                                                      sigma=particle_sigma)
-    out.update(particle_values)
-    with _stage("dispersion"):
-        out.update(dispersion_metrics(labels, vs, block_um=dispersion_block_um))
-
-    # transport
-    for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
-        with _stage(f"tortuosity {name}"):
-            out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
-                                 conv_crit=conv_crit))
-
-    # CBD and pores
-    with _stage("CBD network and coverage"):
-        cbd_values, aggregates = cbd_metrics(labels, vs)
-    out.update(cbd_values)
-    with _stage("local thickness"):
-        out.update(thickness_metrics(labels, vs))
-    with _stage("interface areas"):
-        out.update(interface_areas(labels, vs))
+    kwargs = dict(tortuosity_axes=tortuosity_axes, electronic_phases=electronic_phases,
+                  device=device, conv_crit=conv_crit, particle_h=particle_h,
+                  particle_sigma=particle_sigma, dispersion_block_um=dispersion_block_um)
+    scalars, particles, aggregates = volume_metrics(labels, vs, **kwargs)
+    out.update(scalars)
     # last: what its many small solves leave resident (compiled code, allocator arenas)
     # then stays below the peak of the whole-volume stages
     with _stage("representative volume"):
@@ -388,9 +378,62 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
+    if probabilities is not None and boundary_shift_sd is not None:
+        sigma = np.broadcast_to(np.asarray(boundary_shift_sd, float), (len(SHIFT_DIRECTIONS),))
+        with _stage("segmentation uncertainty"):
+            shifted = [volume_metrics(shifted_labels(labels, probabilities, s * d), vs,
+                                      quiet=True, **kwargs)[0]
+                       for s, d in zip(sigma, SHIFT_DIRECTIONS)]
+        out.update(segmentation_sd(scalars, shifted))
+        out["boundary_shift_sd"] = sigma.tolist()
+    else:
+        out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
+                    if isinstance(v, (int, float))})
     out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
     out["notes"] = _notes(out)
+    if probabilities is None or boundary_shift_sd is None:
+        out["notes"].append("no class probabilities (or no calibrated boundary shift in the "
+                            "model card): the segmentation sd of the metrics is NaN")
     return out, particles, aggregates, spread
+
+
+def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases, device,
+                   conv_crit, particle_h, particle_sigma, dispersion_block_um,
+                   quiet: bool = False):
+    """The scalar metrics of one label volume (every metric but profiles and spreads).
+
+    Returns
+    -------
+    metrics : dict
+    particles, aggregates : pandas.DataFrame
+    """
+    stage = (lambda name: contextlib.nullcontext()) if quiet else _stage
+    out = {"volume_um3": labels.size * float(np.prod(vs))}
+    out.update(fraction_metrics(labels))
+
+    # particles and dispersion
+    with stage("particles"):
+        particle_values, particles = particle_metrics(labels, vs, h=particle_h,
+                                                      sigma=particle_sigma)
+    out.update(particle_values)
+    with stage("dispersion"):
+        out.update(dispersion_metrics(labels, vs, block_um=dispersion_block_um))
+
+    # transport
+    for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
+        with stage(f"tortuosity {name}"):
+            out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
+                                 conv_crit=conv_crit))
+
+    # CBD and pores
+    with stage("CBD network and coverage"):
+        cbd_values, aggregates = cbd_metrics(labels, vs)
+    out.update(cbd_values)
+    with stage("local thickness"):
+        out.update(thickness_metrics(labels, vs))
+    with stage("interface areas"):
+        out.update(interface_areas(labels, vs))
+    return out, particles, aggregates
 
 
 def _notes(out: dict) -> list[str]:
@@ -405,7 +448,8 @@ def _notes(out: dict) -> list[str]:
     return notes
 
 
-def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None):
+def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None, *,
+               probabilities=None, boundary_shift_sd=None):
     """The metrics stage: :func:`sample_metrics` with a stage's settings.
 
     Returns
@@ -417,4 +461,5 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
     return sample_metrics(labels, voxel_size, tortuosity_axes=tuple(s.tortuosity_axes),
                           electronic_phases=electronic, device=s.device, conv_crit=s.conv_crit,
                           particle_h=s.particle_h_px, particle_sigma=s.particle_sigma_px,
-                          dispersion_block_um=s.dispersion_block_um)
+                          dispersion_block_um=s.dispersion_block_um,
+                          probabilities=probabilities, boundary_shift_sd=boundary_shift_sd)

@@ -38,7 +38,9 @@ class ModelCard:
         The card as stored: ``kvs`` (kV channels in input order), ``context``
         (neighbour slices each side), ``receptive_field_px``, ``preprocess``
         (the preprocessing settings of its training data), ``settings``,
-        ``training_data``, ``validation`` (IoU) and whatever training added.
+        ``training_data``, ``validation`` (IoU), ``calibration`` (``temperature``,
+        ``boundary_shift_sd``: :mod:`fibrecon.uncertainty`) and whatever training
+        added.
     """
 
     data: dict = field(default_factory=dict)
@@ -64,6 +66,22 @@ class ModelCard:
     @property
     def preprocess(self) -> dict:
         return dict(self.data.get("preprocess", {}))
+
+    @property
+    def temperature(self) -> float:
+        """Temperature of the calibrated probabilities (card ``calibration: temperature``; 1 if
+        the model was never calibrated)."""
+        return float(self.data.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def boundary_shift_sd(self) -> tuple[float, float] | None:
+        """Spread (RMS) of the boundary bias over held-out stacks along the two directions of
+        :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`, log-probability units (card
+        ``calibration: boundary_shift_sd``); None if not calibrated."""
+        value = self.data.get("calibration", {}).get("boundary_shift_sd")
+        if value is None:
+            return None
+        return tuple(float(v) for v in np.broadcast_to(np.asarray(value, float), (2,)))
 
     @classmethod
     def read(cls, model_path) -> "ModelCard":

@@ -12,7 +12,8 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 __all__ = ["PHASE_COLOURS", "orthoslices", "volume_view", "metric_vs_parameters", "series_summary",
            "axis_label", "varying_parameters", "drift_figure",
-           "three_panel", "size_distribution", "correlation_heatmap", "representative_volume"]
+           "three_panel", "annotation_overview", "size_distribution", "correlation_heatmap",
+           "representative_volume"]
 
 #: Display colours of pore, AM, CBD.
 PHASE_COLOURS = ListedColormap(["#1f1f3a", "#e0b040", "#3aa0a0"])
@@ -103,6 +104,21 @@ def _label_points(ax, points):
 
 
 SAMPLING_SPREAD = "sampling spread: ±1 sd of the metric over sub-volumes of half the edge"
+SEGMENTATION_SD = ("segmentation: ±1 sd from boundaries moved by the network's calibrated "
+                   "uncertainty")
+
+
+def _error_bars(ax, x, y, part, metric, colour, **kwargs):
+    """A metric's points with both error bars: sampling (thin, capped) and segmentation
+    (wide, pale), each where the table has it."""
+    seg = part.get(f"{metric}_sd_segmentation")
+    if seg is not None:
+        seg = seg.loc[x.index].replace([np.inf, -np.inf], np.nan)
+        if seg.notna().any():
+            ax.errorbar(x, y, yerr=seg, fmt="none", ecolor=colour, elinewidth=5, alpha=0.3)
+    err = part.get(f"{metric}_sd_half_edge")
+    return ax.errorbar(x, y, yerr=None if err is None else err.loc[x.index], color=colour,
+                       capsize=3, **kwargs)
 
 
 def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, group: str | None = "series"):
@@ -138,6 +154,7 @@ def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, gro
     fig, axes = plt.subplots(1, len(numeric), figsize=(3.6 * len(numeric), 3.4),
                              constrained_layout=True, squeeze=False)
     err_col = f"{metric}_sd_half_edge"  # representative-volume spread, where measured
+    seg_col = f"{metric}_sd_segmentation"  # segmentation doubt, where probabilities exist
     groups = (list(table.groupby(group, sort=False, dropna=False)) if group in table
               else [(None, table)])
     colours = plt.get_cmap("tab10").colors
@@ -148,10 +165,8 @@ def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, gro
             shown = part[p].notna() & y.notna()
             if not shown.any() or part[p][shown].nunique() < 2:
                 continue  # this series does not vary this parameter
-            ax.errorbar(part[p][shown], y[shown],
-                        yerr=part[err_col][shown] if err_col in part else None, fmt="o",
-                        color=colours[i % len(colours)], capsize=3,
-                        label=None if name is None else str(name))
+            _error_bars(ax, part[p][shown], y[shown], part, metric, colours[i % len(colours)],
+                        fmt="o", label=None if name is None else str(name))
             points += [(row[p], row[metric], str(row["sample"]))
                        for _, row in part[shown].iterrows()]
         handles, labels = ax.get_legend_handles_labels()
@@ -159,14 +174,19 @@ def metric_vs_parameters(table: "pandas.DataFrame", metric: str, parameters, gro
             handles.append(plt.Line2D([], [], color="grey", marker="|", linestyle="none",
                                       markersize=10))
             labels.append("error bar: sampling spread")
+        if seg_col in table and table[seg_col].replace([np.inf], np.nan).notna().any():
+            handles.append(plt.Line2D([], [], color="grey", lw=5, alpha=0.3))
+            labels.append("error bar: segmentation")
         if handles:
             ax.legend(handles, labels, title=group if group in table else None, fontsize=7,
                       title_fontsize=7)
         ax.set_xlabel(axis_label(p))
         ax.set_ylabel(axis_label(metric))
         _label_points(ax, points)
-    if err_col in table:
-        fig.suptitle(SAMPLING_SPREAD, fontsize=7, color="dimgrey")
+    notes = [n for col, n in ((err_col, SAMPLING_SPREAD), (seg_col, SEGMENTATION_SD))
+             if col in table]
+    if notes:
+        fig.suptitle("\n".join(notes), fontsize=7, color="dimgrey")
     return fig
 
 
@@ -174,7 +194,8 @@ def series_summary(table: "pandas.DataFrame", metrics, parameters, group: str = 
     """Small multiples: each key metric (columns) against the main parameter of each series (rows).
 
     A series' main parameter is the process parameter it varies most (relative
-    range); error bars are the sampling spread.
+    range); error bars are the sampling spread (thin) and the segmentation sd
+    (wide, pale).
 
     Returns
     -------
@@ -204,16 +225,15 @@ def series_summary(table: "pandas.DataFrame", metrics, parameters, group: str = 
         for c, m in enumerate(metrics):
             ax = axes[r][c]
             y = order[m].replace([np.inf, -np.inf], np.nan)
-            err = order.get(f"{m}_sd_half_edge")
-            ax.errorbar(order[p], y, yerr=err, fmt="o-", color=colours[r % len(colours)],
-                        capsize=3, markersize=4)
+            _error_bars(ax, order[p], y, order, m, colours[r % len(colours)], fmt="o-",
+                        markersize=4)
             ax.set_xlabel(axis_label(p), fontsize=8)
             ax.set_ylabel(axis_label(m), fontsize=8)
             ax.tick_params(labelsize=7)
             if c == 0:
                 ax.set_title(str(name), fontsize=9, loc="left")
-    fig.suptitle("Key metrics against each series' main process parameter "
-                 "(error bars: sampling spread)", fontsize=10)
+    fig.suptitle("Key metrics against each series' main process parameter\n(error bars: "
+                 "thin = sampling spread, wide pale = segmentation)", fontsize=10)
     return fig
 
 
@@ -238,8 +258,10 @@ def drift_figure(drift: np.ndarray, quality: np.ndarray, flagged: np.ndarray, ti
 
 
 def three_panel(original: np.ndarray, preprocessed: np.ndarray, labels: np.ndarray,
-                voxel_size, title: str = ""):
-    """The stage QC figure: original | preprocessed | segmented, one slice at physical scale.
+                voxel_size, title: str = "", uncertainty: np.ndarray | None = None,
+                uncertain_share: dict | None = None):
+    """The stage QC figure: original | preprocessed | segmented (| where the network is unsure),
+    one slice at physical scale.
 
     Parameters
     ----------
@@ -249,10 +271,17 @@ def three_panel(original: np.ndarray, preprocessed: np.ndarray, labels: np.ndarr
         Its segmentation (0 pore, 1 AM, 2 CBD).
     voxel_size : tuple of float
         (dz, dy, dx) in micrometres.
+    uncertainty : ndarray, (y, x), optional
+        Normalised entropy of the calibrated probabilities (0 certain, 1 a
+        three-way tie): a fourth panel, the labels' boundaries drawn over it.
+    uncertain_share : dict, optional
+        Share of uncertain voxels per phase in the whole volume, printed
+        under the fourth panel.
     """
     _, dy, dx = voxel_size
     extent = (0, original.shape[1] * dx, original.shape[0] * dy, 0)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), constrained_layout=True)
+    n = 3 if uncertainty is None else 4
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 4.4), constrained_layout=True)
     lo, hi = np.percentile(original, [0.5, 99.5])
     axes[0].imshow(original, cmap="gray", vmin=lo, vmax=hi, extent=extent)
     axes[0].set_title("original (aligned)")
@@ -261,9 +290,60 @@ def three_panel(original: np.ndarray, preprocessed: np.ndarray, labels: np.ndarr
     axes[2].imshow(labels, cmap=PHASE_COLOURS, vmin=-0.5, vmax=2.5, extent=extent,
                    interpolation="nearest")
     axes[2].set_title("segmented: pore / AM / CBD")
+    if uncertainty is not None:
+        im = axes[3].imshow(uncertainty, cmap="magma", vmin=0, vmax=1, extent=extent,
+                            interpolation="nearest")
+        fig.colorbar(im, ax=axes[3], shrink=0.8, label="entropy (0 sure, 1 tie)")
+        axes[3].set_title("where the network is unsure")
+        if uncertain_share:
+            axes[3].text(0.0, -0.2, "uncertain voxels (p < 0.8): " + ", ".join(
+                f"{k.rsplit('_', 1)[-1]} {v:.1%}" for k, v in uncertain_share.items()
+                if k != "uncertain_fraction"), transform=axes[3].transAxes, fontsize=7)
     for ax in axes:
         ax.set_xlabel("x (µm)")
     axes[0].set_ylabel("y (µm)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def annotation_overview(table: "pandas.DataFrame", suggested, images, labels, entropy,
+                        voxel_size, title: str = ""):
+    """Which slices to annotate: mean entropy per slice, and each suggested slice.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Per-slice uncertainty (``z``, ``mean_entropy``).
+    suggested : sequence of int
+        The suggested slices (marked on the curve, one row each below).
+    images, labels, entropy : sequences of ndarray (y, x)
+        Of each suggested slice: first preprocessed channel, labels, entropy.
+    voxel_size : tuple of float
+    """
+    _, dy, dx = voxel_size
+    n = len(suggested)
+    fig = plt.figure(figsize=(10, 2.2 + 2.6 * n), constrained_layout=True)
+    grid = fig.add_gridspec(n + 1, 3, height_ratios=[0.8] + [1] * n)
+    ax = fig.add_subplot(grid[0, :])
+    ax.plot(table["z"], table["mean_entropy"], color="k", lw=1)
+    for z in suggested:
+        ax.axvline(z, color="tab:red", lw=0.8, ls=":")
+    ax.set_xlabel("slice z")
+    ax.set_ylabel("mean entropy")
+    ax.set_title("uncertainty per slice; red: suggested for annotation (most uncertain, spaced)",
+                 fontsize=9)
+    for r, (z, img, lab, ent) in enumerate(zip(suggested, images, labels, entropy), start=1):
+        extent = (0, img.shape[1] * dx, img.shape[0] * dy, 0)
+        panels = ((img, dict(cmap="gray", vmin=0, vmax=1), f"slice {z}: preprocessed"),
+                  (lab, dict(cmap=PHASE_COLOURS, vmin=-0.5, vmax=2.5, interpolation="nearest"),
+                   "current labels"),
+                  (ent, dict(cmap="magma", vmin=0, vmax=1), "entropy"))
+        for c, (data, style, name) in enumerate(panels):
+            a = fig.add_subplot(grid[r, c])
+            a.imshow(data, extent=extent, **style)
+            a.set_title(name, fontsize=8)
+            a.tick_params(labelsize=6)
     if title:
         fig.suptitle(title)
     return fig

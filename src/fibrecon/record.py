@@ -36,21 +36,31 @@ def metric_unit(name: str) -> str:
     return "1"
 
 
+#: Suffixes of the two error bars of a metric in the metrics JSON.
+ERROR_SUFFIXES = ("_sd_half_edge", "_sd_segmentation")
+
+
 def metric_entries(metrics: dict) -> dict:
-    """``{name: {"value", "unit", "error"}}`` for every scalar metric.
+    """``{name: {"value", "unit", "error", "error_segmentation"}}`` for every scalar metric.
 
     ``error`` is the standard deviation over sub-volumes of half the edge
-    (``<name>_sd_half_edge`` in the metrics) where one was computed, else
-    None. Infinite values (a phase that does not percolate) stay infinite.
+    (``<name>_sd_half_edge`` in the metrics: sampling), ``error_segmentation``
+    the segmentation sd (``<name>_sd_segmentation``); None where not computed.
+    Infinite values (a phase that does not percolate, a segmentation sd where
+    the moved boundaries make or break percolation) stay infinite.
     """
+    def sd(name):
+        v = metrics.get(name)
+        return None if v is None or math.isnan(v) else float(v)
+
     out = {}
     for name, value in metrics.items():
-        if name.endswith("_sd_half_edge") or isinstance(value, bool):
+        if name.endswith(ERROR_SUFFIXES) or isinstance(value, bool):
             continue
         if isinstance(value, (int, float)) and value is not None:
-            err = metrics.get(f"{name}_sd_half_edge")
             out[name] = {"value": float(value), "unit": metric_unit(name),
-                         "error": None if err is None or math.isnan(err) else float(err)}
+                         "error": sd(f"{name}_sd_half_edge"),
+                         "error_segmentation": sd(f"{name}_sd_segmentation")}
     return out
 
 
@@ -66,7 +76,8 @@ def software_versions() -> dict:
 
 
 def build_record(sample: str, process: dict, acquisition: dict, parameters: dict,
-                 metrics: dict, *, model: dict | None, inputs: dict, figures: dict) -> dict:
+                 metrics: dict, *, model: dict | None, inputs: dict, figures: dict,
+                 uncertainty: dict | None = None) -> dict:
     """Assemble the record of one sample (a plain dict, ready for JSON).
 
     Parameters
@@ -86,6 +97,9 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
         ``{relative path: sha256}`` of the raw files.
     figures : dict
         ``{name: path}``.
+    uncertainty : dict, optional
+        Share of uncertain voxels per predicted phase
+        (:func:`fibrecon.uncertainty.uncertain_fractions`); None without probabilities.
     """
     return {
         "format": FORMAT,
@@ -105,6 +119,7 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
         "software": software_versions(),
         "inputs": inputs,
         "metrics": metric_entries(metrics),
+        "segmentation_uncertainty": uncertainty,
         "notes": list(metrics.get("notes", [])),
         "figures": {k: str(Path(v)) for k, v in figures.items()},
     }

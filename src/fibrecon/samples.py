@@ -364,7 +364,7 @@ def selected_kvs(config: dict, kvs) -> list[float]:
 
 
 def check_workflow(config: dict, samples, *, model_path=None,
-                   trained_model: str = "results/models/unet.pt") -> None:
+                   trained_model: str = "results/models/unet.pt", annotated=()) -> None:
     """Everything the workflow checks at start-up, before any job: demo consistency and the model.
 
     Parameters
@@ -378,6 +378,9 @@ def check_workflow(config: dict, samples, *, model_path=None,
     trained_model : str
         The path the ``train_model`` rule writes: its card does not exist yet,
         so the configured ``train: kvs`` must match the samples' channels.
+    annotated : collection of str
+        Samples with annotations (``train: annotations``): each must have
+        acquired every kV of ``train: kvs``.
 
     Raises
     ------
@@ -408,6 +411,13 @@ def check_workflow(config: dict, samples, *, model_path=None,
         if missing:
             raise ConfigError(f"segment: channels: kV {missing} not acquired for sample '{s}' "
                               f"(its kvs: {samples.at[s, 'kvs']})")
+    for s in annotated:
+        missing = [float(k) for k in config["train"]["kvs"]
+                   if float(k) not in [float(v) for v in samples.at[s, "kvs"]]]
+        if missing:
+            raise ConfigError(f"train: annotations: sample '{s}' is annotated, but kV {missing} "
+                              f"of train: kvs were not acquired for it (its kvs: "
+                              f"{samples.at[s, 'kvs']})")
     if config["segment"]["method"] != "unet":
         return
     if Path(model_path).as_posix() == trained_model:

@@ -39,7 +39,8 @@ class SegmentSettings(StageSettings):
     flip_average : {"none", "x", "xy"}
         Test-time averaging over mirror images.
     save_probabilities : bool
-        Also write the class probabilities.
+        Write the calibrated class probabilities and the per-slice uncertainty
+        table (method ``unet``).
     resample : {"auto", "never"}
         ``auto``: data whose pixel size lies outside the model's trained range
         are resampled to its working pixel size for the network and the labels
@@ -58,7 +59,7 @@ class SegmentSettings(StageSettings):
     overlap_px: int = 64
     flip_average: str = "none"
     batch_size: int = 2
-    save_probabilities: bool = False
+    save_probabilities: bool = True
     resample: str = "auto"
     nbins: int = 256
 

@@ -4,8 +4,11 @@ Training data are simulator stacks (:mod:`fibrecon.simulate`) with every
 microstructure setting and artifact strength drawn at random per stack
 (:data:`MICROSTRUCTURE_RANGES`, :data:`ARTIFACT_RANGE`), preprocessed with the
 same settings the workflow uses, paired with the simulator's labels.
-Optionally user-labelled slices (image/label TIFF pairs) fine-tune the result.
-Whole stacks are held out for validation; every random step is seeded.
+Optionally a user's annotations of slices of their own samples (sparse: 255 =
+not annotated, :mod:`fibrecon.files.labelled`) fine-tune the result; the loss
+and the validation count annotated pixels only. Whole simulated stacks, and a
+strip at the right edge of every annotated slice, are held out for validation;
+every random step is seeded.
 
 PyTorch Lightning runs the loop and picks the GPU when one is visible.
 """
@@ -22,7 +25,7 @@ from scipy import ndimage as ndi
 import torch
 from torch.nn import functional as F
 
-from fibrecon import PHASES
+from fibrecon import NOT_ANNOTATED, PHASES
 from fibrecon.align import shift_image
 from fibrecon.evaluate import iou_from_confusion
 from fibrecon.infer import context_image, resolve_device
@@ -32,8 +35,9 @@ from fibrecon.settings import StageSettings
 from fibrecon.unet import UNet, input_channels
 
 __all__ = ["MICROSTRUCTURE_RANGES", "ARTIFACT_RANGE", "TrainSettings", "draw_settings",
-           "synthetic_stack", "synthetic_stacks", "PatchDataset", "SegmentationTask",
-           "confusion", "iou_from_confusion", "train_model"]
+           "synthetic_stack", "synthetic_stacks", "annotated_stacks", "split_annotations",
+           "PatchDataset", "SegmentationTask", "confusion", "iou_from_confusion",
+           "evaluate_stacks", "train_model"]
 
 #: Uniform ranges of the microstructure drawn for each training stack.
 MICROSTRUCTURE_RANGES = {
@@ -70,6 +74,8 @@ class TrainSettings(StageSettings):
     voxel_size_um : float
         Isotropic voxel size of the simulated stacks.
     validation_fraction : float
+        Share of the simulated stacks held out, and of each annotated slice's
+        width (a strip at its right edge) held out from fine-tuning.
     steps, batch_size, patch_px : int
         Optimiser steps, patches per step, patch edge.
     learning_rate : float
@@ -77,10 +83,10 @@ class TrainSettings(StageSettings):
     seed : int
         Seeds the stacks, the split, the patches and the weights.
     finetune_steps : int
-        Steps on user-labelled slices after the synthetic training.
-    user_slices : str or None
-        Folder of ``NAME.tif`` + ``NAME_labels.tif`` pairs to fine-tune on
-        (read by the workflow; recorded in the card).
+        Steps on annotated slices after the synthetic training.
+    annotations : str or None
+        Folder of annotations, ``<sample>/slice_NNNN_labels.tif`` (read by the
+        workflow with each sample's preprocessed stack; checksums in the card).
     init_model : str or None
         Model file to start from instead of random weights.
     device : str
@@ -106,7 +112,7 @@ class TrainSettings(StageSettings):
     learning_rate: float = 3e-3
     seed: int = 1
     finetune_steps: int = 500
-    user_slices: str | None = None
+    annotations: str | None = None
     init_model: str | None = None
     device: str = "auto"
     workers: int = 1
@@ -160,12 +166,74 @@ def synthetic_stacks(n: int, shape, voxel_size_um: float, kvs, preprocess: Prepr
             for (img, lab), st, sd in zip(results, settings, seeds)]
 
 
+def annotated_stacks(stack, annotations, channels, context: int):
+    """Training stacks of annotated slices, cut from a sample's preprocessed stack.
+
+    Each annotated slice z gives the slices z - context .. z + context (the
+    first / last slice repeated beyond the stack), so that the network's input
+    is built exactly as at inference; only the centre slice carries labels
+    (the others are all :data:`fibrecon.NOT_ANNOTATED`).
+
+    Parameters
+    ----------
+    stack : array-like, (z, c, y, x)
+        The sample's preprocessed stack (e.g. a :class:`fibrecon.files.VolumeReader`).
+    annotations : sequence of fibrecon.files.Annotation
+        Annotations of this sample.
+    channels : sequence of int
+        Channel indices of the model's kV values in the stack.
+    context : int
+
+    Returns
+    -------
+    list of (images (2 context + 1, c, y, x) float16, labels (2 context + 1, y, x) uint8)
+    """
+    nz = len(stack)
+    out = []
+    for a in annotations:
+        images = np.stack([np.asarray(stack[min(max(a.z + dz, 0), nz - 1)], np.float32)[list(channels)]
+                           for dz in range(-context, context + 1)]).astype(np.float16)
+        labels = np.full((2 * context + 1,) + a.labels.shape, NOT_ANNOTATED, np.uint8)
+        labels[context] = a.labels
+        out.append((images, labels))
+    return out
+
+
+def split_annotations(stacks, fraction: float):
+    """Training and validation parts of annotated stacks: a strip at the right edge held out.
+
+    The last ``fraction`` of each slice's width (at least one column, when
+    ``fraction`` > 0) is not annotated in the training copy and is the only
+    annotated part of the validation copy, so every annotated slice, even a
+    single one, contributes to both and no pixel to both.
+
+    Returns
+    -------
+    train, validation : lists of (images, labels)
+        Validation stacks without an annotated pixel are left out.
+    """
+    train, val = [], []
+    for images, labels in stacks:
+        nx = labels.shape[-1]
+        cut = nx - max(1, int(round(fraction * nx))) if fraction > 0 else nx
+        t, v = labels.copy(), np.full_like(labels, NOT_ANNOTATED)
+        t[..., cut:] = NOT_ANNOTATED
+        v[..., cut:] = labels[..., cut:]
+        if (t != NOT_ANNOTATED).any():
+            train.append((images, t))
+        if (v != NOT_ANNOTATED).any():
+            val.append((images, v))
+    return train, val
+
+
 class PatchDataset(torch.utils.data.Dataset):
     """Random augmented patches from (images, labels) stacks; item ``i`` is seeded by (seed, i).
 
     Augmentation: flips in y and x, and per channel a grey-level gain (0.85-1.15),
     offset (+-0.08) and gamma (0.8-1.25), and added Gaussian noise (sigma up to 0.05).
-    Rotations are left out: curtains always run along y. In half of the patches,
+    Rotations are left out: curtains always run along y. A stack with pixels
+    not annotated (:data:`fibrecon.NOT_ANNOTATED`) gives patches around a
+    random annotated pixel, so that every patch holds some labels. In half of the patches,
     what the alignment stage does to real stacks (the training stacks have no
     drift): every slice blurred as a bilinear subpixel shift blurs it (a random
     fraction of a pixel in y and x), and the neighbour slices displaced by a
@@ -192,7 +260,14 @@ class PatchDataset(torch.utils.data.Dataset):
         small = [img.shape[-2:] for img, _ in stacks if min(img.shape[-2:]) < patch]
         if small:
             raise ValueError(f"patch_px = {patch} is larger than training image(s) {small[0]}")
-        sizes = np.array([len(lab) for _, lab in stacks], float)
+        # sparse stacks: the annotated pixels, from which patch positions are drawn
+        self.annotated = [np.argwhere(lab != NOT_ANNOTATED) if (lab == NOT_ANNOTATED).any()
+                          else None for _, lab in stacks]
+        empty = [k for k, a in enumerate(self.annotated) if a is not None and not len(a)]
+        if empty:
+            raise ValueError(f"training stack {empty[0]} has no annotated pixel")
+        sizes = np.array([len(lab) if a is None else len(a) / np.prod(lab.shape[-2:])
+                          for (_, lab), a in zip(stacks, self.annotated)], float)
         self.p = sizes / sizes.sum()
 
     def __len__(self) -> int:
@@ -200,10 +275,16 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, i])
-        images, labels = self.stacks[rng.choice(len(self.stacks), p=self.p)]
-        z = int(rng.integers(len(labels)))
+        k = rng.choice(len(self.stacks), p=self.p)
+        images, labels = self.stacks[k]
         ny, nx = labels.shape[-2:]
-        y0, x0 = (int(rng.integers(n - self.patch + 1)) for n in (ny, nx))
+        if self.annotated[k] is None:
+            z = int(rng.integers(len(labels)))
+            y0, x0 = (int(rng.integers(n - self.patch + 1)) for n in (ny, nx))
+        else:  # a patch holding a random annotated pixel, anywhere in it
+            z, yc, xc = (int(v) for v in self.annotated[k][rng.integers(len(self.annotated[k]))])
+            y0, x0 = (int(np.clip(c - rng.integers(self.patch), 0, n - self.patch))
+                      for c, n in ((yc, ny), (xc, nx)))
         box = (slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
         x = context_image(images[(Ellipsis,) + box], z, range(images.shape[1]), self.context)
         y = np.asarray(labels[z][box], dtype=np.int64)
@@ -254,15 +335,34 @@ def _realigned(x: np.ndarray, context: int, rng: np.random.Generator) -> np.ndar
 
 
 def confusion(pred: torch.Tensor, truth: torch.Tensor, n: int = 3) -> torch.Tensor:
-    """n x n confusion counts (rows truth, columns prediction)."""
-    return torch.bincount(truth.reshape(-1) * n + pred.reshape(-1), minlength=n * n).reshape(n, n)
+    """n x n confusion counts (rows truth, columns prediction) of the annotated pixels.
+
+    Pixels whose truth is :data:`fibrecon.NOT_ANNOTATED` are not counted.
+    """
+    keep = truth.reshape(-1) != NOT_ANNOTATED
+    return torch.bincount(truth.reshape(-1)[keep] * n + pred.reshape(-1)[keep],
+                          minlength=n * n).reshape(n, n)
+
+
+def masked_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy + soft Dice over the annotated pixels (:data:`fibrecon.NOT_ANNOTATED` ignored)."""
+    logits = logits.float()
+    valid = (y != NOT_ANNOTATED)
+    prob = logits.softmax(1) * valid[:, None]
+    onehot = F.one_hot(torch.where(valid, y, 0), prob.shape[1]).permute(0, 3, 1, 2).float()
+    onehot = onehot * valid[:, None]
+    inter = (prob * onehot).sum((0, 2, 3))
+    dice = 1 - ((2 * inter + 1) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)).mean()
+    return F.cross_entropy(logits, y, ignore_index=NOT_ANNOTATED) + dice
 
 
 class SegmentationTask(pl.LightningModule):
-    """Lightning wrapper: cross-entropy + soft Dice loss, AdamW, one-cycle schedule.
+    """Lightning wrapper: cross-entropy + soft Dice loss (:func:`masked_loss`), AdamW,
+    one-cycle schedule.
 
-    Validation accumulates a confusion matrix over whole held-out slices and
-    logs the per-phase IoU (``val_iou_pore``, ``val_iou_am``, ``val_iou_cbd``).
+    Validation accumulates a confusion matrix over the annotated pixels of
+    whole held-out slices and logs the per-phase IoU (``val_iou_pore``,
+    ``val_iou_am``, ``val_iou_cbd``).
     """
 
     def __init__(self, net: UNet, learning_rate: float, steps: int):
@@ -276,12 +376,7 @@ class SegmentationTask(pl.LightningModule):
 
     def training_step(self, batch, _):
         x, y = batch
-        logits = self.net(x)
-        prob = logits.float().softmax(1)
-        onehot = F.one_hot(y, prob.shape[1]).permute(0, 3, 1, 2).float()
-        inter = (prob * onehot).sum((0, 2, 3))
-        dice = 1 - ((2 * inter + 1) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)).mean()
-        loss = F.cross_entropy(logits.float(), y) + dice
+        loss = masked_loss(self.net(x), y)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -305,10 +400,11 @@ class SegmentationTask(pl.LightningModule):
 
 
 class _SliceDataset(torch.utils.data.Dataset):
-    """Whole slices (network input, labels) of held-out stacks, for validation."""
+    """Whole slices (network input, labels) of held-out stacks with annotated pixels."""
 
     def __init__(self, stacks, context: int, multiple: int):
-        self.items = [(k, z) for k, (_, lab) in enumerate(stacks) for z in range(len(lab))]
+        self.items = [(k, z) for k, (_, lab) in enumerate(stacks) for z in range(len(lab))
+                      if (lab[z] != NOT_ANNOTATED).any()]
         self.stacks, self.context, self.multiple = stacks, context, multiple
 
     def __len__(self):
@@ -320,6 +416,18 @@ class _SliceDataset(torch.utils.data.Dataset):
         ny, nx = (n // self.multiple * self.multiple for n in labels.shape[-2:])
         x = context_image(images[..., :ny, :nx], z, range(images.shape[1]), self.context)
         return torch.from_numpy(x), torch.from_numpy(np.asarray(labels[z][:ny, :nx], np.int64))
+
+
+def evaluate_stacks(net: UNet, stacks, context: int) -> dict:
+    """Per-phase IoU of ``net`` over the annotated pixels of whole slices of ``stacks``."""
+    was_training = net.training
+    net.eval()
+    cm = torch.zeros(3, 3, dtype=torch.long)
+    with torch.inference_mode():
+        for x, y in _SliceDataset(stacks, context, net.multiple):
+            cm += confusion(net(x[None]).argmax(1), y[None])
+    net.train(was_training)
+    return iou_from_confusion(cm)
 
 
 def _fit(net, train_stacks, val_stacks, s: TrainSettings, steps: int, seed: int, accelerator,
@@ -358,8 +466,10 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
         Applied to the simulated stacks: must be what the workflow applies
         before segmentation (it is recorded in the card).
     user_stacks : sequence of (images (z, c, y, x), labels (z, y, x))
-        User-labelled slices; a seeded fifth of them (at least one, when
-        there are two or more) is held out for the fine-tuning validation.
+        Annotated stacks (:func:`annotated_stacks`; 255 = not annotated). The
+        right ``s.validation_fraction`` of each slice's width is held out
+        (:func:`split_annotations`); the card gives the IoU there before and
+        after fine-tuning.
     init : (UNet, card), optional
         Start from this model and its card (from :func:`fibrecon.unet.load_model`):
         its kV channels and context must be those of ``s``; the new card keeps
@@ -428,16 +538,29 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
             "seeds": [int(d[2]["seed"]) for d in train],
             "validation_seeds": [int(d[2]["seed"]) for d in val]}
     if len(user_stacks) and s.finetune_steps > 0:
-        order = np.random.default_rng(s.seed + 2).permutation(len(user_stacks))
-        n_val = max(1, len(user_stacks) // 5) if len(user_stacks) > 1 else 0
-        val = [user_stacks[i] for i in order[:n_val]]
-        train = [user_stacks[i] for i in order[n_val:]]
+        bad = [im.shape[1] for im, _ in user_stacks if im.shape[1] != len(s.kvs)]
+        if bad:
+            raise ValueError(f"annotated stacks have {bad[0]} channel(s); the model takes "
+                             f"{len(s.kvs)} (kV {list(s.kvs)})")
+        train, val = split_annotations(user_stacks, s.validation_fraction)
+        if not train:
+            raise ValueError("no annotated pixel is left for fine-tuning once the validation "
+                             f"strip (train.validation_fraction = {s.validation_fraction}) is "
+                             "held out: annotate more of each slice's width")
         ft = TrainSettings(**{**asdict(s), "learning_rate": s.learning_rate / 3,
                               "patch_px": min([s.patch_px] + [min(im.shape[-2:]) // net.multiple
                                                                * net.multiple for im, _ in train])})
-        card["validation"]["user"] = _fit(net, train, val, ft, s.finetune_steps, s.seed + 3,
-                                          accelerator, log_dir, progress_bar)
-        card["training_data"]["user"] = {"images": len(train), "validation_images": n_val}
+        before = evaluate_stacks(net, val, s.context) if val and init is not None else None
+        _fit(net, train, val, ft, s.finetune_steps, s.seed + 3, accelerator, log_dir,
+             progress_bar)
+        net.cpu()
+        card["validation"]["annotations"] = evaluate_stacks(net, val, s.context) if val else {}
+        if before is not None:
+            card["validation"]["annotations_before"] = before
+        card["training_data"]["annotations"] = {
+            "slices": len(user_stacks),
+            "annotated_pixels": int(sum((lab != NOT_ANNOTATED).sum() for _, lab in user_stacks)),
+            "validation": f"right {s.validation_fraction:.0%} of each slice's width"}
     card.update(device=device, seconds=round(time.perf_counter() - t0, 1),
                 torch=str(torch.__version__), lightning=str(pl.__version__))
     return net.cpu().eval(), card

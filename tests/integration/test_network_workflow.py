@@ -49,3 +49,62 @@ def test_train_model_rule_feeds_segment_and_probabilities_sum_to_one(tmp_path):
 ])
 def test_model_that_does_not_fit_the_config_stops_before_any_job(tmp_path, edit, message):
     assert_stops_before_any_job(tmp_path, edit, message)
+
+
+def test_annotation_round_trip_suggest_correct_finetune_segment(tmp_path):
+    """annotate -> a user's corrections (strokes, 255 elsewhere) -> fine-tune -> segment."""
+    import shutil
+
+    import tifffile
+    import yaml
+
+    from fibrecon import NOT_ANNOTATED
+    from fibrecon.modelcard import ModelCard
+
+    write_setup(tmp_path, config_edit=lambda c: c["annotate"].update(slices=2, spacing=3))
+    snakemake(tmp_path, "--cores", "2", "results/annotate/tiny_a")
+    folder = tmp_path / "results" / "annotate" / "tiny_a"
+    table = fio.read_table(folder / "suggestions.tsv")
+    chosen = table.loc[table["suggested"], "z"].tolist()
+    assert len(chosen) == 2 and abs(chosen[0] - chosen[1]) >= 3
+    assert chosen[0] == table["z"].iloc[0]  # the most uncertain slice is suggested first
+    for name in ("README.txt", "overview.png"):
+        assert (folder / name).stat().st_size > 0
+    pre, _ = fio.read_volume(tmp_path / "results" / "preprocessed" / "tiny_a.tif")
+    for z in chosen:
+        image = tifffile.imread(folder / f"slice_{z:04d}.tif")
+        np.testing.assert_array_equal(image, pre[z])
+    # the user corrects a few strokes of the suggested slices and leaves the rest unsaid
+    (tmp_path / "annotations" / "tiny_a").mkdir(parents=True)
+    truth, _ = fio.read_volume(tmp_path / "results" / "segmented" / "tiny_a.tif")
+    for z in chosen:
+        start = tifffile.imread(folder / f"slice_{z:04d}_labels.tif")
+        assert start.shape == pre.shape[-2:] and np.array_equal(start, truth[z])
+        edited = np.full(start.shape, NOT_ANNOTATED, np.uint8)
+        edited[::4] = start[::4]
+        tifffile.imwrite(tmp_path / "annotations" / "tiny_a" / f"slice_{z:04d}_labels.tif",
+                         edited)
+    finetune = yaml.safe_load((fio_repo() / "config" / "finetune.yaml").read_text())
+    finetune["train"].update(finetune_steps=6, batch_size=2, patch_px=32, device="cpu")
+    (tmp_path / "config" / "finetune.yaml").write_text(yaml.safe_dump(finetune))
+    configs = [str(tmp_path / "config" / n) for n in ("config.yaml", "finetune.yaml")]
+    snakemake(tmp_path, "results/segmented/tiny_a.tif", "--cores", "2", "--configfile", *configs)
+    card = ModelCard.read(tmp_path / "results" / "models" / "unet.pt").data
+    assert [a["slice"] for a in card["annotations"]] == sorted(chosen)
+    assert card["annotations"][0]["sha256"] == fio.file_sha256(
+        tmp_path / "annotations" / "tiny_a" / f"slice_{min(chosen):04d}_labels.tif")
+    assert set(card["validation"]["annotations"]) == {"iou_pore", "iou_am", "iou_cbd"}
+    assert "annotations_before" in card["validation"] and card["init"]["kvs"] == [1.0, 3.0]
+    log = (tmp_path / "logs" / "segment" / "tiny_a.log").read_text()
+    assert "results/models/unet.pt (sha256" in log
+    shutil.rmtree(tmp_path / "annotations" / "tiny_a")
+    (tmp_path / "annotations" / "nobody").mkdir()
+    result = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", *configs, check=False)
+    assert result.returncode != 0 and "no sample 'nobody' in the sample sheet" in \
+        result.stdout + result.stderr
+
+
+def fio_repo():
+    from helpers import REPO
+
+    return REPO

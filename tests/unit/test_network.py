@@ -185,22 +185,6 @@ def test_training_learns_the_simulated_phases_and_is_reproducible():
     assert card["training_data"]["simulated"]["stacks"] == 3
 
 
-def test_user_slices_are_read_in_pairs_and_bad_ones_named(tmp_path):
-    img = np.random.default_rng(0).random((2, 20, 24)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "a.tif", img)
-    tifffile.imwrite(tmp_path / "a_labels.tif", np.ones((20, 24), np.uint8))
-    pairs = files.read_labelled_slices(tmp_path, 2)
-    assert pairs[0][0].shape == (1, 2, 20, 24) and pairs[0][1].shape == (1, 20, 24)
-    with pytest.raises(ValueError, match=r"a.tif: shape \(2, 20, 24\), expected \(6, y, x\)"):
-        files.read_labelled_slices(tmp_path, 6)
-    tifffile.imwrite(tmp_path / "b_labels.tif", np.full((20, 24), 7, np.uint8))
-    with pytest.raises(ValueError, match="b_labels.tif: has no partner"):
-        files.read_labelled_slices(tmp_path, 2)
-    tifffile.imwrite(tmp_path / "b.tif", img)
-    with pytest.raises(ValueError, match=r"b_labels.tif: unexpected label values \[7\]"):
-        files.read_labelled_slices(tmp_path, 2)
-
-
 def test_shipped_model_loads_matches_its_card_and_stays_small():
     net, card = load_model(SHIPPED)
     assert card == ModelCard.read(SHIPPED).data

@@ -10,10 +10,11 @@ from fibrecon.preprocess import PreprocessParams
 from fibrecon.samples import ConfigError, load_schema
 from fibrecon.segment import SegmentSettings
 from fibrecon.training import TrainSettings
+from fibrecon.uncertainty import AnnotateSettings
 from fibrecon.volume import VolumeSettings
 
 STAGES = [AlignSettings, PreprocessParams, SegmentSettings, VolumeSettings, MetricsSettings,
-          TrainSettings]
+          TrainSettings, AnnotateSettings]
 
 
 def _plain(value):

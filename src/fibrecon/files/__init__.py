@@ -5,25 +5,27 @@
 - :mod:`~fibrecon.files.metadata`: FEI / Zeiss instrument metadata and data bars
 - :mod:`~fibrecon.files.volumes`: volumes with their voxel size (ImageJ TIFF, OME-TIFF)
 - :mod:`~fibrecon.files.tables`: JSON, tables, figures, checksums
-- :mod:`~fibrecon.files.labelled`: user-labelled slices for fine-tuning
+- :mod:`~fibrecon.files.labelled`: annotations (a user's labels of slices) for fine-tuning
 
 The simulator's writers (files as an instrument writes them, and the
 simulator's truth) live beside it, in :mod:`fibrecon.simulated_files`.
 """
 
 from fibrecon.files.atomic import atomic_dir, atomic_path
-from fibrecon.files.labelled import read_labelled_slices
+from fibrecon.files.labelled import (Annotation, annotation_files, annotation_name, find_annotations,
+                                      read_annotation, write_annotation_slice)
 from fibrecon.files.metadata import detect_databar, read_sem_metadata
 from fibrecon.files.raw import (RawDataError, RawStack, SliceFile, channel_metadata,
                                 find_raw_files, raw_file_name, read_raw_stack)
-from fibrecon.files.tables import (file_sha256, read_json, write_figure, write_image, write_json,
+from fibrecon.files.tables import (file_sha256, read_json, read_table, write_figure, write_image, write_json,
                                    write_table)
 from fibrecon.files.volumes import (VolumeReader, read_labels, read_ome_scale, read_volume,
                                     write_ome_tiff, write_volume, write_volume_slices)
 
-__all__ = ["atomic_dir", "atomic_path", "read_labelled_slices", "detect_databar",
+__all__ = ["atomic_dir", "atomic_path", "Annotation", "annotation_files", "annotation_name", "find_annotations",
+           "read_annotation", "write_annotation_slice", "detect_databar",
            "read_sem_metadata", "RawDataError", "RawStack", "SliceFile", "channel_metadata",
-           "find_raw_files", "raw_file_name", "read_raw_stack", "file_sha256", "read_json",
+           "find_raw_files", "raw_file_name", "read_raw_stack", "file_sha256", "read_json", "read_table",
            "write_figure", "write_image", "write_json", "write_table", "VolumeReader", "read_labels",
            "read_ome_scale", "read_volume", "write_ome_tiff", "write_volume",
            "write_volume_slices"]

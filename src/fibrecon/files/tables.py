@@ -11,7 +11,7 @@ import numpy as np
 from fibrecon.files.atomic import atomic_path
 
 __all__ = ["file_sha256", "write_json", "read_json", "write_figure", "write_image",
-           "write_table"]
+           "read_table", "write_table"]
 
 
 def _json_default(obj):
@@ -52,6 +52,13 @@ def write_figure(path, fig, dpi: int = 120) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+
+
+def read_table(path, sep: str = "\t"):
+    """A table written by :func:`write_table`, as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.read_csv(path, sep=sep)
 
 
 def write_table(path, df, sep: str = "\t") -> None:

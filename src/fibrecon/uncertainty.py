@@ -1,0 +1,378 @@
+"""How unsure the segmentation is, and how much that doubt moves the metrics.
+
+Three things, all from the network's class probabilities:
+
+* **Calibration.** Softmax probabilities of a network are over-confident;
+  temperature scaling (Guo et al., ICML 2017) divides the logits by one number
+  T fitted on held-out data (:func:`fit_temperature`); the model card stores T
+  (``calibration: temperature``) and the segment stage writes calibrated
+  probabilities (:func:`calibrate`).
+* **Where the network is unsure**: the normalised entropy and the margin
+  between the two most likely phases per voxel; per slice, their means and the
+  share of *uncertain* voxels (calibrated top probability below
+  :data:`UNCERTAIN_BELOW`) of each predicted phase (:func:`slice_uncertainty`).
+  The slices the workflow suggests for annotation are the most uncertain ones
+  (:func:`suggest_slices`).
+* **A segmentation error bar on every metric.** What moves a metric is not
+  the scattered doubt of single voxels, which averages out, but a bias of the
+  boundaries that runs through the whole volume (a network that places every
+  AM/CBD boundary a little too far out). Such a bias is a shift ``b`` of the
+  log-probabilities of the phases (labels = argmax(log p + b)); its spread
+  over held-out stacks with known truth, ``sigma_i`` along the two orthonormal
+  directions of the shift (:data:`SHIFT_DIRECTIONS`; the model card's
+  ``calibration: boundary_shift_sd``), is the calibration: the RMS of the
+  shifts :func:`fit_boundary_shift` finds, scaled so that the volume-fraction
+  errors of those stacks are one sd on average (:func:`fit_shift_sd`). A metric's segmentation sd is then
+  propagated to first order (the delta method) from the metric of two volumes
+  whose boundaries are moved by ``sigma_i`` along direction i:
+  sd = sqrt(sum_i (m_i - m_0)^2) (:func:`segmentation_sd`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fibrecon import PHASES
+from fibrecon.settings import StageSettings
+
+__all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "AnnotateSettings", "calibrate",
+           "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
+           "uncertain_fractions", "suggest_slices", "shifted_labels", "fit_boundary_shift",
+           "fraction_sd", "fit_shift_sd", "segmentation_sd", "covered", "coverage"]
+
+#: A voxel is *uncertain* when its calibrated top probability is below this.
+UNCERTAIN_BELOW = 0.8
+
+#: Orthonormal directions of a shift of the three phases' log-probabilities
+#: (a shift common to all three changes nothing): pore against AM, and CBD
+#: against the other two.
+SHIFT_DIRECTIONS = (np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0),
+                    np.array([1.0, 1.0, -2.0]) / np.sqrt(6.0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnotateSettings(StageSettings):
+    """Settings of the annotate rule (``annotate:`` in the config).
+
+    Attributes
+    ----------
+    slices : int
+        Slices suggested for annotation per sample.
+    spacing : int
+        Suggested slices lie at least this many slices apart (neighbours
+        look alike).
+    """
+
+    SECTION = "annotate"
+    slices: int = 5
+    spacing: int = 5
+
+
+def _log(prob: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(prob, np.float32), 1e-7, None))
+
+
+def calibrate(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scaled probabilities, softmax(log p / T), along axis 0.
+
+    Exact for softmax outputs: log p differs from the logits by a constant per voxel.
+
+    Examples
+    --------
+    >>> p = calibrate(np.array([[0.9], [0.05], [0.05]]), 2.0)
+    >>> round(float(p[0, 0]), 3)
+    0.681
+    """
+    if temperature == 1.0:
+        return np.asarray(prob, np.float32)
+    z = _log(prob) / float(temperature)
+    z -= z.max(axis=0, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(prob: np.ndarray, truth: np.ndarray, *, max_voxels: int = 2_000_000,
+                    seed: int = 0) -> float:
+    """The temperature that minimises the negative log-likelihood of the truth.
+
+    Parameters
+    ----------
+    prob : ndarray, (classes, ...)
+        Uncalibrated probabilities of held-out data.
+    truth : ndarray of int, (...)
+        Their true labels (255 = not annotated, left out).
+    max_voxels : int
+        A seeded sample of this many voxels is used.
+
+    Returns
+    -------
+    float
+        T (> 1: the network was over-confident).
+    """
+    from scipy.optimize import minimize_scalar
+
+    logp = _log(prob).reshape(prob.shape[0], -1)
+    t = np.asarray(truth).reshape(-1).astype(np.int64)
+    keep = np.nonzero(t < prob.shape[0])[0]
+    if keep.size > max_voxels:
+        keep = np.random.default_rng(seed).choice(keep, max_voxels, replace=False)
+    logp, t = logp[:, keep], t[keep]
+
+    def nll(log_t):
+        z = logp / np.exp(log_t)
+        z = z - z.max(0)
+        return float(-(z[t, np.arange(t.size)] - np.log(np.exp(z).sum(0))).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def normalised_entropy(prob: np.ndarray) -> np.ndarray:
+    """Entropy of the class probabilities over log(classes): 0 certain, 1 uniform."""
+    p = np.clip(np.asarray(prob, np.float32), 1e-7, 1.0)
+    return (-(p * np.log(p)).sum(axis=0) / np.log(p.shape[0])).astype(np.float32)
+
+
+def margin(prob: np.ndarray) -> np.ndarray:
+    """Top probability minus the second: 0 a tie, 1 certain."""
+    top2 = np.sort(np.asarray(prob, np.float32), axis=0)[-2:]
+    return (top2[1] - top2[0]).astype(np.float32)
+
+
+def slice_uncertainty(prob: np.ndarray) -> dict:
+    """Uncertainty summary of one slice's calibrated probabilities (classes, y, x).
+
+    Returns
+    -------
+    dict
+        ``mean_entropy``, ``mean_margin``, and per predicted phase the voxels
+        (``voxels_<phase>``) and the uncertain ones among them
+        (``uncertain_<phase>``, top probability below :data:`UNCERTAIN_BELOW`).
+    """
+    prob = np.asarray(prob, np.float32)
+    labels, top = prob.argmax(0), prob.max(0)
+    out = {"mean_entropy": float(normalised_entropy(prob).mean()),
+           "mean_margin": float(margin(prob).mean())}
+    unsure = top < UNCERTAIN_BELOW
+    for p, name in PHASES.items():
+        out[f"voxels_{name}"] = int((labels == p).sum())
+        out[f"uncertain_{name}"] = int(((labels == p) & unsure).sum())
+    return out
+
+
+def uncertain_fractions(table) -> dict:
+    """Share of uncertain voxels per predicted phase (and overall) of a per-slice table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows of :func:`slice_uncertainty`.
+
+    Returns
+    -------
+    dict
+        ``uncertain_fraction_<phase>`` and ``uncertain_fraction``.
+    """
+    out = {}
+    for name in PHASES.values():
+        n = float(table[f"voxels_{name}"].sum())
+        out[f"uncertain_fraction_{name}"] = float(table[f"uncertain_{name}"].sum() / n) if n \
+            else float("nan")
+    total = sum(float(table[f"voxels_{name}"].sum()) for name in PHASES.values())
+    out["uncertain_fraction"] = float(sum(table[f"uncertain_{n}"].sum() for n in PHASES.values())
+                                      / total) if total else float("nan")
+    return out
+
+
+def suggest_slices(table, n: int = 5, spacing: int = 5) -> list[int]:
+    """The ``n`` most uncertain slices (highest mean entropy), at least ``spacing`` apart.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``z`` and ``mean_entropy``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"z": range(6), "mean_entropy": [.1, .5, .45, .2, .3, .05]})
+    >>> suggest_slices(t, 2, spacing=2)
+    [1, 4]
+    """
+    chosen = []
+    for z in table.sort_values("mean_entropy", ascending=False, kind="stable")["z"]:
+        if all(abs(int(z) - c) >= spacing for c in chosen):
+            chosen.append(int(z))
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def shifted_labels(labels: np.ndarray, prob: np.ndarray, shift) -> np.ndarray:
+    """Labels whose boundaries are moved by a shift of the phases' log-probabilities.
+
+    Voxels where argmax(log p + shift) differs from argmax(p) take the new
+    phase; every other voxel keeps its label in ``labels`` (which may have
+    been cleaned of small islands since).
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, (z, y, x)
+    prob : array-like, (z, classes, y, x)
+        Calibrated probabilities, indexed one slice at a time (an array, or a
+        :class:`fibrecon.files.VolumeReader`).
+    shift : sequence of 3 float
+    """
+    out = np.array(labels, copy=True)
+    b = np.asarray(shift, np.float32).reshape(-1, 1, 1)
+    for z in range(len(out)):
+        logp = _log(prob[z])
+        before, after = logp.argmax(0), (logp + b).argmax(0)
+        changed = before != after
+        out[z][changed] = after[changed]
+    return out
+
+
+def fit_boundary_shift(prob: np.ndarray, truth: np.ndarray, *, iterations: int = 30) -> np.ndarray:
+    """The log-probability shift that gives one held-out stack its true phase fractions.
+
+    Parameters
+    ----------
+    prob : ndarray, (z, classes, y, x)
+        Calibrated probabilities.
+    truth : ndarray of int, (z, y, x)
+
+    Returns
+    -------
+    ndarray, (2,)
+        The shift's coordinates along :data:`SHIFT_DIRECTIONS`; their spread
+        over many stacks is the model's ``boundary_shift_sd``.
+    """
+    logp = _log(prob)
+    n = len(PHASES)
+    target = np.bincount(np.asarray(truth).ravel(), minlength=n)[:n] / truth.size
+    b = np.zeros(n, np.float32)
+    for _ in range(iterations):
+        pred = np.bincount((logp + b.reshape(1, -1, 1, 1)).argmax(1).ravel(), minlength=n)[:n]
+        pred = pred / truth.size
+        step = np.log(np.clip(target, 1e-6, None) / np.clip(pred, 1e-6, None))
+        b += 0.7 * (step - step.mean())
+        if np.abs(pred - target).max() < 2e-4:
+            break
+    return np.array([float(b @ d) for d in SHIFT_DIRECTIONS])
+
+
+def fraction_sd(labels: np.ndarray, prob, sigma) -> np.ndarray:
+    """Segmentation sd of the three volume fractions (cheap: no other metric).
+
+    The same delta method as :func:`segmentation_sd`, for the fractions alone.
+    """
+    sigma = np.broadcast_to(np.asarray(sigma, float), (len(SHIFT_DIRECTIONS),))
+    n = len(PHASES)
+    base = np.bincount(np.asarray(labels).ravel(), minlength=n)[:n] / labels.size
+    moved = [np.bincount(shifted_labels(labels, prob, s * d).ravel(), minlength=n)[:n]
+             / labels.size for s, d in zip(sigma, SHIFT_DIRECTIONS)]
+    return np.sqrt(sum((m - base) ** 2 for m in moved))
+
+
+def fit_shift_sd(cases, *, iterations: int = 3) -> np.ndarray:
+    """The boundary-shift sd that makes the fraction errors of held-out stacks one sd on average.
+
+    Starts from the RMS of the shifts that give each stack its true fractions
+    (:func:`fit_boundary_shift`), then scales it until the volume-fraction
+    errors divided by their segmentation sd (:func:`fraction_sd`) have an RMS
+    of 1 over the stacks and phases: the shift alone misses errors that are
+    not a boundary bias (confidently wrong regions), which the scaling takes
+    into the error bar.
+
+    Parameters
+    ----------
+    cases : sequence of (labels (z, y, x), prob (z, classes, y, x), truth (z, y, x))
+        Held-out stacks: the (cleaned) segmentation, its calibrated
+        probabilities and the true labels.
+
+    Returns
+    -------
+    ndarray, (2,)
+        sd along :data:`SHIFT_DIRECTIONS` (the model card's ``boundary_shift_sd``).
+    """
+    n = len(PHASES)
+    shifts = np.array([fit_boundary_shift(p, t) for _, p, t in cases])
+    sigma = np.sqrt((shifts ** 2).mean(axis=0))
+    errors = [np.bincount(lab.ravel(), minlength=n)[:n] / lab.size
+              - np.bincount(np.asarray(t).ravel(), minlength=n)[:n] / t.size
+              for lab, _, t in cases]
+    for _ in range(iterations):
+        sds = [fraction_sd(lab, p, sigma) for lab, p, _ in cases]
+        z = np.concatenate([e / np.maximum(sd, 1e-6) for e, sd in zip(errors, sds)])
+        scale = float(np.sqrt((z ** 2).mean()))
+        sigma = sigma * scale
+        if abs(scale - 1) < 0.05:
+            break
+    return sigma
+
+
+def segmentation_sd(baseline: dict, shifted: list[dict]) -> dict:
+    """Each scalar metric's segmentation sd from the metrics of the shifted volumes.
+
+    Parameters
+    ----------
+    baseline : dict
+        Metrics of the segmented volume.
+    shifted : list of dict
+        Metrics of the volumes moved by ``sigma`` along each of
+        :data:`SHIFT_DIRECTIONS`.
+
+    Returns
+    -------
+    dict
+        ``<metric>_sd_segmentation`` for every finite scalar of ``baseline``
+        (inf when a shifted volume loses or gains percolation: the metric is
+        not determined by the segmentation).
+
+    Examples
+    --------
+    >>> segmentation_sd({"a": 1.0}, [{"a": 1.3}, {"a": 0.6}])
+    {'a_sd_segmentation': 0.5}
+    """
+    out = {}
+    for key, m0 in baseline.items():
+        if isinstance(m0, bool) or not isinstance(m0, (int, float)) or not np.isfinite(m0):
+            continue
+        values = [s.get(key, float("nan")) for s in shifted]
+        if any(not np.isfinite(v) for v in values):
+            out[f"{key}_sd_segmentation"] = float("inf")
+            continue
+        out[f"{key}_sd_segmentation"] = float(np.sqrt(sum((v - m0) ** 2 for v in values)))
+    return out
+
+
+def covered(measured: float, sd: float, true: float, k: float = 2.0) -> bool:
+    """Whether ``true`` lies within ``measured +- k sd``.
+
+    Infinite values (no percolating path) count as covered when both are
+    infinite, or when the sd is infinite (the boundaries' doubt decides
+    percolation); one infinite and the other finite with a finite sd is a miss.
+
+    Examples
+    --------
+    >>> covered(0.30, 0.01, 0.315), covered(0.30, 0.01, 0.33)
+    (True, False)
+    >>> covered(float("inf"), float("inf"), 3.0)
+    True
+    """
+    if not np.isfinite(measured) or not np.isfinite(true):
+        return bool((not np.isfinite(measured) and not np.isfinite(true)) or sd == np.inf)
+    return bool(abs(measured - true) <= k * sd)
+
+
+def coverage(cases, k: float = 2.0) -> tuple[int, int]:
+    """(covered, counted) over (measured, sd, true) triples; NaN triples are not counted."""
+    hits = n = 0
+    for m, sd, t in cases:
+        if np.isnan(m) or np.isnan(t) or np.isnan(sd):
+            continue
+        n += 1
+        hits += covered(m, sd, t, k)
+    return hits, n

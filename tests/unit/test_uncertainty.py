@@ -1,0 +1,119 @@
+"""Segmentation uncertainty: calibration, boundary shifts, metric sd, coverage, suggestions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from fibrecon.metrics import metrics_of
+from fibrecon.record import metric_entries
+from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage, fit_boundary_shift,
+                                  fit_temperature, normalised_entropy, shifted_labels,
+                                  slice_uncertainty, suggest_slices, uncertain_fractions)
+
+
+def softmax(z, axis=0):
+    e = np.exp(z - z.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def test_temperature_scaling_recovers_a_known_over_confidence():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (3, 200_000))
+    truth = (rng.random(logits.shape[1])[None] > np.cumsum(softmax(logits), 0)).sum(0)
+    over_confident = softmax(2.0 * logits)  # what a network twice too sure gives
+    t = fit_temperature(over_confident, truth)
+    assert t == pytest.approx(2.0, rel=0.05)
+    # exact up to the clipping of probabilities below 1e-7
+    np.testing.assert_allclose(calibrate(over_confident, t), softmax(2.0 * logits / t), atol=2e-3)
+
+
+def smooth_probabilities(shape=(12, 48, 48), seed=0):
+    rng = np.random.default_rng(seed)
+    z = ndi.gaussian_filter(rng.normal(0, 1, (3, *shape)), (0, 2, 2, 2)) * 12
+    return softmax(z).transpose(1, 0, 2, 3).astype(np.float32)  # (z, 3, y, x)
+
+
+def test_the_boundary_shift_that_gives_the_true_fractions_is_found():
+    prob = smooth_probabilities()
+    b = 0.6 * SHIFT_DIRECTIONS[0] - 0.4 * SHIFT_DIRECTIONS[1]
+    truth = (np.log(prob) + b.reshape(1, 3, 1, 1)).argmax(1)
+    np.testing.assert_allclose(fit_boundary_shift(prob, truth), [0.6, -0.4], atol=0.06)
+    labels = prob.argmax(1).astype(np.uint8)
+    moved = shifted_labels(labels, prob, b)
+    np.testing.assert_array_equal(moved, truth)
+    kept = labels.copy()
+    kept[0, 0, 0] = 2 if labels[0, 0, 0] != 2 else 0  # a cleaned voxel the shift does not touch
+    moved = shifted_labels(kept, prob, b)
+    unchanged = (np.log(prob) + b.reshape(1, 3, 1, 1)).argmax(1) == labels
+    assert (moved[unchanged] == kept[unchanged]).all()
+
+
+def test_every_scalar_metric_gets_a_segmentation_sd_and_uncertain_boundaries_widen_it():
+    prob = smooth_probabilities((16, 40, 40), seed=2)
+    labels = prob.argmax(1).astype(np.uint8)
+    vs = (0.1, 0.1, 0.1)
+    plain, *_ = metrics_of(labels, vs)
+    assert np.isnan(plain["volume_fraction_pore_sd_segmentation"])
+    assert any("segmentation sd" in n for n in plain["notes"])
+    sure, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=(0.3, 0.3))
+    unsure, *_ = metrics_of(labels, vs, probabilities=calibrate(prob, 4.0),
+                            boundary_shift_sd=(0.3, 0.3))
+    scalars = [k for k, v in plain.items() if isinstance(v, float) and np.isfinite(v)
+               and not k.endswith(("_sd_half_edge", "_sd_segmentation"))]
+    assert all(f"{k}_sd_segmentation" in sure for k in scalars)
+    assert unsure["volume_fraction_pore_sd_segmentation"] > \
+        sure["volume_fraction_pore_sd_segmentation"] > 0
+    entry = metric_entries(sure)["volume_fraction_pore"]
+    assert entry["error_segmentation"] == sure["volume_fraction_pore_sd_segmentation"]
+    assert entry["error"] == sure["volume_fraction_pore_sd_half_edge"]
+
+
+def test_coverage_counts_hits_within_two_sd_and_handles_non_percolating_cases():
+    inf, nan = float("inf"), float("nan")
+    cases = [(0.30, 0.01, 0.315),   # covered
+             (0.30, 0.01, 0.33),    # missed
+             (inf, 1.0, inf),       # both not percolating: right
+             (3.0, inf, inf),       # the shifted boundaries break percolation: covered
+             (3.0, 0.1, inf),       # percolating but truly not, sure about it: missed
+             (nan, 0.1, 0.3)]       # not counted
+    assert coverage(cases) == (3, 5)
+
+
+def test_uncertainty_summary_and_the_suggested_slices():
+    prob = np.zeros((3, 4, 4), np.float32)
+    prob[0] = 1.0
+    prob[:, 0, :2] = [[0.5], [0.4], [0.1]]  # two unsure pore voxels
+    row = slice_uncertainty(prob)
+    assert row["voxels_pore"] == 16 and row["uncertain_pore"] == 2
+    assert normalised_entropy(np.full((3, 1), 1 / 3))[0] == pytest.approx(1.0)
+    table = pd.DataFrame([{"z": 0, **row}, {"z": 1, **slice_uncertainty(np.roll(prob, 1, 0))}])
+    frac = uncertain_fractions(table)
+    assert frac["uncertain_fraction_pore"] == 2 / 16 and frac["uncertain_fraction_am"] == 2 / 16
+    assert np.isnan(frac["uncertain_fraction_cbd"]) and frac["uncertain_fraction"] == 4 / 32
+    t = pd.DataFrame({"z": range(20), "mean_entropy": np.r_[np.zeros(10), np.linspace(1, 2, 10)]})
+    assert suggest_slices(t, 3, spacing=4) == [19, 15, 11]
+
+
+def test_the_shift_sd_is_scaled_until_the_fraction_errors_are_one_sd():
+    from fibrecon.uncertainty import fit_shift_sd, fraction_sd
+
+    rng = np.random.default_rng(3)
+    cases, shifts = [], []
+    for k in range(6):
+        prob = smooth_probabilities((8, 40, 40), seed=10 + k)
+        b = rng.normal(0, 0.5, 2) @ np.array(SHIFT_DIRECTIONS)
+        shifts.append(b)
+        truth = (np.log(prob) + b.reshape(1, 3, 1, 1)).argmax(1)
+        cases.append((prob.argmax(1).astype(np.uint8), prob, truth))
+    sigma = fit_shift_sd(cases)
+    z = np.concatenate([(np.bincount(lab.ravel(), minlength=3) - np.bincount(t.ravel(), minlength=3))
+                        / lab.size / np.maximum(fraction_sd(lab, p, sigma), 1e-6)
+                        for lab, p, t in cases])
+    assert np.sqrt((z ** 2).mean()) == pytest.approx(1.0, abs=0.1)
+    # twice the boundary bias widens the sd (not exactly twice: the fractions respond non-linearly)
+    doubled = []
+    for (lab, p, _), b in zip(cases, shifts):
+        doubled.append((lab, p, (np.log(p) + 2 * b.reshape(1, 3, 1, 1)).argmax(1)))
+    ratio = np.linalg.norm(fit_shift_sd(doubled)) / np.linalg.norm(sigma)
+    assert ratio > 1.5, ratio
