@@ -158,12 +158,12 @@ def forest_iou(annotations, test, seed=0):
     return iou_from_confusion(cm)
 
 
-def run(domain: str, steps: int, seed: int = 0):
+def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS):
     title, model, pool, test = {"nanoct": nanoct, "foreign": foreign}[domain]()
     base, card = load_model(model)
     rows = []
     t0 = time.perf_counter()
-    for n, fraction in BUDGETS:
+    for n, fraction in budgets:
         ann = budget_annotations(pool, n, fraction, seed)
         annotated = sum(int((s != NOT_ANNOTATED).sum()) for _, _, s in ann)
         pixels = sum(s.size for _, _, s in ann)
@@ -239,10 +239,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", choices=("nanoct", "foreign", "both"), default="both")
     ap.add_argument("--steps", type=int, default=TrainSettings.finetune_steps)
+    ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
+                    "section is written then)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
+    budgets = BUDGETS
+    if args.budgets:
+        budgets = [(int(n), None if f == "full" else float(f))
+                   for n, f in (b.split(":") for b in args.budgets.split(","))]
     for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
-        section(domain, args.steps, *run(domain, args.steps))
+        result = run(domain, args.steps, budgets=budgets)
+        if not args.budgets:
+            section(domain, args.steps, *result)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from fibrecon.metrics import MetricsSettings, volume_metrics  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.training import draw_settings, synthetic_stack  # noqa: E402
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage,  # noqa: E402
-                                  fit_shift_sd, fit_temperature, segmentation_sd,
+                                  error_scale, fit_shift_sd, fit_temperature, segmentation_sd,
                                   shifted_labels)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 from fibrecon.volume import relabel_small_islands  # noqa: E402
@@ -89,7 +89,7 @@ def main(argv=None):
     ap.add_argument("--write-card", action="store_true",
                     help="fit the calibration and write it into the model's card")
     ap.add_argument("--calibration-stacks", type=int, default=12)
-    ap.add_argument("--test-stacks", type=int, default=8)
+    ap.add_argument("--test-stacks", type=int, default=12)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -98,6 +98,13 @@ def main(argv=None):
     net = prepare_for_inference(net)
     pre = PreprocessParams.from_record(card["preprocess"])
     kvs = card["kvs"]
+    s = MetricsSettings()
+    # a tight solver tolerance for truth and measurement alike, so that the solver's own
+    # error (about 1 % at the default 0.01) does not count as a segmentation error
+    kwargs = dict(tortuosity_axes=s.tortuosity_axes, electronic_phases=(2,), device="cpu",
+                  conv_crit=1e-3, particle_h=s.particle_h_px,
+                  particle_sigma=s.particle_sigma_px, dispersion_block_um=s.dispersion_block_um,
+                  quiet=True)
     if args.write_card:
         draw = np.random.default_rng(9001)
         cal = []
@@ -115,11 +122,27 @@ def main(argv=None):
             p = calibrate(p.transpose(1, 0, 2, 3), temperature).transpose(1, 0, 2, 3)
             cases.append((relabel_small_islands(p.argmax(1).astype(np.uint8), 20), p, lab))
         sigma = fit_shift_sd(cases)
+        # then widen it until 90 % of the errors of every covered metric (tortuosity and d50
+        # too, not only the fractions it was fitted on) lie within 2 sd (split conformal)
+        triples = []
+        for labels, p, truth in cases:
+            m0, _, _, inst = volume_metrics(labels, VOXEL, **kwargs)
+            sd = segmentation_sd(m0, [volume_metrics(shifted_labels(labels, p, s_i * d), VOXEL,
+                                                     instances=inst, **kwargs)[0]
+                                      for s_i, d in zip(sigma, SHIFT_DIRECTIONS)])
+            t = volume_metrics(truth, VOXEL, **kwargs)[0]
+            triples += [(m0[k], sd.get(f"{k}_sd_segmentation", np.nan), t[k]) for k in COVERED]
+        scale = error_scale(triples)
+        print(f"fractions alone: sigma {sigma.round(3)}; x {scale:.2f} for 90 % of all metrics' "
+              "errors within 2 sd",
+              flush=True)
+        sigma = sigma * max(scale, 1.0)
         card["calibration"] = {
             "temperature": round(temperature, 4),
             "boundary_shift_sd": [round(float(v), 4) for v in sigma],
             "data": f"{len(cal)} simulator stacks (32, 192, 192), seed 9001, d50 1-2.5 µm, "
-                    "random microstructure and artifacts (benchmarks/uncertainty.py)"}
+                    "random microstructure and artifacts (benchmarks/uncertainty.py)",
+            "widened_for_all_metrics": round(max(scale, 1.0), 3)}
         save_model(args.model, raw_net, card)
         print(f"calibration: T = {temperature:.3f}, boundary shift sd = {sigma.round(3)}",
               flush=True)
@@ -127,11 +150,6 @@ def main(argv=None):
     sigma = card.get("calibration", {}).get("boundary_shift_sd")
     if sigma is None:
         raise SystemExit(f"{args.model}: not calibrated (run with --write-card)")
-    s = MetricsSettings()
-    kwargs = dict(tortuosity_axes=s.tortuosity_axes, electronic_phases=(2,), device="cpu",
-                  conv_crit=s.conv_crit, particle_h=s.particle_h_px,
-                  particle_sigma=s.particle_sigma_px, dispersion_block_um=s.dispersion_block_um,
-                  quiet=True)
     rng = np.random.default_rng(42)
     draw = np.random.default_rng(7001)
     cases = []
@@ -148,8 +166,9 @@ def main(argv=None):
         prob = calibrate(probabilities(net, card, images).transpose(1, 0, 2, 3),
                          temperature).transpose(1, 0, 2, 3)
         labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), 20)
-        measured = volume_metrics(labels, VOXEL, **kwargs)[0]
-        shifted = [volume_metrics(shifted_labels(labels, prob, sd_i * d), VOXEL, **kwargs)[0]
+        measured, _, _, inst = volume_metrics(labels, VOXEL, **kwargs)
+        shifted = [volume_metrics(shifted_labels(labels, prob, sd_i * d), VOXEL, instances=inst,
+                                  **kwargs)[0]
                    for sd_i, d in zip(sigma, SHIFT_DIRECTIONS)]
         sd = segmentation_sd(measured, shifted)
         true = volume_metrics(truth, VOXEL, **kwargs)[0]
@@ -159,7 +178,10 @@ def main(argv=None):
         rows.append(row)
         print(name, {k: tuple(round(float(v), 4) for v in row[k]) for k in COVERED[:4]},
               flush=True)
-    summary = {k: coverage([r[k] for r in rows]) for k in COVERED}
+    groups = {"simulator": [r for r in rows if r["case"].startswith("simulator")],
+              "foreign": [r for r in rows if not r["case"].startswith("simulator")]}
+    summary = {k: {g: coverage([r[k] for r in part]) for g, part in groups.items()}
+               for k in COVERED}
     elapsed = time.perf_counter() - t0
     out = ROOT / "benchmarks" / "uncertainty.json"
     out.write_text(json.dumps({"model": str(args.model), "temperature": temperature,
@@ -172,13 +194,20 @@ def main(argv=None):
              "1.0-1.6 µm so that whole particles fit) and "
              "4 real-geometry volumes rendered by `benchmarks/foreign.py` (MATBOX, inpainter, "
              "taufactor; one with CBD brighter than AM), no drift. A metric is covered when "
-             "|measured - true| <= 2 sd_segmentation.", "",
-             "| metric | covered | share | median |error| / sd |", "| --- | --- | --- | --- |"]
-    for k, (h, n) in summary.items():
-        ratios = [abs(r[k][0] - r[k][2]) / r[k][1] for r in rows
-                  if np.isfinite(r[k][0]) and np.isfinite(r[k][2]) and 0 < r[k][1] < np.inf]
-        lines.append(f"| {k} | {h}/{n} | {h / max(n, 1):.0%} | "
-                     f"{np.median(ratios) if ratios else float('nan'):.2f} |")
+             "abs(measured - true) <= 2 sd_segmentation (both infinite, or an infinite sd, count "
+             "as covered for a network that may not percolate); tortuosity solved to 1e-3 for "
+             "truth and measurement alike.", "",
+             "| metric | held-out simulator: covered | share | median abs(error)/sd | "
+             "foreign renders: covered | share | median abs(error)/sd |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k, by_group in summary.items():
+        cells = []
+        for g, (h, n) in by_group.items():
+            ratios = [abs(r[k][0] - r[k][2]) / r[k][1] for r in groups[g]
+                      if np.isfinite(r[k][0]) and np.isfinite(r[k][2]) and 0 < r[k][1] < np.inf]
+            cells += [f"{h}/{n}", f"{h / max(n, 1):.0%}",
+                      f"{np.median(ratios):.2f}" if ratios else "-"]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "Per case (measured ± sd_segmentation, truth), volume fractions and d50:", "",
               "| case | pore | AM | CBD | d50 µm |", "| --- | --- | --- | --- | --- |"]
     for r in rows:

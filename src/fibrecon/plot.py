@@ -344,6 +344,10 @@ def annotation_overview(table: "pandas.DataFrame", suggested, images, labels, en
             a.imshow(data, extent=extent, **style)
             a.set_title(name, fontsize=8)
             a.tick_params(labelsize=6)
+            if r == n:
+                a.set_xlabel("x (µm)", fontsize=7)
+            if c == 0:
+                a.set_ylabel("y (µm)", fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

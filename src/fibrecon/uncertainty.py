@@ -22,7 +22,9 @@ Three things, all from the network's class probabilities:
   directions of the shift (:data:`SHIFT_DIRECTIONS`; the model card's
   ``calibration: boundary_shift_sd``), is the calibration: the RMS of the
   shifts :func:`fit_boundary_shift` finds, scaled so that the volume-fraction
-  errors of those stacks are one sd on average (:func:`fit_shift_sd`). A metric's segmentation sd is then
+  errors of those stacks are one sd on average (:func:`fit_shift_sd`), then
+  so that the errors of all the metrics the error bars are checked for are
+  (:func:`error_scale`). A metric's segmentation sd is then
   propagated to first order (the delta method) from the metric of two volumes
   whose boundaries are moved by ``sigma_i`` along direction i:
   sd = sqrt(sum_i (m_i - m_0)^2) (:func:`segmentation_sd`).
@@ -40,7 +42,8 @@ from fibrecon.settings import StageSettings
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "suggest_slices", "shifted_labels", "fit_boundary_shift",
-           "fraction_sd", "fit_shift_sd", "segmentation_sd", "covered", "coverage"]
+           "fraction_sd", "fit_shift_sd", "segmentation_sd", "error_scale", "covered",
+           "coverage"]
 
 #: A voxel is *uncertain* when its calibrated top probability is below this.
 UNCERTAIN_BELOW = 0.8
@@ -82,8 +85,8 @@ def calibrate(prob: np.ndarray, temperature: float) -> np.ndarray:
     Examples
     --------
     >>> p = calibrate(np.array([[0.9], [0.05], [0.05]]), 2.0)
-    >>> round(float(p[0, 0]), 3)
-    0.681
+    >>> round(float(p[0, 0]), 2)
+    0.68
     """
     if temperature == 1.0:
         return np.asarray(prob, np.float32)
@@ -327,25 +330,58 @@ def segmentation_sd(baseline: dict, shifted: list[dict]) -> dict:
     Returns
     -------
     dict
-        ``<metric>_sd_segmentation`` for every finite scalar of ``baseline``
-        (inf when a shifted volume loses or gains percolation: the metric is
-        not determined by the segmentation).
+        ``<metric>_sd_segmentation`` for every scalar of ``baseline`` that is
+        not NaN: inf when a shifted volume loses or gains percolation (the
+        metric is not determined by the segmentation), 0 for a metric that
+        stays infinite (a network that percolates in none of them).
 
     Examples
     --------
-    >>> segmentation_sd({"a": 1.0}, [{"a": 1.3}, {"a": 0.6}])
-    {'a_sd_segmentation': 0.5}
+    >>> segmentation_sd({"a": 1.0, "t": float("inf")}, [{"a": 1.3, "t": float("inf")},
+    ...                                                 {"a": 0.6, "t": float("inf")}])
+    {'a_sd_segmentation': 0.5, 't_sd_segmentation': 0.0}
     """
     out = {}
     for key, m0 in baseline.items():
-        if isinstance(m0, bool) or not isinstance(m0, (int, float)) or not np.isfinite(m0):
+        if isinstance(m0, bool) or not isinstance(m0, (int, float)) or np.isnan(m0):
             continue
         values = [s.get(key, float("nan")) for s in shifted]
-        if any(not np.isfinite(v) for v in values):
-            out[f"{key}_sd_segmentation"] = float("inf")
+        if not np.isfinite(m0) or any(not np.isfinite(v) for v in values):
+            out[f"{key}_sd_segmentation"] = 0.0 if all(v == m0 for v in values) else float("inf")
             continue
         out[f"{key}_sd_segmentation"] = float(np.sqrt(sum((v - m0) ** 2 for v in values)))
     return out
+
+
+def error_scale(cases, *, share: float = 0.9, k: float = 2.0) -> float:
+    """The factor that widens the sd until ``share`` of the errors lie within ``k`` sd.
+
+    Split-conformal calibration of the normalised errors |measured - true| / sd
+    of held-out cases (their finite-sample quantile, ceil((n + 1) share) / n):
+    on cases like them, at least ``share`` of the widened intervals cover the
+    truth. The calibration's last step: the boundary-shift sd is multiplied by
+    it, so that all the metrics the error bars are for, not only the volume
+    fractions, are covered.
+
+    Parameters
+    ----------
+    cases : iterable of (measured, sd, true)
+        Triples with all three finite and sd > 0 are used.
+    share : float
+    k : float
+
+    Examples
+    --------
+    >>> cases = [(1.0, 0.1, 1.0 + 0.1 * z) for z in (0.5, 1, 1.5, 3, 6)]
+    >>> round(error_scale(cases, share=0.6), 6)
+    1.5
+    """
+    z = np.sort([abs(m - t) / sd for m, sd, t in cases
+                 if np.isfinite(m) and np.isfinite(t) and np.isfinite(sd) and sd > 0])
+    if not z.size:
+        return 1.0
+    rank = min(int(np.ceil((z.size + 1) * share)), z.size) - 1
+    return float(z[rank] / k)
 
 
 def covered(measured: float, sd: float, true: float, k: float = 2.0) -> bool:

@@ -299,6 +299,9 @@ def test_a_missing_phase_gives_nan_or_inf_with_a_note_not_a_crash():
     assert any("phase cbd is absent" in n for n in m["notes"])
     assert any("tau_electronic_z = inf" in n for n in m["notes"])
     # every scalar has its representative-volume spread, except counts and the volume itself
-    scalars = {k for k, v in m.items() if isinstance(v, float) and not k.endswith("_sd_half_edge")}
+    scalars = {k for k, v in m.items() if isinstance(v, float)
+               and not k.endswith(("_sd_half_edge", "_sd_segmentation"))}
     no_spread = {k for k in scalars if f"{k}_sd_half_edge" not in m}
     assert no_spread == {"volume_um3"}, no_spread
+    # and its segmentation sd (NaN here: no probabilities)
+    assert all(np.isnan(m[f"{k}_sd_segmentation"]) for k in scalars)
