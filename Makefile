@@ -58,7 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/segmentation.py gap
 	$(BIN)/python benchmarks/metrics_scale.py --shapes 128 256 256 256 512 512
 	$(BIN)/python benchmarks/real_segmentation.py
-	$(BIN)/python benchmarks/label_efficiency.py
+	$(BIN)/python benchmarks/label_efficiency.py --steps 200 --batch 8
 	$(BIN)/python benchmarks/uncertainty.py
 	$(BIN)/python benchmarks/tortuosity_speed.py --out .bench/tortuosity --sizes 128 256 --solvers fibrecon taufactor porespy
 	$(BIN)/python benchmarks/tortuosity_speed.py --out .bench/tortuosity384 --sizes 384 --solvers fibrecon

@@ -126,9 +126,9 @@ def main(argv=None):
         # too, not only the fractions it was fitted on) lie within 2 sd (split conformal)
         triples = []
         for labels, p, truth in cases:
-            m0, _, _, inst = volume_metrics(labels, VOXEL, **kwargs)
+            m0 = volume_metrics(labels, VOXEL, **kwargs)[0]
             sd = segmentation_sd(m0, [volume_metrics(shifted_labels(labels, p, s_i * d), VOXEL,
-                                                     instances=inst, **kwargs)[0]
+                                                     **kwargs)[0]
                                       for s_i, d in zip(sigma, SHIFT_DIRECTIONS)])
             t = volume_metrics(truth, VOXEL, **kwargs)[0]
             triples += [(m0[k], sd.get(f"{k}_sd_segmentation", np.nan), t[k]) for k in COVERED]
@@ -136,7 +136,7 @@ def main(argv=None):
         print(f"fractions alone: sigma {sigma.round(3)}; x {scale:.2f} for 90 % of all metrics' "
               "errors within 2 sd",
               flush=True)
-        sigma = sigma * max(scale, 1.0)
+        sigma = sigma * max(scale, 1.0)  # signed: the side of the held-out stacks' truth
         card["calibration"] = {
             "temperature": round(temperature, 4),
             "boundary_shift_sd": [round(float(v), 4) for v in sigma],
@@ -166,9 +166,8 @@ def main(argv=None):
         prob = calibrate(probabilities(net, card, images).transpose(1, 0, 2, 3),
                          temperature).transpose(1, 0, 2, 3)
         labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), 20)
-        measured, _, _, inst = volume_metrics(labels, VOXEL, **kwargs)
-        shifted = [volume_metrics(shifted_labels(labels, prob, sd_i * d), VOXEL, instances=inst,
-                                  **kwargs)[0]
+        measured = volume_metrics(labels, VOXEL, **kwargs)[0]
+        shifted = [volume_metrics(shifted_labels(labels, prob, sd_i * d), VOXEL, **kwargs)[0]
                    for sd_i, d in zip(sigma, SHIFT_DIRECTIONS)]
         sd = segmentation_sd(measured, shifted)
         true = volume_metrics(truth, VOXEL, **kwargs)[0]

@@ -21,7 +21,6 @@ from skimage import measure
 
 __all__ = [
     "separate_particles",
-    "reassign_particles",
     "snow_particles",
     "particle_table",
     "particles_in_box",
@@ -107,36 +106,6 @@ def snow_particles(am: np.ndarray, *, sigma: float = 0.4, r_max: int = 4) -> np.
 
 #: Bounding-box columns of :func:`particle_table` (voxels, half-open: first, one past last).
 BOX_COLUMNS = [f"box_{a}{e}" for a in "zyx" for e in (0, 1)]
-
-
-def reassign_particles(instances: np.ndarray, am: np.ndarray) -> np.ndarray:
-    """The particles of ``instances`` with their boundaries moved to a changed AM mask.
-
-    Voxels no longer AM leave their particle; new AM voxels join the nearest
-    particle (Euclidean, :func:`scipy.ndimage.distance_transform_edt`). The
-    separation itself is not redone: what a boundary shift changes is each
-    particle's extent, not which particles there are.
-
-    Parameters
-    ----------
-    instances : ndarray of int, (z, y, x)
-        Particle ids (0 = background), e.g. from :func:`separate_particles`.
-    am : ndarray of bool, (z, y, x)
-        The changed AM mask.
-
-    Examples
-    --------
-    >>> inst = np.array([[[1, 1, 0, 0, 2, 2]]]); am = np.array([[[1, 1, 1, 0, 0, 1]]], bool)
-    >>> reassign_particles(inst, am).tolist()
-    [[[1, 1, 1, 0, 0, 2]]]
-    """
-    out = np.where(am, instances, 0)
-    grow = am & (out == 0)
-    if grow.any() and instances.any():
-        idx = ndi.distance_transform_edt(instances == 0, return_distances=False,
-                                         return_indices=True)
-        out[grow] = instances[tuple(i[grow] for i in idx)]
-    return out
 
 
 def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
