@@ -17,7 +17,8 @@ sample = snakemake.wildcards.sample  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     inp = snakemake.input  # noqa: F821
     labels, voxel = files.read_labels(inp.volume)
-    shift_sd = ModelCard.read(inp.model).boundary_shift_sd if inp.get("model") else None
+    card = ModelCard.read(inp.model) if inp.get("model") else None
+    shift_sd = card.boundary_shift_sd if card else None
     with contextlib.ExitStack() as stack:
         prob = None
         if inp.get("probabilities"):
@@ -25,7 +26,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
             log.info("segmentation sd: boundaries moved by the model's calibrated shift %s "
                      "(log-probability units) along two directions", shift_sd)
         metrics, particles, aggregates, spread = metrics_of(
-            labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd)
+            labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd,
+            family_scale=card.family_scale if card else None)
     metrics = {"sample": sample, **metrics}
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     files.write_table(out.particles, particles)

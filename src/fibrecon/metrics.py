@@ -311,7 +311,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
                    particle_h: float = 1.0, particle_sigma: float = 1.0,
                    dispersion_block_um: float = 2.0, probabilities=None,
-                   boundary_shift_sd=None):
+                   boundary_shift_sd=None, family_scale=None):
     """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
@@ -338,6 +338,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     boundary_shift_sd : float or sequence of 2 float, optional
         The model card's ``calibration: boundary_shift_sd`` (one per
         direction of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`).
+    family_scale : dict, optional
+        The card's ``calibration: family_scale`` (widening per metric family).
 
     Returns
     -------
@@ -384,7 +386,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
             shifted = [volume_metrics(shifted_labels(labels, probabilities, s * d), vs,
                                       quiet=True, **kwargs)[0]
                        for s, d in zip(sigma, SHIFT_DIRECTIONS)]
-        out.update(segmentation_sd(scalars, shifted))
+        out.update(segmentation_sd(scalars, shifted, family_scale))
         out["boundary_shift_sd"] = sigma.tolist()
     else:
         out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
@@ -454,7 +456,7 @@ def _notes(out: dict) -> list[str]:
 
 
 def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None, *,
-               probabilities=None, boundary_shift_sd=None):
+               probabilities=None, boundary_shift_sd=None, family_scale=None):
     """The metrics stage: :func:`sample_metrics` with a stage's settings.
 
     Returns
@@ -467,4 +469,5 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
                           electronic_phases=electronic, device=s.device, conv_crit=s.conv_crit,
                           particle_h=s.particle_h_px, particle_sigma=s.particle_sigma_px,
                           dispersion_block_um=s.dispersion_block_um,
-                          probabilities=probabilities, boundary_shift_sd=boundary_shift_sd)
+                          probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
+                          family_scale=family_scale)

@@ -83,6 +83,13 @@ class ModelCard:
             return None
         return tuple(float(v) for v in np.broadcast_to(np.asarray(value, float), (2,)))
 
+    @property
+    def family_scale(self) -> dict:
+        """Widening factor of the segmentation sd per metric family (card ``calibration:
+        family_scale``; :func:`fibrecon.uncertainty.metric_family`); empty if not calibrated."""
+        return {k: float(v) for k, v in self.data.get("calibration", {})
+                .get("family_scale", {}).items()}
+
     @classmethod
     def read(cls, model_path) -> "ModelCard":
         """The card stored in a model file (no torch needed).

@@ -22,9 +22,11 @@ Three things, all from the network's class probabilities:
   directions of the shift (:data:`SHIFT_DIRECTIONS`; the model card's
   ``calibration: boundary_shift_sd``), is the calibration: the RMS of the
   shifts :func:`fit_boundary_shift` finds, scaled so that the volume-fraction
-  errors of those stacks are one sd on average (:func:`fit_shift_sd`), then
-  so that the errors of all the metrics the error bars are checked for are
-  (:func:`error_scale`). A metric's segmentation sd is then
+  errors of those stacks are one sd on average (:func:`fit_shift_sd`); then
+  each family of metrics whose coverage is checked (fractions, d50, pore and
+  electronic transport, :data:`METRIC_FAMILIES`) gets a widening factor of
+  its own, split-conformal, so that 90 % of its held-out errors lie within
+  2 sd (:func:`error_scale`; the card's ``family_scale``). A metric's segmentation sd is then
   propagated to first order (the delta method) from the metric of two volumes
   whose boundaries are moved by ``sigma_i`` along direction i (to the side
   where the held-out stacks' truth lay on average, the sign of ``sigma_i``):
@@ -43,8 +45,8 @@ from fibrecon.settings import StageSettings
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "suggest_slices", "shifted_labels", "fit_boundary_shift",
-           "fraction_sd", "fit_shift_sd", "segmentation_sd", "error_scale", "covered",
-           "coverage"]
+           "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
+           "error_scale", "covered", "coverage"]
 
 #: A voxel is *uncertain* when its calibrated top probability is below this.
 UNCERTAIN_BELOW = 0.8
@@ -322,7 +324,29 @@ def fit_shift_sd(cases, *, iterations: int = 3) -> np.ndarray:
     return sigma
 
 
-def segmentation_sd(baseline: dict, shifted: list[dict]) -> dict:
+#: Metric families with a widening factor of their own in the calibration
+#: (prefix of the metric name -> family): the error of a network's tortuosity
+#: is more than a boundary shift explains (thin necks cut or joined).
+METRIC_FAMILIES = {"volume_fraction_": "volume_fraction", "d50_um": "d50",
+                   "tau_pore_": "pore_transport", "relative_pore_": "pore_transport",
+                   "macmullin_pore_": "pore_transport",
+                   "tau_electronic_": "electronic_transport",
+                   "relative_electronic_": "electronic_transport",
+                   "macmullin_electronic_": "electronic_transport"}
+
+
+def metric_family(key: str) -> str | None:
+    """The calibration family of a metric (:data:`METRIC_FAMILIES`), or None.
+
+    Examples
+    --------
+    >>> metric_family("tau_electronic_y"), metric_family("cbd_aggregates")
+    ('electronic_transport', None)
+    """
+    return next((f for prefix, f in METRIC_FAMILIES.items() if key.startswith(prefix)), None)
+
+
+def segmentation_sd(baseline: dict, shifted: list[dict], scale: dict | None = None) -> dict:
     """Each scalar metric's segmentation sd from the metrics of the shifted volumes.
 
     Parameters
@@ -332,6 +356,9 @@ def segmentation_sd(baseline: dict, shifted: list[dict]) -> dict:
     shifted : list of dict
         Metrics of the volumes moved by ``sigma`` along each of
         :data:`SHIFT_DIRECTIONS`.
+    scale : dict, optional
+        Family (:func:`metric_family`) -> widening factor (the model card's
+        ``calibration: family_scale``); other metrics are not widened.
 
     Returns
     -------
@@ -355,7 +382,9 @@ def segmentation_sd(baseline: dict, shifted: list[dict]) -> dict:
         if not np.isfinite(m0) or any(not np.isfinite(v) for v in values):
             out[f"{key}_sd_segmentation"] = 0.0 if all(v == m0 for v in values) else float("inf")
             continue
-        out[f"{key}_sd_segmentation"] = float(np.sqrt(sum((v - m0) ** 2 for v in values)))
+        factor = (scale or {}).get(metric_family(key), 1.0)
+        out[f"{key}_sd_segmentation"] = factor * float(np.sqrt(sum((v - m0) ** 2
+                                                                   for v in values)))
     return out
 
 
