@@ -58,7 +58,8 @@ from fibrecon import NOT_ANNOTATED  # noqa: E402
 from fibrecon.evaluate import confusion_counts, iou_from_confusion, scribbles  # noqa: E402
 from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, normalize_percentiles, preprocess_stack  # noqa: E402
-from fibrecon.training import TrainSettings, train_model  # noqa: E402
+from fibrecon.files import Annotation  # noqa: E402
+from fibrecon.training import TrainSettings, annotated_stacks, train_model  # noqa: E402
 from fibrecon.unet import UNet, load_model  # noqa: E402
 
 MODELS = ROOT / "resources" / "models"
@@ -107,18 +108,6 @@ def budget_annotations(pool, n, fraction, seed):
             scribbles(lab, fraction, np.random.default_rng([seed, k]))
         out.append((stack, z, sparse))
     return out
-
-
-def unet_inputs(annotations, context):
-    """Training stacks of the annotated slices (labels on the centre slice only)."""
-    stacks = []
-    for stack, z, sparse in annotations:
-        nz = len(stack)
-        images = np.stack([stack[min(max(z + d, 0), nz - 1)] for d in range(-context, context + 1)])
-        labels = np.full((2 * context + 1,) + sparse.shape, NOT_ANNOTATED, np.uint8)
-        labels[context] = sparse
-        stacks.append((images.astype(np.float16), labels))
-    return stacks
 
 
 def unet_iou(net, card, test):
@@ -175,7 +164,9 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
         t = time.perf_counter()
         row["forest"] = forest_iou(ann, test, seed)
         row["forest_s"] = time.perf_counter() - t
-        stacks = unet_inputs(ann, card["context"])
+        stacks = [st for stack, z, sparse in ann
+                  for st in annotated_stacks(stack, [Annotation(domain, z, None, sparse, "")],
+                                             range(stack.shape[1]), card["context"])]
         s = TrainSettings(kvs=card["kvs"], context=card["context"], stacks=0,
                           finetune_steps=steps, batch_size=batch, validation_fraction=0.0,
                           seed=seed + 1)

@@ -27,8 +27,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
                          "probabilities (segment: method: unet, save_probabilities: true)")
     table = files.read_table(inp.uncertainty)
     chosen = suggest_slices(table, settings.slices, settings.spacing)
+    entropy_of = table.set_index("z")["mean_entropy"]
     log.info("suggested slices %s (mean entropy %s)", chosen,
-             [round(float(table.set_index("z").at[z, "mean_entropy"]), 4) for z in chosen])
+             [round(float(entropy_of[z]), 4) for z in chosen])
     images, labels, entropy = [], [], []
     with files.atomic_dir(snakemake.output.folder) as tmp, \
             files.VolumeReader(inp.stack) as stack, files.VolumeReader(inp.labels) as seg, \

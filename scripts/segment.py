@@ -15,7 +15,7 @@ from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.segment import (SegmentSettings, combine_channels, label_slice,  # noqa: E402
                               multiotsu_thresholds, sample_voxels)
 from fibrecon.uncertainty import (UNCERTAIN_BELOW, calibrate, slice_uncertainty,  # noqa: E402
-                                  uncertain_fractions)
+                                  uncertain_fractions, uncertainty_warnings)
 
 p = snakemake.params  # noqa: F821
 settings = SegmentSettings.from_config(p.settings)
@@ -73,15 +73,19 @@ def network_labels(stack, log):
             overlap=settings.overlap_px, batch_size=settings.batch_size, device=device,
             flips=settings.flip_average)
         prob = calibrate(prob, temperature)
-        rows.append({"z": z, **slice_uncertainty(prob)})
+        if out.get("uncertainty"):
+            rows.append({"z": z, **slice_uncertainty(prob)})
         if probs is not None:
             probs[z] = prob
         yield prob.argmax(0).astype(np.uint8)
     if out.get("uncertainty"):
         table = pd.DataFrame(rows)
         files.write_table(out.uncertainty, table)
+        shares = uncertain_fractions(table)
         log.info("uncertain voxels (calibrated top probability < %.2f): %s", UNCERTAIN_BELOW,
-                 {k: round(v, 4) for k, v in uncertain_fractions(table).items()})
+                 {k: round(v, 4) for k, v in shares.items()})
+        for message in uncertainty_warnings(shares):
+            log.warning("%s", message)
     if probs is not None:
         probs.flush()
         files.write_volume_slices(out.probabilities, iter(probs), probs.shape, np.float16,

@@ -8,7 +8,8 @@ from pathlib import Path  # noqa: E402
 from fibrecon import files  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
-from fibrecon.training import TrainSettings, annotated_stacks, train_model  # noqa: E402
+from fibrecon.training import (TrainSettings, annotated_stacks, finetune_warnings,  # noqa: E402
+                               train_model)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 
 p = snakemake.params  # noqa: F821
@@ -46,4 +47,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     if "annotations_before" in card["validation"]:
         log.info("held-out annotated pixels: IoU before fine-tuning %s, after %s",
                  card["validation"]["annotations_before"], card["validation"]["annotations"])
+        for message in finetune_warnings(card["validation"]["annotations_before"],
+                                         card["validation"]["annotations"]):
+            log.warning("%s", message)
     save_model(snakemake.output.model, net, card)  # noqa: F821

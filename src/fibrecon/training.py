@@ -37,7 +37,7 @@ from fibrecon.unet import UNet, input_channels
 __all__ = ["MICROSTRUCTURE_RANGES", "ARTIFACT_RANGE", "TrainSettings", "draw_settings",
            "synthetic_stack", "synthetic_stacks", "annotated_stacks", "split_annotations",
            "PatchDataset", "SegmentationTask", "confusion", "iou_from_confusion",
-           "evaluate_stacks", "train_model"]
+           "evaluate_stacks", "finetune_warnings", "train_model"]
 
 #: Uniform ranges of the microstructure drawn for each training stack.
 MICROSTRUCTURE_RANGES = {
@@ -418,6 +418,19 @@ class _SliceDataset(torch.utils.data.Dataset):
         return torch.from_numpy(x), torch.from_numpy(np.asarray(labels[z][:ny, :nx], np.int64))
 
 
+def finetune_warnings(before: dict, after: dict, tolerance: float = 0.02) -> list[str]:
+    """Phases whose held-out IoU fell by more than ``tolerance`` in fine-tuning, as messages.
+
+    Examples
+    --------
+    >>> finetune_warnings({"iou_cbd": 0.60, "iou_am": 0.9}, {"iou_cbd": 0.52, "iou_am": 0.95})
+    ['held-out IoU of cbd fell from 0.600 to 0.520 in fine-tuning: annotate more of that phase, or keep the previous model']
+    """
+    return [f"held-out IoU of {k[4:]} fell from {before[k]:.3f} to {after[k]:.3f} in "
+            "fine-tuning: annotate more of that phase, or keep the previous model"
+            for k in before if k in after and after[k] < before[k] - tolerance]
+
+
 def evaluate_stacks(net: UNet, stacks, context: int) -> dict:
     """Per-phase IoU of ``net`` over the annotated pixels of whole slices of ``stacks``."""
     was_training = net.training
@@ -551,7 +564,8 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
                               "patch_px": min([s.patch_px] + [min(im.shape[-2:]) // net.multiple
                                                                * net.multiple for im, _ in train])})
         before = evaluate_stacks(net, val, s.context) if val and init is not None else None
-        _fit(net, train, val, ft, s.finetune_steps, s.seed + 3, accelerator, log_dir,
+        # the strip is scored once after training (below), not by Lightning along the way
+        _fit(net, train, [], ft, s.finetune_steps, s.seed + 3, accelerator, log_dir,
              progress_bar)
         net.cpu()
         card["validation"]["annotations"] = evaluate_stacks(net, val, s.context) if val else {}

@@ -44,7 +44,8 @@ from fibrecon.settings import StageSettings
 
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
-           "uncertain_fractions", "suggest_slices", "shifted_labels", "fit_boundary_shift",
+           "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "uncertainty_warnings",
+           "suggest_slices", "shifted_labels", "fit_boundary_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
            "error_scale", "covered", "coverage"]
 
@@ -189,6 +190,30 @@ def uncertain_fractions(table) -> dict:
     out["uncertain_fraction"] = float(sum(table[f"uncertain_{n}"].sum() for n in PHASES.values())
                                       / total) if total else float("nan")
     return out
+
+
+#: An overall share of uncertain voxels above this is logged as a warning by segment:
+#: on the demo about 12 % are, on stacks unlike the training data more.
+UNCERTAIN_WARN_ABOVE = 0.25
+
+
+def uncertainty_warnings(shares: dict, limit: float = UNCERTAIN_WARN_ABOVE) -> list[str]:
+    """A warning when the share of uncertain voxels (:func:`uncertain_fractions`) is large.
+
+    Examples
+    --------
+    >>> uncertainty_warnings({"uncertain_fraction": 0.31})[0][:37]
+    '31.0 % of the voxels are uncertain (c'
+    >>> uncertainty_warnings({"uncertain_fraction": 0.12})
+    []
+    """
+    share = shares.get("uncertain_fraction", float("nan"))
+    if not share > limit:
+        return []
+    return [f"{100 * share:.1f} % of the voxels are uncertain (calibrated top probability < "
+            f"{UNCERTAIN_BELOW}; above {100 * limit:.0f} %): the stack may look unlike the network's "
+            "training data; check the QC figure and correct a few slices "
+            "(results/annotate/<sample>/)"]
 
 
 def suggest_slices(table, n: int = 5, spacing: int = 5) -> list[int]:

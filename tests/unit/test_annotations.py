@@ -104,3 +104,12 @@ def test_strokes_alone_teach_the_phases_and_the_card_reports_the_held_out_strip(
     assert min(after.values()) > 0.7, after  # chance is about 0.33
     assert min(after.values()) > max(before.values()), (before, after)
     assert card["training_data"]["annotations"]["annotated_pixels"] == int((labels != 255).sum())
+
+
+def test_a_phase_that_fine_tuning_made_worse_is_a_warning_with_both_numbers():
+    from fibrecon.training import finetune_warnings
+
+    before = {"iou_pore": 0.9, "iou_am": 0.95, "iou_cbd": 0.60}
+    assert finetune_warnings(before, {"iou_pore": 0.91, "iou_am": 0.94, "iou_cbd": 0.65}) == []
+    (message,) = finetune_warnings(before, {"iou_pore": 0.91, "iou_am": 0.95, "iou_cbd": 0.50})
+    assert "cbd fell from 0.600 to 0.500" in message

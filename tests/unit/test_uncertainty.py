@@ -117,3 +117,11 @@ def test_the_shift_sd_is_scaled_until_the_fraction_errors_are_one_sd():
         doubled.append((lab, p, (np.log(p) + 2 * b.reshape(1, 3, 1, 1)).argmax(1)))
     ratio = np.linalg.norm(fit_shift_sd(doubled)) / np.linalg.norm(sigma)
     assert ratio > 1.5, ratio
+
+
+def test_a_large_share_of_uncertain_voxels_is_a_warning_with_the_number():
+    from fibrecon.uncertainty import uncertainty_warnings
+
+    assert uncertainty_warnings({"uncertain_fraction": 0.12}) == []
+    (message,) = uncertainty_warnings({"uncertain_fraction": 0.4})
+    assert "40.0 % of the voxels are uncertain" in message
