@@ -2,6 +2,7 @@ rule train_model:
     input:
         unpack(annotation_inputs),
         init_model=init_model_file,
+        label_volumes=config["train"]["label_volumes"],
         code=code("train_model"),
     output:
         model="results/models/unet.pt",

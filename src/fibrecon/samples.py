@@ -387,7 +387,8 @@ def check_workflow(config: dict, samples, *, model_path=None,
     ConfigError
         A simulated sample without a ``demo: samples`` entry or whose slice
         thickness differs from the simulated one; a sample whose segmentation
-        channels were not acquired.
+        channels were not acquired; a ``train: label_volumes`` file that does
+        not exist when the model is to be trained.
     fibrecon.modelcard.ModelCardError
         A model file that is missing, has no card, or whose kV channels or
         receptive field do not fit (naming the model, both kV lists, the tile).
@@ -421,6 +422,10 @@ def check_workflow(config: dict, samples, *, model_path=None,
     if config["segment"]["method"] != "unet":
         return
     if Path(model_path).as_posix() == trained_model:
+        absent = [v for v in config["train"].get("label_volumes", []) if not Path(v).is_file()]
+        if absent:
+            raise ConfigError(f"train: label_volumes: no such file(s) {absent} (relative paths "
+                              "are taken from the working directory)")
         trained = [float(k) for k in config["train"]["kvs"]]
         for s in samples.index:
             if selected_kvs(config, samples.at[s, "kvs"]) != trained:

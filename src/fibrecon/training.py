@@ -35,7 +35,7 @@ from fibrecon.settings import StageSettings
 from fibrecon.unet import UNet, input_channels
 
 __all__ = ["MICROSTRUCTURE_RANGES", "ARTIFACT_RANGE", "TrainSettings", "draw_settings",
-           "synthetic_stack", "synthetic_stacks", "annotated_stacks", "split_annotations",
+           "synthetic_stack", "synthetic_stacks", "randomised_stack", "randomised_stacks", "annotated_stacks", "split_annotations",
            "PatchDataset", "SegmentationTask", "confusion", "iou_from_confusion",
            "evaluate_stacks", "finetune_warnings", "train_model"]
 
@@ -82,6 +82,19 @@ class TrainSettings(StageSettings):
         Peak of the one-cycle schedule (AdamW).
     seed : int
         Seeds the stacks, the split, the patches and the weights.
+    randomised_stacks : int
+        Domain-randomised stacks (:mod:`fibrecon.domain`) added to the
+        simulated ones: microstructures of the simulator at pixel sizes drawn
+        from ``randomised_pixel_um``, and of ``label_volumes``, each rendered
+        with random grey levels (in any order), texture, blur, shine-through,
+        artifacts and noise.
+    label_volumes : list of str
+        3D label TIFFs of other origins (three values: pore < AM < CBD) that
+        half of the randomised stacks are cut from (randomly permuted, flipped,
+        turned, rescaled; :func:`fibrecon.domain.transformed`).
+    randomised_pixel_um : tuple of float
+        Range of pixel sizes (µm) of the simulator microstructures rendered
+        with random appearance; it widens the pixel-size range of the card.
     finetune_steps : int
         Steps on annotated slices after the synthetic training.
     annotations : str or None
@@ -111,6 +124,9 @@ class TrainSettings(StageSettings):
     patch_px: int = 192
     learning_rate: float = 3e-3
     seed: int = 1
+    randomised_stacks: int = 0
+    label_volumes: tuple = ()
+    randomised_pixel_um: tuple = (0.02, 0.08)
     finetune_steps: int = 500
     annotations: str | None = None
     init_model: str | None = None
@@ -164,6 +180,86 @@ def synthetic_stacks(n: int, shape, voxel_size_um: float, kvs, preprocess: Prepr
         results = [_synthetic_job(j) for j in (progress(jobs) if progress else jobs)]
     return [(img, lab, {**st, "seed": int(sd)})
             for (img, lab), st, sd in zip(results, settings, seeds)]
+
+
+#: Slices rendered below a randomised stack only for its shine-through.
+_SHINE_SLICES = 10
+
+
+def randomised_stack(source: str, shape, kvs, preprocess: PreprocessParams, seed: int,
+                     pixel_um=(0.02, 0.08)) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One domain-randomised, preprocessed training stack and its labels.
+
+    Parameters
+    ----------
+    source : str
+        ``"simulator"`` (a microstructure of :func:`fibrecon.simulate.generate_microstructure`
+        at a pixel size drawn log-uniformly from ``pixel_um``, settings from
+        :data:`MICROSTRUCTURE_RANGES`) or the path of a 3D label TIFF
+        (:func:`fibrecon.files.read_label_volume`), randomly transformed and cropped.
+    shape : (z, y, x)
+    kvs : sequence of float
+    preprocess : PreprocessParams
+    seed : int
+
+    Returns
+    -------
+    images (z, c, y, x) float16, labels (z, y, x) uint8, draw (dict: what was drawn)
+    """
+    from fibrecon.domain import random_crop, render_randomised, transformed
+    from fibrecon.files import read_label_volume
+    from fibrecon.simulate import generate_microstructure
+
+    rng = np.random.default_rng(seed)
+    full = (shape[0] + _SHINE_SLICES,) + tuple(shape[1:])
+    if source == "simulator":
+        vs = float(np.exp(rng.uniform(*np.log(pixel_um))))
+        micro = {k: float(rng.uniform(*r)) for k, r in MICROSTRUCTURE_RANGES.items()}
+        labels = generate_microstructure(full, (vs,) * 3, rng=rng, **micro).labels
+        info = {"source": "simulator", "pixel_um": round(vs, 4), **micro}
+    else:
+        volume = read_label_volume(source)
+        try:
+            labels = transformed(volume, rng, fit=full)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e} (train.stack_shape plus {_SHINE_SLICES} slices "
+                             "for the shine-through)") from None
+        labels = random_crop(labels, full, rng)
+        info = {"source": str(source)}
+    raw, truth, draw = render_randomised(labels, kvs, rng, n_slices=shape[0])
+    return preprocess_stack(raw, preprocess).astype(np.float16), truth, {**info, **draw}
+
+
+def _randomised_job(args):
+    return randomised_stack(*args)
+
+
+def randomised_stacks(n: int, shape, kvs, preprocess: PreprocessParams, seed: int,
+                      label_volumes=(), pixel_um=(0.02, 0.08), *, workers: int = 1,
+                      progress=None):
+    """``n`` domain-randomised training stacks (seeded): half from the simulator's
+    microstructures, half from ``label_volumes`` (all from the simulator when none).
+
+    Returns
+    -------
+    list of (images, labels, settings)
+    """
+    rng = np.random.default_rng([seed, 17])
+    sources = ["simulator"] * n
+    if label_volumes:
+        for i in range(n):
+            if rng.random() < 0.5:
+                sources[i] = str(label_volumes[int(rng.integers(len(label_volumes)))])
+    seeds = rng.integers(0, 2**31, size=n)
+    jobs = [(src, tuple(shape), tuple(kvs), preprocess, int(sd), tuple(pixel_um))
+            for src, sd in zip(sources, seeds)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = pool.map(_randomised_job, jobs)
+            results = list(progress(results, total=n) if progress else results)
+    else:
+        results = [_randomised_job(j) for j in (progress(jobs) if progress else jobs)]
+    return [(img, lab, {**st, "seed": int(sd)}) for (img, lab, st), sd in zip(results, seeds)]
 
 
 def annotated_stacks(stack, annotations, channels, context: int):
@@ -537,6 +633,11 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
                                 s.seed, workers=s.workers, progress=progress)
     else:
         data = []
+    n_sim = len(data)
+    if s.randomised_stacks > 0:
+        data = data + randomised_stacks(s.randomised_stacks, s.stack_shape, s.kvs, preprocess,
+                                        s.seed, s.label_volumes, s.randomised_pixel_um,
+                                        workers=s.workers, progress=progress)
     if data:
         n_val = max(1, int(round(s.validation_fraction * len(data)))) if len(data) > 1 else 0
         order = np.random.default_rng(s.seed + 1).permutation(len(data))
@@ -550,6 +651,14 @@ def train_model(s: TrainSettings, preprocess: PreprocessParams, *, user_stacks=(
             "microstructure_ranges": MICROSTRUCTURE_RANGES, "artifact_range": ARTIFACT_RANGE,
             "seeds": [int(d[2]["seed"]) for d in train],
             "validation_seeds": [int(d[2]["seed"]) for d in val]}
+        if s.randomised_stacks > 0:
+            from fibrecon.files import file_sha256
+            card["training_data"]["randomised"] = {
+                "stacks": s.randomised_stacks, "renderer": "fibrecon.domain.render_randomised",
+                "simulated_stacks": n_sim, "pixel_um": list(s.randomised_pixel_um),
+                "label_volumes": {str(p): file_sha256(p) for p in s.label_volumes},
+                "level_orders": {o: sum(1 for d in data[n_sim:] if d[2].get("order") == o)
+                                 for o in ("usual", "cbd_brighter", "free")}}
     if len(user_stacks) and s.finetune_steps > 0:
         bad = [im.shape[1] for im, _ in user_stacks if im.shape[1] != len(s.kvs)]
         if bad:

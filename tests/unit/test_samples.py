@@ -226,3 +226,8 @@ def test_check_workflow_names_what_does_not_fit(repo, tmp_path, config, config_s
                        model_path=tmp_path / "nowhere.pt")
     cfg["segment"]["method"] = "multiotsu"  # no model needed
     check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row), model_path=None)
+    cfg["segment"]["method"] = "unet"  # a model to train from label volumes that do not exist
+    cfg["train"]["label_volumes"] = [str(tmp_path / "no_such_volume.tif")]
+    with pytest.raises(ConfigError, match=r"train: label_volumes: no such file.*no_such_volume"):
+        check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row),
+                       model_path="results/models/unet.pt")

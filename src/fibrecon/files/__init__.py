@@ -13,7 +13,7 @@ simulator's truth) live beside it, in :mod:`fibrecon.simulated_files`.
 
 from fibrecon.files.atomic import atomic_dir, atomic_path
 from fibrecon.files.labelled import (Annotation, annotation_files, annotation_name, find_annotations,
-                                      read_annotation, write_annotation_slice)
+                                      read_annotation, read_label_volume, write_annotation_slice)
 from fibrecon.files.metadata import detect_databar, read_sem_metadata
 from fibrecon.files.raw import (RawDataError, RawStack, SliceFile, channel_metadata,
                                 find_raw_files, raw_file_name, read_raw_stack)
@@ -23,7 +23,7 @@ from fibrecon.files.volumes import (VolumeReader, read_labels, read_ome_scale, r
                                     write_ome_tiff, write_volume, write_volume_slices)
 
 __all__ = ["atomic_dir", "atomic_path", "Annotation", "annotation_files", "annotation_name", "find_annotations",
-           "read_annotation", "write_annotation_slice", "detect_databar",
+           "read_annotation", "read_label_volume", "write_annotation_slice", "detect_databar",
            "read_sem_metadata", "RawDataError", "RawStack", "SliceFile", "channel_metadata",
            "find_raw_files", "raw_file_name", "read_raw_stack", "file_sha256", "read_json", "read_table",
            "write_figure", "write_image", "write_json", "write_table", "VolumeReader", "read_labels",

@@ -26,7 +26,7 @@ from fibrecon.files.raw import _read_image
 from fibrecon.files.tables import file_sha256
 
 __all__ = ["ANNOTATION_PATTERN", "Annotation", "annotation_files", "annotation_name",
-           "find_annotations", "read_annotation", "write_annotation_slice"]
+           "find_annotations", "read_annotation", "read_label_volume", "write_annotation_slice"]
 
 #: File name of one annotated slice; the number is the slice index (z) in the stack.
 ANNOTATION_PATTERN = re.compile(r"slice_(\d+)_labels\.tif{1,2}$")
@@ -208,3 +208,32 @@ def find_annotations(folder, samples, shapes=None) -> list[Annotation]:
                                  f"{shape[0]} slices")
             found.append(read_annotation(path, sample, z, None if shape is None else shape[1:]))
     return found
+
+
+def read_label_volume(path) -> np.ndarray:
+    """A 3D label volume of another origin as 0 pore, 1 AM, 2 CBD (uint8, (z, y, x)).
+
+    The file (TIFF, one page per slice) must hold exactly three distinct
+    values; in increasing order they are taken as pore, AM and CBD (so 0/1/2,
+    0/128/255 and 0/85/170 all read alike), the convention of the volumes in
+    ``../shared/data/nmc_label_volumes``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is not 3D or does not hold three values.
+    """
+    import tifffile
+
+    path = Path(path)
+    try:
+        raw = tifffile.imread(path)
+    except Exception as e:  # noqa: BLE001 - named below
+        raise ValueError(f"{path}: not a readable TIFF label volume ({e})") from e
+    if raw.ndim != 3:
+        raise ValueError(f"{path}: a label volume must be 3D (z, y, x), got shape {raw.shape}")
+    values = np.unique(raw)
+    if len(values) != 3:
+        raise ValueError(f"{path}: a label volume must hold exactly 3 values (pore < AM < CBD), "
+                         f"found {len(values)}: {values[:8].tolist()}")
+    return np.searchsorted(values, raw).astype(np.uint8)
