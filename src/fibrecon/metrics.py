@@ -27,7 +27,8 @@ from fibrecon.particles import (correlation_length, local_fraction_cv,
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import tortuosity_factor
-from fibrecon.uncertainty import SHIFT_DIRECTIONS, segmentation_sd, shifted_labels
+from fibrecon.uncertainty import (SHIFT_DIRECTIONS, percolation_doubt, segmentation_sd,
+                                  shifted_labels)
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
@@ -334,7 +335,9 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         Calibrated class probabilities of the segmentation. With
         ``boundary_shift_sd`` every scalar metric gets ``<name>_sd_segmentation``
         (:mod:`fibrecon.uncertainty`: the metrics of two volumes whose
-        boundaries are moved by the calibrated shift); NaN without.
+        boundaries are moved by the calibrated shift; infinite for a tortuosity
+        factor whose network gains or loses its spanning path within +-2 sd of
+        the shift, :func:`fibrecon.uncertainty.percolation_doubt`); NaN without.
     boundary_shift_sd : float or sequence of 2 float, optional
         The model card's ``calibration: boundary_shift_sd`` (one per
         direction of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`).
@@ -386,8 +389,14 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
             shifted = [volume_metrics(shifted_labels(labels, probabilities, s * d), vs,
                                       quiet=True, **kwargs)[0]
                        for s, d in zip(sigma, SHIFT_DIRECTIONS)]
+            doubt = percolation_doubt(
+                labels, probabilities, sigma, {"pore": (PORE,), "electronic": electronic_phases},
+                {ax: AXES[ax] for ax in tortuosity_axes})
         out.update(segmentation_sd(scalars, shifted, family_scale))
+        for key in sorted(doubt):  # percolation changes within +-2 sd: not determined
+            out[f"{key}_sd_segmentation"] = float("inf")
         out["boundary_shift_sd"] = sigma.tolist()
+        out["percolation_in_doubt"] = sorted(doubt)
     else:
         out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
                     if isinstance(v, (int, float))})
@@ -452,6 +461,10 @@ def _notes(out: dict) -> list[str]:
             network, axis = key[4:].rsplit("_", 1)
             notes.append(f"the {network} network does not connect the two faces normal to "
                          f"{axis}: {key} = inf (no transport), relative value 0")
+    if out.get("percolation_in_doubt"):
+        notes.append(f"{', '.join(out['percolation_in_doubt'])}: the network gains or loses its "
+                     "spanning path within +-2 sd of the segmentation's boundary doubt, so the "
+                     "segmentation does not decide the value: sd_segmentation = inf")
     return notes
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from fibrecon import PHASES
 from fibrecon.settings import StageSettings
 
-__all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "AnnotateSettings", "calibrate",
+__all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "percolation_doubt", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "uncertainty_warnings",
            "suggest_slices", "shifted_labels", "fit_boundary_shift",
@@ -263,6 +263,71 @@ def shifted_labels(labels: np.ndarray, prob: np.ndarray, shift) -> np.ndarray:
         changed = before != after
         out[z][changed] = after[changed]
     return out
+
+
+#: How far (in boundary-shift sd, each way) :func:`percolation_doubt` looks for a change of
+#: percolation: the +-2 sd of the error bar.
+PERCOLATION_BRACKET_SD = 2.0
+
+
+def _spanning_axes(mask: np.ndarray) -> set[int]:
+    """Axes along which a face-connected path of ``mask`` joins the first and last plane."""
+    from scipy import ndimage as ndi
+
+    comp, n = ndi.label(mask)
+    if n == 0:
+        return set()
+    out = set()
+    for ax in range(mask.ndim):
+        first, last = np.unique(np.take(comp, 0, axis=ax)), np.unique(np.take(comp, -1, axis=ax))
+        if np.intersect1d(first[first > 0], last[last > 0]).size:
+            out.add(ax)
+    return out
+
+
+def percolation_doubt(labels: np.ndarray, prob, sigma, networks: dict, axes: dict,
+                      k: float = PERCOLATION_BRACKET_SD) -> set[str]:
+    """Tortuosity metrics whose network percolates on one side of the doubt and not the other.
+
+    A transport network near its percolation threshold can gain or lose its
+    spanning path within the segmentation's doubt; its tortuosity factor is
+    then anything from finite to infinite, and its segmentation sd is
+    infinite. The volumes checked are the labels with the boundaries moved by
+    +-``k`` sd along each of :data:`SHIFT_DIRECTIONS` (connected-component
+    labelling only, no solve).
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, (z, y, x)
+    prob : array-like, (z, classes, y, x)
+        Calibrated probabilities.
+    sigma : sequence of float
+        The card's ``boundary_shift_sd``, one per direction.
+    networks : dict
+        Network name (``pore``, ``electronic``) -> its phases.
+    axes : dict
+        Axis name -> axis index, the tortuosity axes.
+
+    Returns
+    -------
+    set of str
+        Names ``tau_<network>_<axis>`` whose percolation differs between the
+        segmented volume and any of the bracketing volumes.
+    """
+    def spans(vol):
+        return {name: _spanning_axes(np.isin(vol, phases)) for name, phases in networks.items()}
+
+    base = spans(labels)
+    doubt = set()
+    for s, d in zip(np.broadcast_to(np.asarray(sigma, float), (len(SHIFT_DIRECTIONS),)),
+                    SHIFT_DIRECTIONS):
+        for sign in (1.0, -1.0):
+            other = spans(shifted_labels(labels, prob, sign * k * s * d))
+            for name in networks:
+                for ax_name, ax in axes.items():
+                    if (ax in base[name]) != (ax in other[name]):
+                        doubt.add(f"tau_{name}_{ax_name}")
+    return doubt
 
 
 def fit_boundary_shift(prob: np.ndarray, truth: np.ndarray, *, iterations: int = 30) -> np.ndarray:

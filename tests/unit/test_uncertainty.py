@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 from fibrecon.metrics import metrics_of
 from fibrecon.record import metric_entries
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage, fit_boundary_shift,
+                                  percolation_doubt,
                                   fit_temperature, normalised_entropy, shifted_labels,
                                   slice_uncertainty, suggest_slices, uncertain_fractions)
 
@@ -67,6 +68,24 @@ def test_every_scalar_metric_gets_a_segmentation_sd_and_uncertain_boundaries_wid
     entry = metric_entries(sure)["volume_fraction_pore"]
     assert entry["error_segmentation"] == sure["volume_fraction_pore_sd_segmentation"]
     assert entry["error"] == sure["volume_fraction_pore_sd_half_edge"]
+
+
+def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd():
+    """A CBD rod along x cut by one unsure voxel: the tortuosity is finite or inf within 2 sd."""
+    labels = np.ones((8, 8, 12), np.uint8)  # AM
+    labels[2:4, 2:4, :] = 2  # CBD rod along x
+    labels[:, 0, :] = 0  # a pore slab: percolates along z and x, whatever the shift
+    labels[2:4, 2:4, 6] = 1  # the cut: AM, barely (CBD nearly as likely)
+    prob = np.where(np.arange(3)[None, :, None, None] == labels[:, None], 0.98, 0.01)
+    prob = prob.astype(np.float32)
+    prob[2:4, :, 2:4, 6] = np.array([0.02, 0.5, 0.48], np.float32)[:, None]
+    networks, axes = {"electronic": (2,), "pore": (0,)}, {"x": 2, "z": 0}
+    assert percolation_doubt(labels, prob, (0.5, 0.5), networks, axes) == {"tau_electronic_x"}
+    assert percolation_doubt(labels, prob, (0.001, 0.001), networks, axes) == set()
+    out, *_ = metrics_of(labels, (0.1, 0.1, 0.1), probabilities=prob, boundary_shift_sd=(0.5, 0.5))
+    assert out["tau_electronic_x"] == np.inf and out["tau_electronic_x_sd_segmentation"] == np.inf
+    assert out["percolation_in_doubt"] == ["tau_electronic_x"]
+    assert any("spanning path within +-2 sd" in n for n in out["notes"])
 
 
 def test_coverage_counts_hits_within_two_sd_and_handles_non_percolating_cases():
