@@ -136,6 +136,58 @@ def score_multiotsu(stacks) -> dict:
     return iou_from_confusion(cm)
 
 
+def real_sem(nets, figure=None) -> dict:
+    """Phase fractions each model gives the real SEM cross-section (no labels exist for it).
+
+    ``../shared/data/sem_images/nmc_cathode_sem_682x1024.tif`` (tldr-group/samba-web,
+    MIT): NMC with CBD brighter than the AM, curtains and a charging patch.
+    One channel, preprocessed as the workflow does, given to every kV input.
+    """
+    import tifffile
+
+    img = tifffile.imread(foreign.DATA / "sem_images" / "nmc_cathode_sem_682x1024.tif")
+    img = np.asarray(img, np.float32)
+    if img.ndim == 3:
+        img = img[..., 0] if img.shape[-1] in (3, 4) else img[0]
+    stack = np.repeat(preprocess_stack(img[None, None], PRE), 2, axis=1)
+    out, labels = {}, {}
+    for name, (net, card) in nets.items():
+        st = {"images": stack, "labels": np.zeros((1,) + img.shape, np.uint8)}
+        multiple = net.multiple
+        model = prepare_for_inference(net, "cpu")
+        channels = [KVS.index(float(k)) for k in card["kvs"]]
+        prob = predict_probabilities(model, context_image(st["images"], 0, channels,
+                                                          card["context"]),
+                                     multiple=multiple, tile=1024, device="cpu")
+        labels[name] = prob.argmax(0)
+        out[name] = {p: round(float((labels[name] == i).mean()), 4)
+                     for i, p in enumerate(("pore", "am", "cbd"))}
+    labels["multiotsu"] = segment_multiotsu(stack)[0]
+    out["multiotsu"] = {p: round(float((labels["multiotsu"] == i).mean()), 4)
+                        for i, p in enumerate(("pore", "am", "cbd"))}
+    if figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+
+        cmap = ListedColormap(["#2b2b2b", "#4f9fd8", "#f0a030"])
+        fig, axes = plt.subplots(1, len(labels) + 1, figsize=(4 * (len(labels) + 1), 3.2))
+        axes[0].imshow(img, cmap="gray")
+        axes[0].set_title("real SEM cross-section (NMC)")
+        for ax, (name, lab) in zip(axes[1:], labels.items()):
+            ax.imshow(lab, cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+            f = out[name]
+            ax.set_title(f"{name}\npore {f['pore']:.0%}  AM {f['am']:.0%}  CBD {f['cbd']:.0%}")
+        for ax in axes:
+            ax.axis("off")
+        fig.suptitle("No labels exist for this image: look where the bright CBD goes "
+                     "(dark grey pore, blue AM, orange CBD)", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
+        files.write_figure(figure, fig)
+    return out
+
+
 def cmd_evaluate(args):
     torch.set_num_threads(2)
     models = {Path(m).stem if m != str(SHIPPED) else "shipped": m for m in args.models}
@@ -149,6 +201,9 @@ def cmd_evaluate(args):
         results["domains"][domain] = {"stacks": [s["name"] for s in stacks], "iou": row,
                                       "voxels": int(sum(s["labels"].size for s in stacks))}
         print(f"{domain} ({time.perf_counter() - t:.0f} s):", json.dumps(row), flush=True)
+    if args.sem:
+        results["real_sem_fractions"] = real_sem(nets, args.figure)
+        print("real SEM:", json.dumps(results["real_sem_fractions"]), flush=True)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_json(out, results)
@@ -237,6 +292,8 @@ def main(argv=None):
     e.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
     e.add_argument("--json", default=str(ROOT / "benchmarks" / "cross_domain.json"))
     e.add_argument("--write", action="store_true", help="write the RESULTS.md section")
+    e.add_argument("--sem", action="store_true", help="also the real SEM image (fractions)")
+    e.add_argument("--figure", default=None, help="PNG of the real SEM image and each labelling")
     args = ap.parse_args(argv)
     {"train": cmd_train, "evaluate": cmd_evaluate}[args.cmd](args)
 

@@ -39,12 +39,12 @@ from foreign import label_volume, render  # noqa: E402
 from results_md import write_section  # noqa: E402
 
 from fibrecon.infer import context_images, predict_probabilities, prepare_for_inference  # noqa: E402
-from fibrecon.metrics import MetricsSettings, volume_metrics  # noqa: E402
+from fibrecon.metrics import (MetricsSettings, segmentation_uncertainty,  # noqa: E402
+                              volume_metrics)
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.training import draw_settings, synthetic_stack  # noqa: E402
-from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage,  # noqa: E402
-                                  error_scale, fit_shift_sd, fit_temperature, metric_family,
-                                  segmentation_sd, shifted_labels)
+from fibrecon.uncertainty import (calibrate, coverage, error_scale, fit_shift_sd,  # noqa: E402
+                                  fit_temperature, metric_family)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 from fibrecon.volume import relabel_small_islands  # noqa: E402
 
@@ -126,9 +126,7 @@ def main(argv=None):
         triples = []
         for labels, p, truth in cases:
             m0 = volume_metrics(labels, VOXEL, **kwargs)[0]
-            sd = segmentation_sd(m0, [volume_metrics(shifted_labels(labels, p, s_i * d), VOXEL,
-                                                     **kwargs)[0]
-                                      for s_i, d in zip(sigma, SHIFT_DIRECTIONS)])
+            sd = segmentation_uncertainty(labels, p, sigma, VOXEL, m0, **kwargs)[0]
             t = volume_metrics(truth, VOXEL, **kwargs)[0]
             triples += [((m0[k], sd.get(f"{k}_sd_segmentation", np.nan), t[k]), k)
                         for k in COVERED]
@@ -169,9 +167,8 @@ def main(argv=None):
                          temperature).transpose(1, 0, 2, 3)
         labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), 20)
         measured = volume_metrics(labels, VOXEL, **kwargs)[0]
-        shifted = [volume_metrics(shifted_labels(labels, prob, sd_i * d), VOXEL, **kwargs)[0]
-                   for sd_i, d in zip(sigma, SHIFT_DIRECTIONS)]
-        sd = segmentation_sd(measured, shifted, family_scale)
+        sd = segmentation_uncertainty(labels, prob, sigma, VOXEL, measured, family_scale,
+                                      **kwargs)[0]
         true = volume_metrics(truth, VOXEL, **kwargs)[0]
         row = {"case": name}
         for k in COVERED:
@@ -199,15 +196,19 @@ def main(argv=None):
              "abs(measured - true) <= 2 sd_segmentation (both infinite, or an infinite sd, count "
              "as covered for a network that may not percolate); tortuosity solved to 1e-3 for "
              "truth and measurement alike.", "",
-             "| metric | held-out simulator: covered | share | median abs(error)/sd | "
-             "foreign renders: covered | share | median abs(error)/sd |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "An infinite sd means the network percolates within +-2 sd of the boundary "
+             "doubt on one side and not on the other (`percolation_in_doubt`); the columns "
+             "'inf sd' count those cases.", "",
+             "| metric | held-out simulator: covered | share | inf sd | median abs(error)/sd | "
+             "foreign renders: covered | share | inf sd | median abs(error)/sd |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k, by_group in summary.items():
         cells = []
         for g, (h, n) in by_group.items():
             ratios = [abs(r[k][0] - r[k][2]) / r[k][1] for r in groups[g]
                       if np.isfinite(r[k][0]) and np.isfinite(r[k][2]) and 0 < r[k][1] < np.inf]
-            cells += [f"{h}/{n}", f"{h / max(n, 1):.0%}",
+            n_inf = sum(1 for r in groups[g] if r[k][1] == np.inf)
+            cells += [f"{h}/{n}", f"{h / max(n, 1):.0%}", str(n_inf),
                       f"{np.median(ratios):.2f}" if ratios else "-"]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "Per case (measured ± sd_segmentation, truth), volume fractions and d50:", "",

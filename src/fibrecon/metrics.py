@@ -386,17 +386,11 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     if probabilities is not None and boundary_shift_sd is not None:
         sigma = np.broadcast_to(np.asarray(boundary_shift_sd, float), (len(SHIFT_DIRECTIONS),))
         with _stage("segmentation uncertainty"):
-            shifted = [volume_metrics(shifted_labels(labels, probabilities, s * d), vs,
-                                      quiet=True, **kwargs)[0]
-                       for s, d in zip(sigma, SHIFT_DIRECTIONS)]
-            doubt = percolation_doubt(
-                labels, probabilities, sigma, {"pore": (PORE,), "electronic": electronic_phases},
-                {ax: AXES[ax] for ax in tortuosity_axes})
-        out.update(segmentation_sd(scalars, shifted, family_scale))
-        for key in sorted(doubt):  # percolation changes within +-2 sd: not determined
-            out[f"{key}_sd_segmentation"] = float("inf")
+            sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
+                                                  family_scale, **kwargs)
+        out.update(sds)
         out["boundary_shift_sd"] = sigma.tolist()
-        out["percolation_in_doubt"] = sorted(doubt)
+        out["percolation_in_doubt"] = doubt
     else:
         out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
                     if isinstance(v, (int, float))})
@@ -406,6 +400,46 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out["notes"].append("no class probabilities (or no calibrated boundary shift in the "
                             "model card): the segmentation sd of the metrics is NaN")
     return out, particles, aggregates, spread
+
+
+def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
+                             family_scale=None, **kwargs) -> tuple[dict, list]:
+    """Every scalar metric's segmentation sd, and the tortuosities whose percolation is in doubt.
+
+    The metrics of the volumes whose boundaries are moved by ``sigma`` along
+    each of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`
+    (:func:`fibrecon.uncertainty.segmentation_sd`), with an infinite sd for a
+    tortuosity factor whose network gains or loses its spanning path within
+    +-2 sd (:func:`fibrecon.uncertainty.percolation_doubt`).
+
+    Parameters
+    ----------
+    labels, probabilities, sigma
+        The segmented volume, its calibrated probabilities, the card's boundary-shift sd.
+    vs : tuple of float
+    baseline : dict
+        :func:`volume_metrics` of ``labels``.
+    family_scale : dict, optional
+    **kwargs
+        Of :func:`volume_metrics`.
+
+    Returns
+    -------
+    sds : dict
+        ``<metric>_sd_segmentation``.
+    doubt : list of str
+    """
+    kwargs = {**kwargs, "quiet": True}
+    shifted = [volume_metrics(shifted_labels(labels, probabilities, s * d), vs, **kwargs)[0]
+               for s, d in zip(sigma, SHIFT_DIRECTIONS)]
+    phases = kwargs["electronic_phases"]
+    doubt = sorted(percolation_doubt(labels, probabilities, sigma,
+                                     {"pore": (PORE,), "electronic": tuple(phases)},
+                                     {ax: AXES[ax] for ax in kwargs["tortuosity_axes"]}))
+    sds = segmentation_sd(baseline, shifted, family_scale)
+    for key in doubt:  # percolation changes within +-2 sd: the value is not determined
+        sds[f"{key}_sd_segmentation"] = float("inf")
+    return sds, doubt
 
 
 def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases, device,
