@@ -61,8 +61,8 @@ from fibrecon.evaluate import iou_from_confusion  # noqa: E402
 from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.segment import segment_multiotsu  # noqa: E402
-from fibrecon.training import (TrainSettings, confusion, randomised_stacks,  # noqa: E402
-                               synthetic_stacks, train_model)
+from fibrecon.training import (TrainSettings, confusion, randomised_record,  # noqa: E402
+                               randomised_stacks, synthetic_stacks, train_model)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 
 KVS = [1.0, 3.0]
@@ -120,18 +120,25 @@ def domain_stacks(domain: str, n_slices: int = 24):
     raise ValueError(f"unknown domain {domain!r}; known: {DOMAINS}")
 
 
+def labeller(net, card):
+    """A function (images (z, c, y, x), z) -> the model's labels of slice z, on the CPU."""
+    multiple = net.multiple
+    model = prepare_for_inference(net, "cpu")
+    channels = [KVS.index(float(k)) for k in card["kvs"]]
+
+    def labels(images, z):
+        return predict_probabilities(model, context_image(images, z, channels, card["context"]),
+                                     multiple=multiple, tile=1024, device="cpu").argmax(0)
+    return labels
+
+
 def score(net, card, stacks) -> dict:
     """Per-phase IoU of a model over every voxel of ``stacks``."""
-    multiple = net.multiple
-    net = prepare_for_inference(net, "cpu")
-    channels = [KVS.index(float(k)) for k in card["kvs"]]
+    label = labeller(net, card)
     cm = torch.zeros(3, 3, dtype=torch.long)
     for st in stacks:
         for z in range(len(st["labels"])):
-            prob = predict_probabilities(net, context_image(st["images"], z, channels,
-                                                            card["context"]),
-                                         multiple=multiple, tile=1024, device="cpu")
-            cm += confusion(torch.from_numpy(prob.argmax(0)),
+            cm += confusion(torch.from_numpy(label(st["images"], z)),
                             torch.from_numpy(st["labels"][z].astype(np.int64)))
     return iou_from_confusion(cm)
 
@@ -161,14 +168,7 @@ def real_sem(nets, figure=None) -> dict:
     stack = np.repeat(preprocess_stack(img[None, None], PRE), 2, axis=1)
     out, labels = {}, {}
     for name, (net, card) in nets.items():
-        st = {"images": stack, "labels": np.zeros((1,) + img.shape, np.uint8)}
-        multiple = net.multiple
-        model = prepare_for_inference(net, "cpu")
-        channels = [KVS.index(float(k)) for k in card["kvs"]]
-        prob = predict_probabilities(model, context_image(st["images"], 0, channels,
-                                                          card["context"]),
-                                     multiple=multiple, tile=1024, device="cpu")
-        labels[name] = prob.argmax(0)
+        labels[name] = labeller(net, card)(stack, 0)
         out[name] = {p: round(float((labels[name] == i).mean()), 4)
                      for i, p in enumerate(("pore", "am", "cbd"))}
     labels["multiotsu"] = segment_multiotsu(stack)[0]
@@ -298,11 +298,7 @@ def cmd_train(args):
         card["settings"]["randomised_stacks"] = base.randomised_stacks
         card["name"] = "unet_1kV_3kV"
         card["training_data"]["randomised"] = {
-            "renderer": "fibrecon.domain.render_randomised", "stacks": base.randomised_stacks,
-            "simulated_stacks": base.stacks, "pixel_um": list(base.randomised_pixel_um),
-            "label_volumes": {Path(p).name: files.file_sha256(p) for p in base.label_volumes},
-            "level_orders": {o: sum(1 for d in data if d[2].get("order") == o)
-                             for o in ("usual", "cbd_brighter", "free")},
+            **randomised_record(base, data[base.stacks:], base.stacks),
             "rounds": r + 1, "steps_per_round": base.steps}
         save_model(out / "latest.tmp.pt", net, card)
         shutil.move(out / "latest.tmp.pt", latest)

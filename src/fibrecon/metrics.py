@@ -391,6 +391,11 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out.update(sds)
         out["boundary_shift_sd"] = sigma.tolist()
         out["percolation_in_doubt"] = doubt
+        if doubt:
+            LOG.warning("%d tortuosity factor(s) %s: the network gains or loses its spanning path "
+                        "within +-2 sd of the segmentation's boundary doubt, their "
+                        "sd_segmentation is inf (values %s)", len(doubt), doubt,
+                        {k: round(float(scalars[k]), 3) for k in doubt})
     else:
         out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
                     if isinstance(v, (int, float))})

@@ -70,7 +70,7 @@ def test_every_scalar_metric_gets_a_segmentation_sd_and_uncertain_boundaries_wid
     assert entry["error"] == sure["volume_fraction_pore_sd_half_edge"]
 
 
-def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd():
+def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd(caplog):
     """A CBD rod along x cut by one unsure voxel: the tortuosity is finite or inf within 2 sd."""
     labels = np.ones((8, 8, 12), np.uint8)  # AM
     labels[2:4, 2:4, :] = 2  # CBD rod along x
@@ -86,6 +86,7 @@ def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd():
     assert out["tau_electronic_x"] == np.inf and out["tau_electronic_x_sd_segmentation"] == np.inf
     assert out["percolation_in_doubt"] == ["tau_electronic_x"]
     assert any("spanning path within +-2 sd" in n for n in out["notes"])
+    assert "1 tortuosity factor(s) ['tau_electronic_x']" in caplog.text  # a warning, with the value
 
 
 def test_coverage_counts_hits_within_two_sd_and_handles_non_percolating_cases():
