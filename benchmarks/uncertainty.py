@@ -46,11 +46,17 @@ from fibrecon.training import draw_settings, synthetic_stack  # noqa: E402
 from fibrecon.uncertainty import (calibrate, coverage, error_scale, fit_shift_sd,  # noqa: E402
                                   fit_temperature, metric_family)
 from fibrecon.unet import load_model, save_model  # noqa: E402
-from fibrecon.volume import relabel_small_islands  # noqa: E402
+from fibrecon.volume import VolumeSettings, relabel_small_islands  # noqa: E402
+
+MIN_VOXELS = VolumeSettings.min_object_voxels  # the volume stage's default cleaning
 
 MODEL = ROOT / "resources" / "models" / "unet_1kV_3kV.pt"
 VOXEL = (0.05, 0.05, 0.05)
 TEST_SHAPE = (48, 224, 224)
+#: d50 of the test stacks, so that whole particles fit. Calibrating on stacks drawn alike
+#: (this shape and range, seed 9001) was tried: one stack whose two shifted volumes gave
+#: the same d50 made the d50 widening 34x; the calibration keeps its smaller stacks.
+D50_RANGE_UM = (1.0, 1.6)
 #: The metrics whose coverage the issue asks for.
 COVERED = ("volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd", "d50_um",
            "tau_pore_z", "tau_pore_y", "tau_pore_x",
@@ -120,7 +126,7 @@ def main(argv=None):
         cases = []
         for p, lab in cal:
             p = calibrate(p.transpose(1, 0, 2, 3), temperature).transpose(1, 0, 2, 3)
-            cases.append((relabel_small_islands(p.argmax(1).astype(np.uint8), 20), p, lab))
+            cases.append((relabel_small_islands(p.argmax(1).astype(np.uint8), MIN_VOXELS), p, lab))
         sigma = fit_shift_sd(cases)
         # the metrics of every calibration stack, shifted and true, for the widening below
         triples = []
@@ -155,7 +161,7 @@ def main(argv=None):
     cases = []
     for _ in range(args.test_stacks):
         st = draw_settings(draw)
-        st["d50_um"] = float(draw.uniform(1.0, 1.6))
+        st["d50_um"] = float(draw.uniform(*D50_RANGE_UM))
         seed = int(draw.integers(2**31))
         img, lab = synthetic_stack(st, TEST_SHAPE, 0.05, kvs, pre, seed)
         cases.append((f"simulator seed {seed}", img.astype(np.float32), lab))
@@ -165,7 +171,7 @@ def main(argv=None):
     for name, images, truth in cases:
         prob = calibrate(probabilities(net, card, images).transpose(1, 0, 2, 3),
                          temperature).transpose(1, 0, 2, 3)
-        labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), 20)
+        labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), MIN_VOXELS)
         measured = volume_metrics(labels, VOXEL, **kwargs)[0]
         sd = segmentation_uncertainty(labels, prob, sigma, VOXEL, measured, family_scale,
                                       **kwargs)[0]
@@ -190,7 +196,7 @@ def main(argv=None):
              f"{family_scale} (fitted on "
              f"{card['calibration']['data']}). "
              f"Test: {args.test_stacks} held-out simulator stacks {TEST_SHAPE} (seed 7001, d50 "
-             "1.0-1.6 µm so that whole particles fit) and "
+             f"{D50_RANGE_UM[0]}-{D50_RANGE_UM[1]} µm so that whole particles fit) and "
              "4 real-geometry volumes rendered by `benchmarks/foreign.py` (MATBOX, inpainter, "
              "taufactor; one with CBD brighter than AM), no drift. A metric is covered when "
              "abs(measured - true) <= 2 sd_segmentation (both infinite, or an infinite sd, count "

@@ -27,5 +27,6 @@ rule metrics:
         "../envs/metrics.yaml"
     params:
         settings=config["metrics"],
+        volume=config["volume"],  # its island cleaning, applied again to the shifted volumes
     script:
         "../scripts/metrics.py"

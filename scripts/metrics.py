@@ -10,6 +10,7 @@ from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.metrics import MetricsSettings, metrics_of  # noqa: E402
 from fibrecon.plot import representative_volume, size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
+from fibrecon.volume import VolumeSettings  # noqa: E402
 
 settings = MetricsSettings.from_config(snakemake.params.settings)  # noqa: F821
 out = snakemake.output  # noqa: F821
@@ -27,7 +28,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
                      "(log-probability units) along two directions", shift_sd)
         metrics, particles, aggregates, spread = metrics_of(
             labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd,
-            family_scale=card.family_scale if card else None)
+            family_scale=card.family_scale if card else None,
+            min_object_voxels=VolumeSettings.from_config(
+                snakemake.params.volume).min_object_voxels)  # noqa: F821
     metrics = {"sample": sample, **metrics}
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     files.write_table(out.particles, particles)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
-
+import numba
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
@@ -96,24 +94,78 @@ def am_surface_coverage(labels: np.ndarray) -> dict:
             "am_surface_pore_fraction": counts[PORE] / total}
 
 
+@numba.njit(cache=True)
+def _isqrt_below(n):
+    """Largest integer ``d >= 0`` with ``d * d < n`` (``n >= 1``)."""
+    d = int(np.sqrt(n))
+    while d * d >= n:
+        d -= 1
+    while (d + 1) * (d + 1) < n:
+        d += 1
+    return d
+
+
+@numba.njit(cache=True)
+def _insert_spheres(k, out):
+    """``out[v] = max k[s]`` over the voxels ``s`` with ``|v - s| < k[s]`` (open balls)."""
+    nz, ny, nx = k.shape
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                r = k[z, y, x]
+                if r == 0:
+                    continue
+                if ((z > 0 and k[z - 1, y, x] > r) or (z < nz - 1 and k[z + 1, y, x] > r)
+                        or (y > 0 and k[z, y - 1, x] > r) or (y < ny - 1 and k[z, y + 1, x] > r)
+                        or (x > 0 and k[z, y, x - 1] > r) or (x < nx - 1 and k[z, y, x + 1] > r)):
+                    continue  # inside the ball of a neighbour one larger: adds nothing
+                r2 = r * r
+                for dz in range(-r + 1, r):
+                    zz = z + dz
+                    if zz < 0 or zz >= nz:
+                        continue
+                    rem = r2 - dz * dz
+                    dy_max = _isqrt_below(rem)
+                    for dy in range(-dy_max, dy_max + 1):
+                        yy = y + dy
+                        if yy < 0 or yy >= ny:
+                            continue
+                        dx_max = _isqrt_below(rem - dy * dy)
+                        for xx in range(max(0, x - dx_max), min(nx, x + dx_max + 1)):
+                            if out[zz, yy, xx] < r:
+                                out[zz, yy, xx] = r
+    return out
+
+
 def local_thickness(mask: np.ndarray, voxel_size: float) -> np.ndarray:
     """Local thickness (diameter of the largest inscribed sphere, µm) of every voxel of a phase.
 
-    porespy's ``local_thickness`` (Hildebrand & Rüegsegger 1997) on isotropic
-    voxels of size ``voxel_size``; 0 outside the phase. A phase that fills the
-    whole volume has no wall to measure from: NaN everywhere.
+    The definition of porespy's ``local_thickness`` (Hildebrand & Rüegsegger
+    1997; integer radii, ``smooth=True``): a voxel's radius is the largest
+    integer ``r`` such that it lies closer than ``r`` to a voxel whose distance
+    to the other phases is at least ``r``; on isotropic voxels of size
+    ``voxel_size``, 0 outside the phase. A phase that fills the whole volume
+    has no wall to measure from: NaN everywhere.
+
+    Notes
+    -----
+    Computed here by inserting each voxel's ball once (skipping balls inside
+    a neighbour's), compiled and cached: the same values as porespy's
+    (``tests/unit/test_metrics.py`` compares them voxel for voxel), at the
+    same speed once compiled, but without porespy's import and its uncached
+    compilation (about 3 s in every metrics job, 1.5 s each).
     """
-    import porespy as ps
+    import edt
 
     mask = np.asarray(mask, bool)
     if not mask.any():
         return np.zeros(mask.shape, np.float32)
     if mask.all():
         return np.full(mask.shape, np.nan, np.float32)
-    with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
-        radius = ps.filters.local_thickness(mask)
-    radius *= 2.0 * voxel_size  # in place: no float64 temporaries of the whole volume
-    return radius.astype(np.float32)
+    radius = np.floor(edt.edt(mask, parallel=0)).astype(np.int32)  # porespy's distances
+    radius = _insert_spheres(radius, np.zeros(mask.shape, np.int32))
+    diameters = (np.arange(int(radius.max()) + 1) * (2.0 * voxel_size)).astype(np.float32)
+    return diameters[radius]
 
 
 def thickness_summary(mask: np.ndarray, voxel_size: float) -> tuple[float, float]:

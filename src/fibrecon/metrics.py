@@ -26,7 +26,8 @@ from fibrecon.particles import (correlation_length, local_fraction_cv,
                                 separate_particles, size_summary, two_point_correlation)
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
-from fibrecon.tortuosity import tortuosity_factor
+from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
+from fibrecon.volume import VolumeSettings, relabel_small_islands
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, percolation_doubt, segmentation_sd,
                                   shifted_labels)
 
@@ -130,7 +131,7 @@ def fraction_profile(labels: np.ndarray, phase: int, axis: int) -> np.ndarray:
 
 
 def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "network",
-              device: str = "cpu", conv_crit: float = 1e-2) -> dict:
+              device: str = "cpu", conv_crit: float = 1e-2, tol: float = 1e-4) -> dict:
     """Tortuosity factor, relative effective transport and MacMullin number of a network.
 
     Parameters
@@ -144,6 +145,8 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
         Directions, from ``"z"``, ``"y"``, ``"x"``.
     name : str
         Network name used in the keys (``"pore"``, ``"electronic"``).
+    device, conv_crit, tol
+        Of :func:`fibrecon.tortuosity.tortuosity_factor`.
 
     Returns
     -------
@@ -156,7 +159,8 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
     mask = np.isin(labels, list(phases))
     out = {}
     for ax in axes:
-        r = tortuosity_factor(mask, AXES[ax], voxel_size, device=device, conv_crit=conv_crit)
+        r = tortuosity_factor(mask, AXES[ax], voxel_size, device=device, conv_crit=conv_crit,
+                              tol=tol)
         out[f"tau_{name}_{ax}"] = r["tau"]
         out[f"relative_{name}_{ax}"] = r["D_rel"]
         out[f"macmullin_{name}_{ax}"] = 1.0 / r["D_rel"] if r["D_rel"] > 0 else float("inf")
@@ -267,7 +271,8 @@ def rve_metrics(particles: pd.DataFrame, *, electronic_phases=(CBD,),
                 if k not in ("particles_whole", "particles_cut", "cbd_aggregates")}
 
     def network(phases, name):
-        return lambda sub, vs, box: transport(sub, phases, vs, tortuosity_axes, name=name)
+        return lambda sub, vs, box: transport(sub, phases, vs, tortuosity_axes, name=name,
+                                              tol=SPREAD_TOL)
 
     def held(sub, vs, box):
         return without_counts(particle_statistics(particles_in_box(particles, box),
@@ -312,7 +317,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
                    particle_h: float = 1.0, particle_sigma: float = 1.0,
                    dispersion_block_um: float = 2.0, probabilities=None,
-                   boundary_shift_sd=None, family_scale=None):
+                   boundary_shift_sd=None, family_scale=None,
+                   min_object_voxels: int = VolumeSettings.min_object_voxels):
     """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
@@ -343,6 +349,11 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         direction of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`).
     family_scale : dict, optional
         The card's ``calibration: family_scale`` (widening per metric family).
+    min_object_voxels : int
+        The volume stage's island cleaning (``volume: min_object_voxels``),
+        applied to the boundary-shifted volumes as it was to ``labels``: left
+        in, their sub-resolution speckle multiplied the CBD aggregate count
+        (2411 against 291 cleaned on a demo sample).
 
     Returns
     -------
@@ -387,7 +398,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         sigma = np.broadcast_to(np.asarray(boundary_shift_sd, float), (len(SHIFT_DIRECTIONS),))
         with _stage("segmentation uncertainty"):
             sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
-                                                  family_scale, **kwargs)
+                                                  family_scale,
+                                                  min_object_voxels=min_object_voxels, **kwargs)
         out.update(sds)
         out["boundary_shift_sd"] = sigma.tolist()
         out["percolation_in_doubt"] = doubt
@@ -408,12 +420,15 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
 
 
 def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
-                             family_scale=None, **kwargs) -> tuple[dict, list]:
+                             family_scale=None, *,
+                             min_object_voxels: int = VolumeSettings.min_object_voxels,
+                             **kwargs) -> tuple[dict, list]:
     """Every scalar metric's segmentation sd, and the tortuosities whose percolation is in doubt.
 
     The metrics of the volumes whose boundaries are moved by ``sigma`` along
     each of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`
-    (:func:`fibrecon.uncertainty.segmentation_sd`), with an infinite sd for a
+    (:func:`fibrecon.uncertainty.segmentation_sd`) and cleaned of islands
+    as the volume stage cleaned ``labels``, with an infinite sd for a
     tortuosity factor whose network gains or loses its spanning path within
     +-2 sd (:func:`fibrecon.uncertainty.percolation_doubt`).
 
@@ -425,6 +440,8 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
     baseline : dict
         :func:`volume_metrics` of ``labels``.
     family_scale : dict, optional
+    min_object_voxels : int
+        :func:`fibrecon.volume.relabel_small_islands` of the shifted volumes.
     **kwargs
         Of :func:`volume_metrics`.
 
@@ -434,8 +451,9 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
         ``<metric>_sd_segmentation``.
     doubt : list of str
     """
-    kwargs = {**kwargs, "quiet": True}
-    shifted = [volume_metrics(shifted_labels(labels, probabilities, s * d), vs, **kwargs)[0]
+    kwargs = {**kwargs, "quiet": True, "tau_tol": SPREAD_TOL}
+    shifted = [volume_metrics(relabel_small_islands(shifted_labels(labels, probabilities, s * d),
+                                                    min_object_voxels), vs, **kwargs)[0]
                for s, d in zip(sigma, SHIFT_DIRECTIONS)]
     phases = kwargs["electronic_phases"]
     doubt = sorted(percolation_doubt(labels, probabilities, sigma,
@@ -449,13 +467,15 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
 
 def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases, device,
                    conv_crit, particle_h, particle_sigma, dispersion_block_um,
-                   quiet: bool = False):
+                   quiet: bool = False, tau_tol: float = 1e-4):
     """The scalar metrics of one label volume (every metric but profiles and spreads).
 
     A volume whose boundaries were moved (the segmentation sd) is separated
     into particles anew: merges and splits of particles are part of what a
     boundary shift changes (a reassignment of the old particles instead
     measured d50 coverage 58 % against 83 %, ``benchmarks/uncertainty.py``).
+    Its tortuosity solves stop at ``tau_tol`` =
+    :data:`fibrecon.tortuosity.SPREAD_TOL`.
 
     Returns
     -------
@@ -478,7 +498,7 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
     for name, phases in (("pore", (PORE,)), ("electronic", tuple(electronic_phases))):
         with stage(f"tortuosity {name}"):
             out.update(transport(labels, phases, vs, tortuosity_axes, name=name, device=device,
-                                 conv_crit=conv_crit))
+                                 conv_crit=conv_crit, tol=tau_tol))
 
     # CBD and pores
     with stage("CBD network and coverage"):
@@ -508,8 +528,11 @@ def _notes(out: dict) -> list[str]:
 
 
 def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None, *,
-               probabilities=None, boundary_shift_sd=None, family_scale=None):
+               probabilities=None, boundary_shift_sd=None, family_scale=None,
+               min_object_voxels: int = VolumeSettings.min_object_voxels):
     """The metrics stage: :func:`sample_metrics` with a stage's settings.
+
+    ``min_object_voxels`` is the volume stage's (``volume: min_object_voxels``).
 
     Returns
     -------
@@ -522,4 +545,4 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
                           particle_h=s.particle_h_px, particle_sigma=s.particle_sigma_px,
                           dispersion_block_um=s.dispersion_block_um,
                           probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
-                          family_scale=family_scale)
+                          family_scale=family_scale, min_object_voxels=min_object_voxels)

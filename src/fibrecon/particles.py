@@ -49,7 +49,9 @@ def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float =
         to seed its own particle: larger merges more.
     sigma : float
         Gaussian smoothing (voxels) of the distance transform before the
-        maxima are found (rough surfaces make spurious maxima).
+        maxima are found (rough surfaces make spurious maxima); outside the
+        solid the smoothed map is 0, so that two pieces of solid apart never
+        compete through the blur in the gap between them.
     close_radius : int
         Cracks and voids inside particles are closed (morphological closing
         with a ball of this radius, then hole filling) before the distance
@@ -86,7 +88,10 @@ def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float =
     if close_radius > 0:
         solid = ndi.binary_fill_holes(ndi.binary_closing(am, ball(close_radius)) | am)
     dt = edt.edt(solid, anisotropy=tuple(vs / vs.min()), parallel=0)  # float32, all cores
-    markers, _ = ndi.label(h_maxima(ndi.gaussian_filter(dt, sigma), h))
+    smooth = ndi.gaussian_filter(dt, sigma)
+    smooth[~solid] = 0  # the floor, which h_maxima need not flood: solid apart is apart
+    markers, _ = ndi.label(h_maxima(smooth, h))
+    del smooth
     np.negative(dt, out=dt)
     labels = watershed(dt, markers, mask=solid)
     del dt, markers

@@ -41,6 +41,7 @@ import numpy as np
 
 from fibrecon import PHASES
 from fibrecon.settings import StageSettings
+from fibrecon.volume import VolumeSettings, relabel_small_islands
 
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "percolation_doubt", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
@@ -359,20 +360,25 @@ def fit_boundary_shift(prob: np.ndarray, truth: np.ndarray, *, iterations: int =
     return np.array([float(b @ d) for d in SHIFT_DIRECTIONS])
 
 
-def fraction_sd(labels: np.ndarray, prob, sigma) -> np.ndarray:
+def fraction_sd(labels: np.ndarray, prob, sigma, *,
+                min_object_voxels: int = VolumeSettings.min_object_voxels) -> np.ndarray:
     """Segmentation sd of the three volume fractions (cheap: no other metric).
 
-    The same delta method as :func:`segmentation_sd`, for the fractions alone.
+    The same delta method as :func:`segmentation_sd`, for the fractions alone,
+    on the shifted volumes cleaned of islands as the metrics stage cleans them
+    (:func:`fibrecon.volume.relabel_small_islands`).
     """
     sigma = np.broadcast_to(np.asarray(sigma, float), (len(SHIFT_DIRECTIONS),))
     n = len(PHASES)
     base = np.bincount(np.asarray(labels).ravel(), minlength=n)[:n] / labels.size
-    moved = [np.bincount(shifted_labels(labels, prob, s * d).ravel(), minlength=n)[:n]
+    moved = [np.bincount(relabel_small_islands(shifted_labels(labels, prob, s * d),
+                                               min_object_voxels).ravel(), minlength=n)[:n]
              / labels.size for s, d in zip(sigma, SHIFT_DIRECTIONS)]
     return np.sqrt(sum((m - base) ** 2 for m in moved))
 
 
-def fit_shift_sd(cases, *, iterations: int = 3) -> np.ndarray:
+def fit_shift_sd(cases, *, iterations: int = 3,
+                 min_object_voxels: int = VolumeSettings.min_object_voxels) -> np.ndarray:
     """The boundary-shift sd that makes the fraction errors of held-out stacks one sd on average.
 
     Starts from the RMS of the shifts that give each stack its true fractions
@@ -387,6 +393,8 @@ def fit_shift_sd(cases, *, iterations: int = 3) -> np.ndarray:
     cases : sequence of (labels (z, y, x), prob (z, classes, y, x), truth (z, y, x))
         Held-out stacks: the (cleaned) segmentation, its calibrated
         probabilities and the true labels.
+    min_object_voxels : int
+        The island cleaning of the shifted volumes (:func:`fraction_sd`).
 
     Returns
     -------
@@ -405,7 +413,8 @@ def fit_shift_sd(cases, *, iterations: int = 3) -> np.ndarray:
               - np.bincount(np.asarray(t).ravel(), minlength=n)[:n] / t.size
               for lab, _, t in cases]
     for _ in range(iterations):
-        sds = [fraction_sd(lab, p, sigma) for lab, p, _ in cases]
+        sds = [fraction_sd(lab, p, sigma, min_object_voxels=min_object_voxels)
+               for lab, p, _ in cases]
         z = np.concatenate([e / np.maximum(sd, 1e-6) for e, sd in zip(errors, sds)])
         scale = float(np.sqrt((z ** 2).mean()))
         sigma = sigma * scale

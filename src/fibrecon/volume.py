@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from fibrecon.settings import StageSettings
 
@@ -54,6 +53,8 @@ def relabel_small_islands(labels: np.ndarray, min_voxels: int = VolumeSettings.m
     >>> int(relabel_small_islands(v, 2).max())
     0
     """
+    from scipy import ndimage as ndi  # here: the settings alone are light to import
+
     if min_voxels <= 1:
         return labels.copy()
     small = np.zeros(labels.shape, dtype=bool)

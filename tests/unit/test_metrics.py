@@ -116,11 +116,17 @@ def test_h_maxima_equals_scikit_image_including_plateaus_and_ties():
         h = float(rng.uniform(0.001, 0.05))
         if seed % 3 == 0:  # grey levels in steps: plateaus and equal maxima
             f, h = np.round(f * 50) / 50, h * 50
+        if seed % 4 == 1:  # a large floor between islands (a distance map masked to the solid)
+            f = np.where(f > np.quantile(f, 0.5), f, f.min())
         f = f.astype(np.float32)
         expected = skimage_h_maxima(f, h).astype(bool)
         maxima += ndi.label(expected)[1]
         np.testing.assert_array_equal(h_maxima(f, h), expected, err_msg=f"seed {seed}")
     assert maxima > 100  # the comparison is not among empty masks
+    islands = np.zeros((5, 5, 12), np.float32)  # two islands on a floor: 3 and 0.5 above it
+    islands[2, 2, 2], islands[2, 2, 9] = 3.0, 0.5
+    np.testing.assert_array_equal(h_maxima(islands, 1.0), skimage_h_maxima(islands, 1.0) > 0)
+    assert h_maxima(islands, 1.0).sum() == 1
     assert not h_maxima(np.zeros((3, 3, 3)), 1.0).any()  # h above the range: no maximum
     with pytest.raises(ValueError, match="h must be positive"):
         h_maxima(np.zeros((3, 3, 3)), 0)
@@ -158,6 +164,21 @@ def test_cbd_connectivity_aggregates_coverage_and_thickness():
     thick = local_thickness(labels == 1, 0.1)[5:15, 5:15, 2:6]
     assert np.median(thick) == pytest.approx(1.6, rel=0.15)  # a slab 8 voxels thick
     assert np.isnan(local_thickness(np.ones((6, 6, 6), bool), 0.1)).all()  # no wall: unknown
+
+
+def test_local_thickness_equals_porespy_voxel_for_voxel():
+    import porespy as ps
+
+    compared = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        f = ndi.gaussian_filter(rng.random(tuple(rng.integers(4, 40, 3))), rng.uniform(0.5, 4))
+        mask = f > np.quantile(f, rng.uniform(0.2, 0.9))
+        expected = ps.filters.local_thickness(mask) * 2 * 0.05
+        np.testing.assert_allclose(local_thickness(mask, 0.05), expected, rtol=1e-6,
+                                   err_msg=f"seed {seed}")
+        compared += int((expected > 0.1 + 1e-9).sum())  # voxels thicker than one ball of 1
+    assert compared > 1000
 
 
 def test_interface_areas_of_a_plane_and_a_sphere():

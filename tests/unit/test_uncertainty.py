@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 from fibrecon.metrics import metrics_of
 from fibrecon.record import metric_entries
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage, fit_boundary_shift,
+                                  fraction_sd,
                                   percolation_doubt,
                                   fit_temperature, normalised_entropy, shifted_labels,
                                   slice_uncertainty, suggest_slices, uncertain_fractions)
@@ -145,3 +146,28 @@ def test_a_large_share_of_uncertain_voxels_is_a_warning_with_the_number():
     assert uncertainty_warnings({"uncertain_fraction": 0.12}) == []
     (message,) = uncertainty_warnings({"uncertain_fraction": 0.4})
     assert "40.0 % of the voxels are uncertain" in message
+
+
+def test_shifted_volumes_are_cleaned_of_islands_as_the_volume_stage_cleaned_the_labels():
+    """Scattered voxels whose CBD probability is nearly their AM one: moved boundaries turn
+    them into one-voxel CBD specks, which the volume stage would have removed."""
+    labels = np.ones((16, 32, 32), np.uint8)  # AM
+    labels[:, :8] = 0  # pore slab
+    labels[4:12, 16:24, 8:24] = 2  # one CBD aggregate
+    prob = np.where(np.arange(3)[None, :, None, None] == labels[:, None], 0.98, 0.01)
+    prob = prob.astype(np.float32)
+    rng = np.random.default_rng(3)
+    specks = (labels == 1) & (rng.random(labels.shape) < 0.01)
+    z, y, x = np.nonzero(specks)
+    prob[z, :, y, x] = np.array([0.02, 0.5, 0.48], np.float32)
+    shift = (0.0, -0.5)  # towards CBD along the second direction
+    cleaned, *_ = metrics_of(labels, (0.1, 0.1, 0.1), probabilities=prob, boundary_shift_sd=shift)
+    raw, *_ = metrics_of(labels, (0.1, 0.1, 0.1), probabilities=prob, boundary_shift_sd=shift,
+                         min_object_voxels=0)
+    assert cleaned["cbd_aggregates"] == 1
+    assert cleaned["cbd_aggregates_sd_segmentation"] == 0
+    assert raw["cbd_aggregates_sd_segmentation"] > specks.sum() / 2  # about one per speck
+    # the calibration's fraction sd sees the same cleaned volumes
+    raw_sd = fraction_sd(labels, prob, shift, min_object_voxels=0)[2]
+    assert raw_sd > 0.5 * specks.mean()  # most specks counted as CBD
+    assert fraction_sd(labels, prob, shift)[2] < 0.2 * raw_sd  # only those touching the CBD
