@@ -27,9 +27,9 @@ from fibrecon.particles import (correlation_length, local_fraction_cv,
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
-from fibrecon.volume import VolumeSettings, relabel_small_islands
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, percolation_doubt, segmentation_sd,
-                                  shifted_labels)
+                                  shifted_volumes)
+from fibrecon.volume import VolumeSettings
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
@@ -351,9 +351,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         The card's ``calibration: family_scale`` (widening per metric family).
     min_object_voxels : int
         The volume stage's island cleaning (``volume: min_object_voxels``),
-        applied to the boundary-shifted volumes as it was to ``labels``: left
-        in, their sub-resolution speckle multiplied the CBD aggregate count
-        (2411 against 291 cleaned on a demo sample).
+        applied to the boundary-shifted volumes as it was to ``labels``
+        (:func:`fibrecon.uncertainty.shifted_volumes`).
 
     Returns
     -------
@@ -426,9 +425,10 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
     """Every scalar metric's segmentation sd, and the tortuosities whose percolation is in doubt.
 
     The metrics of the volumes whose boundaries are moved by ``sigma`` along
-    each of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS`
-    (:func:`fibrecon.uncertainty.segmentation_sd`) and cleaned of islands
-    as the volume stage cleaned ``labels``, with an infinite sd for a
+    each of :data:`fibrecon.uncertainty.SHIFT_DIRECTIONS` and cleaned of
+    islands as the volume stage cleaned ``labels``
+    (:func:`fibrecon.uncertainty.shifted_volumes`,
+    :func:`fibrecon.uncertainty.segmentation_sd`), with an infinite sd for a
     tortuosity factor whose network gains or loses its spanning path within
     +-2 sd (:func:`fibrecon.uncertainty.percolation_doubt`).
 
@@ -441,7 +441,8 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
         :func:`volume_metrics` of ``labels``.
     family_scale : dict, optional
     min_object_voxels : int
-        :func:`fibrecon.volume.relabel_small_islands` of the shifted volumes.
+        The island cleaning of the shifted volumes
+        (:func:`fibrecon.uncertainty.shifted_volumes`).
     **kwargs
         Of :func:`volume_metrics`.
 
@@ -452,9 +453,9 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
     doubt : list of str
     """
     kwargs = {**kwargs, "quiet": True, "tau_tol": SPREAD_TOL}
-    shifted = [volume_metrics(relabel_small_islands(shifted_labels(labels, probabilities, s * d),
-                                                    min_object_voxels), vs, **kwargs)[0]
-               for s, d in zip(sigma, SHIFT_DIRECTIONS)]
+    shifted = [volume_metrics(v, vs, **kwargs)[0]
+               for v in shifted_volumes(labels, probabilities, sigma,
+                                        min_object_voxels=min_object_voxels)]
     phases = kwargs["electronic_phases"]
     doubt = sorted(percolation_doubt(labels, probabilities, sigma,
                                      {"pore": (PORE,), "electronic": tuple(phases)},

@@ -35,6 +35,7 @@ Three things, all from the network's class probabilities:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +47,11 @@ from fibrecon.volume import VolumeSettings, relabel_small_islands
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "percolation_doubt", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "uncertainty_warnings",
-           "suggest_slices", "shifted_labels", "fit_boundary_shift",
+           "suggest_slices", "shifted_labels", "shifted_volumes", "fit_boundary_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
            "error_scale", "covered", "coverage"]
+
+LOG = logging.getLogger(__name__)  # a child of the rule log's "fibrecon" logger
 
 #: A voxel is *uncertain* when its calibrated top probability is below this.
 UNCERTAIN_BELOW = 0.8
@@ -360,20 +363,44 @@ def fit_boundary_shift(prob: np.ndarray, truth: np.ndarray, *, iterations: int =
     return np.array([float(b @ d) for d in SHIFT_DIRECTIONS])
 
 
+def shifted_volumes(labels: np.ndarray, prob, sigma, *,
+                    min_object_voxels: int = VolumeSettings.min_object_voxels):
+    """The volumes behind the segmentation sd, one per direction of :data:`SHIFT_DIRECTIONS`.
+
+    Each is :func:`shifted_labels` by ``sigma`` along its direction, cleaned of
+    islands as the volume stage cleaned ``labels``
+    (:func:`fibrecon.volume.relabel_small_islands`): left in, their
+    sub-resolution speckle multiplied the CBD aggregate count (2411 against
+    291 cleaned on a demo sample). Logs, per direction, the share of voxels
+    the shift moved and how many of them the cleaning put back.
+
+    Yields
+    ------
+    ndarray of uint8, (z, y, x)
+    """
+    sigma = np.broadcast_to(np.asarray(sigma, float), (len(SHIFT_DIRECTIONS),))
+    for k, (s, d) in enumerate(zip(sigma, SHIFT_DIRECTIONS)):
+        moved = shifted_labels(labels, prob, s * d)
+        clean = relabel_small_islands(moved, min_object_voxels)
+        LOG.info("boundary shift %d (%.3f sd): %.2f %% of the voxels moved, %.2f %% put back "
+                 "by the island cleaning (islands < %d voxels)", k + 1, float(s),
+                 100 * float(np.mean(moved != labels)), 100 * float(np.mean(clean != moved)),
+                 min_object_voxels)
+        del moved
+        yield clean
+
+
 def fraction_sd(labels: np.ndarray, prob, sigma, *,
                 min_object_voxels: int = VolumeSettings.min_object_voxels) -> np.ndarray:
     """Segmentation sd of the three volume fractions (cheap: no other metric).
 
     The same delta method as :func:`segmentation_sd`, for the fractions alone,
-    on the shifted volumes cleaned of islands as the metrics stage cleans them
-    (:func:`fibrecon.volume.relabel_small_islands`).
+    on the same volumes (:func:`shifted_volumes`).
     """
-    sigma = np.broadcast_to(np.asarray(sigma, float), (len(SHIFT_DIRECTIONS),))
     n = len(PHASES)
     base = np.bincount(np.asarray(labels).ravel(), minlength=n)[:n] / labels.size
-    moved = [np.bincount(relabel_small_islands(shifted_labels(labels, prob, s * d),
-                                               min_object_voxels).ravel(), minlength=n)[:n]
-             / labels.size for s, d in zip(sigma, SHIFT_DIRECTIONS)]
+    moved = [np.bincount(v.ravel(), minlength=n)[:n] / labels.size
+             for v in shifted_volumes(labels, prob, sigma, min_object_voxels=min_object_voxels)]
     return np.sqrt(sum((m - base) ** 2 for m in moved))
 
 

@@ -1,5 +1,8 @@
 """Segmentation uncertainty: calibration, boundary shifts, metric sd, coverage, suggestions."""
 
+import logging
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -148,9 +151,10 @@ def test_a_large_share_of_uncertain_voxels_is_a_warning_with_the_number():
     assert "40.0 % of the voxels are uncertain" in message
 
 
-def test_shifted_volumes_are_cleaned_of_islands_as_the_volume_stage_cleaned_the_labels():
+def test_shifted_volumes_are_cleaned_of_islands_as_the_volume_stage_cleaned_the_labels(caplog):
     """Scattered voxels whose CBD probability is nearly their AM one: moved boundaries turn
     them into one-voxel CBD specks, which the volume stage would have removed."""
+    caplog.set_level(logging.INFO, logger="fibrecon")
     labels = np.ones((16, 32, 32), np.uint8)  # AM
     labels[:, :8] = 0  # pore slab
     labels[4:12, 16:24, 8:24] = 2  # one CBD aggregate
@@ -171,3 +175,10 @@ def test_shifted_volumes_are_cleaned_of_islands_as_the_volume_stage_cleaned_the_
     raw_sd = fraction_sd(labels, prob, shift, min_object_voxels=0)[2]
     assert raw_sd > 0.5 * specks.mean()  # most specks counted as CBD
     assert fraction_sd(labels, prob, shift)[2] < 0.2 * raw_sd  # only those touching the CBD
+    # the log gives the numbers: what the shift moved and what the cleaning put back
+    moved = 100 * specks.mean()
+    logged = re.search(r"boundary shift 2 \(-0\.500 sd\): (\d+\.\d+) % of the voxels moved, "
+                       r"(\d+\.\d+) % put back", caplog.text)
+    assert logged, caplog.text
+    share, back = map(float, logged.groups())
+    assert share == pytest.approx(moved, abs=0.01) and 0.8 * moved < back <= share
