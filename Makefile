@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps openpnm==3.6.4
 	$(BIN)/snakemake --cores $(CORES) $(DEMO) --forceall
 	$(BIN)/python benchmarks/collect.py
+	$(BIN)/python benchmarks/sd_cost.py demo_mix10 demo_p33 demo_p40
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/align_preprocess.py
 	$(BIN)/python benchmarks/registration.py

@@ -68,13 +68,13 @@ def _grow(a):
 
 
 @numba.njit(cache=True)
-def _flood(flat, shape, offsets, keys, floor, h):
+def _flood(flat, shape, offsets, keys, floor, hs):
     nz, ny, nx = shape
     n = flat.size
     parent = np.full(n, -1, np.int32)  # -1 unvisited, >= 0 parent voxel, <= -2 root of peak
     pval = np.empty(1024, np.float32)  # per peak: its value, fate (tied peaks share one),
-    fate = np.empty(1024, np.int32)  # status 0 open, 1 marker, 2 merged below h
-    status = np.zeros(1024, np.int8)
+    fate = np.empty(1024, np.int32)  # dynamic (-1 while open)
+    dyn = np.full(1024, np.float32(-1.0))
     top_voxel = np.empty(1024, np.int64)  # voxels on a peak's top plateau, and their peak
     top_peak = np.empty(1024, np.int32)
     n_peaks = 0
@@ -110,8 +110,8 @@ def _flood(flat, shape, offsets, keys, floor, h):
                 best = r
         if n_roots == 0:  # a new regional maximum
             if n_peaks == pval.size:
-                pval, fate, status = _grow(pval), _grow(fate), _grow(status)
-                status[n_peaks:] = 0
+                pval, fate, dyn = _grow(pval), _grow(fate), _grow(dyn)
+                dyn[n_peaks:] = -1.0
             pval[n_peaks] = fv
             fate[n_peaks] = n_peaks
             parent[v] = -(n_peaks + 2)
@@ -129,7 +129,7 @@ def _flood(flat, shape, offsets, keys, floor, h):
                 if ma - np.float32(2e-6) * abs(ma) <= mb:  # tie (skimage's float tolerance)
                     fate[kb] = _fate(fate, ka)
                 else:
-                    status[kb] = 1 if mb - fv >= h else 2
+                    dyn[kb] = mb - fv
                 parent[r] = best
             parent[v] = best
             k = ka
@@ -145,44 +145,57 @@ def _flood(flat, shape, offsets, keys, floor, h):
     # floor voxels themselves are never kept (a maximum at the floor has no dynamic), so they
     # need no flooding: a large floor (the pores of a masked distance map) costs nothing.
     for k in range(n_peaks):
-        if status[k] == 0 and fate[k] == k:
-            status[k] = 1 if pval[k] - floor >= h else 2
-    mask = np.zeros(n, np.bool_)
+        if dyn[k] < 0 and fate[k] == k:
+            dyn[k] = pval[k] - floor
+    masks = np.zeros((hs.size, n), np.bool_)
     for t in range(n_top):
-        f = _fate(fate, top_peak[t])
-        if status[f] == 1:
-            mask[top_voxel[t]] = True
-    return mask
+        d = dyn[_fate(fate, top_peak[t])]
+        for i in range(hs.size):
+            if d >= hs[i]:
+                masks[i, top_voxel[t]] = True
+    return masks
 
 
-def h_maxima(image: np.ndarray, h: float) -> np.ndarray:
+def h_maxima(image: np.ndarray, h):
     """Regional maxima of ``image`` whose dynamic is at least ``h``.
 
     Parameters
     ----------
     image : ndarray, (z, y, x)
         Converted to float32.
-    h : float
+    h : float or sequence of float
         A maximum is kept when every path from it to a higher value descends
-        by at least ``h`` (26-connected paths).
+        by at least ``h`` (26-connected paths). Several heights cost one
+        flooding: the dynamics do not depend on ``h``.
 
     Returns
     -------
-    ndarray of bool, (z, y, x)
+    ndarray of bool, (z, y, x), or list of them (one per ``h`` of a sequence)
         The top plateau of every kept maximum (what
         :func:`skimage.morphology.h_maxima` returns, as bool).
     """
+    if np.ndim(h):
+        return list(_h_maxima(image, np.asarray(h, np.float32)))
+    return _h_maxima(image, np.asarray([h], np.float32))[0]
+
+
+def _h_maxima(image, hs: np.ndarray) -> np.ndarray:
+    """(len(hs), z, y, x) masks of :func:`h_maxima`."""
     f = np.ascontiguousarray(image, dtype=np.float32)
     if f.ndim != 3:
         raise ValueError(f"h_maxima needs a 3D array, got shape {f.shape}")
     if f.size >= 2**31:
         raise ValueError(f"volume of {f.size} voxels is too large for 32-bit voxel indices")
-    if h <= 0:
-        raise ValueError(f"h must be positive, got {h}")
-    if f.size == 0 or h > float(np.ptp(f)):
-        return np.zeros(f.shape, bool)
+    if hs.size == 0 or hs.min() <= 0:
+        raise ValueError(f"h must be positive, got {hs.tolist()}")
+    out = np.zeros((hs.size, *f.shape), bool)
+    if f.size == 0:
+        return out
     flat = f.ravel()
     floor = np.float32(flat.min())
-    keys = _descending_keys(flat, floor)
-    mask = _flood(flat, np.array(f.shape, np.int64), _OFFSETS, keys, floor, np.float32(h))
-    return mask.reshape(f.shape)
+    fits = hs <= np.float32(np.ptp(f))  # a larger h keeps no maximum
+    if fits.any():
+        keys = _descending_keys(flat, floor)
+        masks = _flood(flat, np.array(f.shape, np.int64), _OFFSETS, keys, floor, hs[fits])
+        out[fits] = masks.reshape(-1, *f.shape)
+    return out

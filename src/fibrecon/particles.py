@@ -11,6 +11,7 @@ reported separately: their size is unknown.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io as _io
 
 import numpy as np
@@ -44,9 +45,11 @@ def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float =
     voxel_size : tuple of float
         (dz, dy, dx); the distance transform is computed in these units
         (scaled to the smallest), so anisotropic voxels are handled.
-    h : float
+    h : float or sequence of float
         Minimum height (voxels of distance) of a distance-transform maximum
-        to seed its own particle: larger merges more.
+        to seed its own particle: larger merges more. Several heights share
+        the distance map and one flooding for the markers
+        (:func:`fibrecon.extrema.h_maxima`).
     sigma : float
         Gaussian smoothing (voxels) of the distance transform before the
         maxima are found (rough surfaces make spurious maxima); outside the
@@ -60,7 +63,7 @@ def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float =
 
     Returns
     -------
-    ndarray of int32, (z, y, x)
+    ndarray of int32, (z, y, x), or list of them (one per ``h`` of a sequence)
         Particle ids 1..n, 0 outside the AM.
 
     Notes
@@ -81,8 +84,10 @@ def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float =
     from fibrecon.extrema import h_maxima
 
     am = np.asarray(am, dtype=bool)
+    heights = list(np.atleast_1d(h))
     if not am.any():
-        return np.zeros(am.shape, dtype=np.int32)
+        empty = [np.zeros(am.shape, dtype=np.int32) for _ in heights]
+        return empty if np.ndim(h) else empty[0]
     vs = np.asarray(voxel_size, float)
     solid = am
     if close_radius > 0:
@@ -90,13 +95,17 @@ def separate_particles(am: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *, h: float =
     dt = edt.edt(solid, anisotropy=tuple(vs / vs.min()), parallel=0)  # float32, all cores
     smooth = ndi.gaussian_filter(dt, sigma)
     smooth[~solid] = 0  # the floor, which h_maxima need not flood: solid apart is apart
-    markers, _ = ndi.label(h_maxima(smooth, h))
+    peaks = h_maxima(smooth, heights)
     del smooth
     np.negative(dt, out=dt)
-    labels = watershed(dt, markers, mask=solid)
-    del dt, markers
-    labels[~am] = 0
-    return labels.astype(np.int32, copy=False)
+    out = []
+    for mask in peaks:
+        markers, _ = ndi.label(mask)
+        labels = watershed(dt, markers, mask=solid)
+        del markers
+        labels[~am] = 0
+        out.append(labels.astype(np.int32, copy=False))
+    return out if np.ndim(h) else out[0]
 
 
 def snow_particles(am: np.ndarray, *, sigma: float = 0.4, r_max: int = 4) -> np.ndarray:
@@ -111,6 +120,27 @@ def snow_particles(am: np.ndarray, *, sigma: float = 0.4, r_max: int = 4) -> np.
 
 #: Bounding-box columns of :func:`particle_table` (voxels, half-open: first, one past last).
 BOX_COLUMNS = [f"box_{a}{e}" for a in "zyx" for e in (0, 1)]
+
+
+#: Sphericity of particle shapes already meshed in this process, by shape and voxel size:
+#: the volumes behind the segmentation sd share most particles with the sample's own.
+_SPHERICITY: dict = {}
+_SPHERICITY_MAX = 500_000
+
+
+def _sphericity(image: np.ndarray, vs: np.ndarray, volume: float) -> float:
+    """Wadell sphericity of one particle's voxel mask (marching cubes), cached by shape."""
+    key = (image.shape, tuple(vs), hashlib.blake2b(np.packbits(image).tobytes(),
+                                                    digest_size=16).digest())
+    if key not in _SPHERICITY:
+        if len(_SPHERICITY) >= _SPHERICITY_MAX:
+            _SPHERICITY.clear()
+        verts, faces, _, _ = measure.marching_cubes(np.pad(image, 1).astype(np.float32), 0.5,
+                                                    spacing=tuple(vs))
+        area = measure.mesh_surface_area(verts, faces)
+        _SPHERICITY[key] = float(np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area) \
+            if area > 0 else np.nan
+    return _SPHERICITY[key]
 
 
 def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
@@ -142,12 +172,8 @@ def particle_table(instances: np.ndarray, voxel_size=(1.0, 1.0, 1.0), *,
         cut = any(s.start == 0 or s.stop == n for s, n in zip(sl, instances.shape))
         volume = region.area * float(np.prod(vs))
         diameter = (6.0 * volume / np.pi) ** (1.0 / 3.0)
-        sph = np.nan
-        if sphericity and region.area >= 27:
-            padded = np.pad(region.image, 1).astype(np.float32)
-            verts, faces, _, _ = measure.marching_cubes(padded, 0.5, spacing=tuple(vs))
-            area = measure.mesh_surface_area(verts, faces)
-            sph = float(np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area) if area > 0 else np.nan
+        sph = _sphericity(region.image, vs, volume) if sphericity and region.area >= 27 \
+            else np.nan
         cz, cy, cx = (np.asarray(region.centroid) * vs)
         rows.append({"id": region.label, "volume_um3": volume, "diameter_um": diameter,
                      "sphericity": sph, "centroid_z_um": cz, "centroid_y_um": cy,

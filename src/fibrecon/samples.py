@@ -21,6 +21,7 @@ from fibrecon import CROSS_SECTION_TILT_DEG
 
 __all__ = [
     "ConfigError",
+    "check_particle_h_doubt",
     "check_workflow",
     "selected_kvs",
     "SHEET_COLUMNS",
@@ -363,6 +364,29 @@ def selected_kvs(config: dict, kvs) -> list[float]:
     return [float(k) for k in kvs] if wanted == "all" else [float(kv) for kv in wanted]
 
 
+def check_particle_h_doubt(h: float, doubt: float) -> None:
+    """Refuse a separation doubt the marker height cannot take (``metrics: particle_h_doubt_px``).
+
+    Raises
+    ------
+    ConfigError
+        ``doubt`` negative or not below ``h``: the particles are separated
+        again with ``h - doubt``, which must stay positive.
+
+    Examples
+    --------
+    >>> check_particle_h_doubt(1.0, 0.5)
+    >>> check_particle_h_doubt(1.0, 1.0)
+    Traceback (most recent call last):
+    ...
+    fibrecon.samples.ConfigError: metrics: particle_h_doubt_px = 1.0 must be >= 0 and below particle_h_px = 1.0 (the particles are separated again with h -+ the doubt)
+    """
+    if not 0 <= doubt < h:
+        raise ConfigError(f"metrics: particle_h_doubt_px = {doubt} must be >= 0 and below "
+                          f"particle_h_px = {h} (the particles are separated again with h -+ "
+                          "the doubt)")
+
+
 def check_workflow(config: dict, samples, *, model_path=None,
                    trained_model: str = "results/models/unet.pt", annotated=()) -> None:
     """Everything the workflow checks at start-up, before any job: demo consistency and the model.
@@ -388,7 +412,8 @@ def check_workflow(config: dict, samples, *, model_path=None,
         A simulated sample without a ``demo: samples`` entry or whose slice
         thickness differs from the simulated one; a sample whose segmentation
         channels were not acquired; a ``train: label_volumes`` file that does
-        not exist when the model is to be trained.
+        not exist when the model is to be trained; a particle separation
+        doubt that does not fit the marker height (:func:`check_particle_h_doubt`).
     fibrecon.modelcard.ModelCardError
         A model file that is missing, has no card, or whose kV channels or
         receptive field do not fit (naming the model, both kV lists, the tile).
@@ -412,6 +437,8 @@ def check_workflow(config: dict, samples, *, model_path=None,
         if missing:
             raise ConfigError(f"segment: channels: kV {missing} not acquired for sample '{s}' "
                               f"(its kvs: {samples.at[s, 'kvs']})")
+    check_particle_h_doubt(config["metrics"]["particle_h_px"],
+                           config["metrics"]["particle_h_doubt_px"])
     for s in annotated:
         missing = [float(k) for k in config["train"]["kvs"]
                    if float(k) not in [float(v) for v in samples.at[s, "kvs"]]]

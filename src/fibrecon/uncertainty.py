@@ -30,7 +30,10 @@ Three things, all from the network's class probabilities:
   propagated to first order (the delta method) from the metric of two volumes
   whose boundaries are moved by ``sigma_i`` along direction i (to the side
   where the held-out stacks' truth lay on average, the sign of ``sigma_i``):
-  sd = sqrt(sum_i (m_i - m_0)^2) (:func:`segmentation_sd`).
+  sd = sqrt(sum_i (m_i - m_0)^2) (:func:`segmentation_sd`). The particle
+  metrics add two more terms, the same volume split into particles with the
+  marker height moved by the separation doubt
+  (:func:`fibrecon.metrics.segmentation_uncertainty`).
 """
 
 from __future__ import annotations

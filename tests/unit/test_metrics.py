@@ -122,6 +122,10 @@ def test_h_maxima_equals_scikit_image_including_plateaus_and_ties():
         expected = skimage_h_maxima(f, h).astype(bool)
         maxima += ndi.label(expected)[1]
         np.testing.assert_array_equal(h_maxima(f, h), expected, err_msg=f"seed {seed}")
+        heights = [h / 2, h, 2 * h, 1e9]  # one flooding for several heights, one beyond range
+        for got, hh in zip(h_maxima(f, heights), heights):
+            np.testing.assert_array_equal(got, skimage_h_maxima(f, hh).astype(bool),
+                                          err_msg=f"seed {seed}, h {hh}")
     assert maxima > 100  # the comparison is not among empty masks
     islands = np.zeros((5, 5, 12), np.float32)  # two islands on a floor: 3 and 0.5 above it
     islands[2, 2, 2], islands[2, 2, 9] = 3.0, 0.5
@@ -326,3 +330,43 @@ def test_a_missing_phase_gives_nan_or_inf_with_a_note_not_a_crash():
     assert no_spread == {"volume_um3"}, no_spread
     # and its segmentation sd (NaN here: no probabilities)
     assert all(np.isnan(m[f"{k}_sd_segmentation"]) for k in scalars)
+
+
+def test_no_whole_particle_is_a_note_and_a_warning_with_the_count(caplog):
+    """AM slabs from face to face: every particle is cut, d50 is NaN, and the user is told."""
+    labels = np.zeros((24, 24, 24), np.uint8)
+    labels[:, :, 2:9] = 1
+    labels[:, :, 14:21] = 1
+    labels[:, :, 10:12] = 2
+    m, *_ = sample_metrics(labels, (0.1, 0.1, 0.1))
+    assert m["particles_whole"] == 0 and np.isnan(m["d50_um"])
+    note = next(n for n in m["notes"] if n.startswith("no AM particle"))
+    assert f"({m['particles_cut']} cut" in note and m["particles_cut"] >= 2
+    assert note in caplog.text
+
+
+def test_several_marker_heights_give_what_one_height_at_a_time_gives():
+    s = simulate_sample((24, 64, 64), d50_um=1.0, seed=5)
+    am = s.labels == 1
+    hs = (0.5, 1.5)
+    together = separate_particles(am, (0.05, 0.05, 0.05), h=hs)
+    assert isinstance(together, list) and len(together) == 2
+    for got, h in zip(together, hs):
+        np.testing.assert_array_equal(got, separate_particles(am, (0.05, 0.05, 0.05), h=h))
+    assert together[0].max() > together[1].max()  # a lower marker height splits more
+
+
+def test_sphericity_from_the_shape_cache_equals_a_fresh_mesh():
+    from fibrecon import particles
+
+    s = simulate_sample((24, 64, 64), d50_um=1.0, seed=6)
+    inst = separate_particles(s.labels == 1, (0.05, 0.05, 0.05))
+    particles._SPHERICITY.clear()
+    fresh = particle_table(inst, (0.05, 0.05, 0.05))
+    assert len(particles._SPHERICITY) > 10
+    moved = np.roll(inst, 3, axis=2)  # the same shapes elsewhere (some cut differently)
+    again = particle_table(moved, (0.05, 0.05, 0.05))
+    particles._SPHERICITY.clear()
+    np.testing.assert_array_equal(again["sphericity"],
+                                  particle_table(moved, (0.05, 0.05, 0.05))["sphericity"])
+    assert fresh["sphericity"].notna().sum() > 10

@@ -182,3 +182,46 @@ def test_shifted_volumes_are_cleaned_of_islands_as_the_volume_stage_cleaned_the_
     assert logged, caplog.text
     share, back = map(float, logged.groups())
     assert share == pytest.approx(moved, abs=0.01) and 0.8 * moved < back <= share
+
+
+def _ball_pairs(distances, radii=(6, 5)):
+    """AM balls of two radii in pairs along x (centres ``d`` apart), in pore."""
+    labels = np.zeros((18, 18 * len(distances), 40), np.uint8)
+    z, y, x = np.indices(labels.shape)
+    for i, d in enumerate(distances):
+        for cx, r in zip((20 - d / 2, 20 + d / 2), radii):
+            labels[(z - 9) ** 2 + (y - 9 - 18 * i) ** 2 + (x - cx) ** 2 <= r * r] = 1
+    return labels
+
+
+def test_the_particle_metrics_sd_holds_the_separation_doubt_in_quadrature():
+    """A pair whose neck splits it at h = 0.5 and not at h = 1: a boundary shift cannot tell
+    (the probabilities are sure), the separation doubt can; other metrics keep their sd."""
+    from fibrecon.metrics import MetricsSettings, particle_metrics
+
+    labels = _ball_pairs([9, 20, 20])  # one fragile pair, two pairs apart
+    vs = (0.1, 0.1, 0.1)
+    counts = [particle_metrics(labels, vs, h=h)[0]["particles_whole"] for h in (0.5, 1.0, 1.5)]
+    assert counts == [6, 5, 5]  # the geometry the test is about
+    prob = np.where(np.arange(3)[None, :, None, None] == labels[:, None], 0.98, 0.01)
+    prob = prob.astype(np.float32)
+    args = dict(probabilities=prob, boundary_shift_sd=(0.5, 0.5))
+    shift_only, *_ = metrics_of(labels, vs, MetricsSettings(particle_h_doubt_px=0.0), **args)
+    both, *_ = metrics_of(labels, vs, **args)
+    assert shift_only["particles_whole_sd_segmentation"] == 0  # sure boundaries: no doubt
+    d50 = {h: particle_metrics(labels, vs, h=h)[0]["d50_um"] for h in (0.5, 1.5)}
+    expected = np.sqrt(shift_only["d50_um_sd_segmentation"] ** 2
+                       + sum((v - both["d50_um"]) ** 2 for v in d50.values()))
+    assert both["d50_um_sd_segmentation"] == pytest.approx(expected, rel=1e-9)
+    assert both["d50_um_sd_segmentation"] > 0 and both["particles_whole_sd_segmentation"] == 1
+    for key in ("volume_fraction_am", "tau_pore_x", "specific_area_am_pore_per_um"):
+        assert both[f"{key}_sd_segmentation"] == shift_only[f"{key}_sd_segmentation"], key
+
+
+@pytest.mark.parametrize("doubt", [1.0, -0.1])
+def test_a_separation_doubt_the_marker_height_cannot_take_is_a_named_error(doubt):
+    from fibrecon.metrics import MetricsSettings
+    from fibrecon.samples import ConfigError
+
+    with pytest.raises(ConfigError, match="particle_h_doubt_px"):
+        MetricsSettings.from_config({"particle_h_px": 1.0, "particle_h_doubt_px": doubt})
