@@ -231,6 +231,17 @@ def section(domain, steps, batch, title, shipped, rows, elapsed):
     print("\n".join(lines))
 
 
+def ceiling(domain: str):
+    """Print the forest trained on the full pool slices and on the test slices (in-sample)."""
+    _, _, pool, test = {"nanoct": nanoct, "foreign": foreign}[domain]()
+    for name, annotated in (("pool slices (the benchmark's 5 full)", pool),
+                            ("the test slices themselves (in-sample)", test)):
+        iou = forest_iou([(st, z, lab.astype(np.uint8)) for st, z, lab in annotated], test)
+        print(f"{domain}: forest trained on {name}: "
+              + " / ".join(f"{iou[f'iou_{p}']:.3f}" for p in PHASE_NAMES)
+              + f", mean {np.mean([iou[f'iou_{p}'] for p in PHASE_NAMES]):.3f}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", choices=("nanoct", "foreign", "both"), default="both")
@@ -238,8 +249,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=TrainSettings.batch_size)
     ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
                     "section is written then)")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="only the forest on all pool slices against a forest trained on the "
+                         "test slices themselves (in-sample): how far the labels carry from "
+                         "slice to slice")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
+    if args.ceiling:
+        for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
+            ceiling(domain)
+        return
     budgets = BUDGETS
     if args.budgets:
         budgets = [(int(n), None if f == "full" else float(f))
