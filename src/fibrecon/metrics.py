@@ -86,6 +86,9 @@ class MetricsSettings(StageSettings):
         check_particle_h_doubt(self.particle_h_px, self.particle_h_doubt_px)
 
 
+#: The start of the note (and warning) for a volume without any whole particle.
+NO_WHOLE_PARTICLE = "no AM particle lies wholly inside the volume"
+
 #: Keys of :func:`sample_metrics`' record plotted across a series (one figure each).
 SERIES_KEYS = ("volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd", "d50_um",
                "am_local_fraction_cv", "cbd_percolating_fraction", "cbd_aggregate_d50_um",
@@ -184,19 +187,27 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
     return out
 
 
-def particle_metrics(labels: np.ndarray, voxel_size, *, h: float = 1.0,
-                     sigma: float = 1.0) -> tuple[dict, pd.DataFrame]:
+def particle_metrics(labels: np.ndarray, voxel_size, *, h=1.0, sigma: float = 1.0):
     """Separate the AM into particles and measure them (:func:`particle_statistics`).
+
+    ``h`` may be a sequence of marker heights: one separation each, sharing
+    the distance map and the markers' flooding
+    (:func:`fibrecon.particles.separate_particles`).
 
     Returns
     -------
     metrics : dict
     particles : pandas.DataFrame
         One row per particle (:func:`fibrecon.particles.particle_table`).
+        A list of these (metrics, particles) pairs for a sequence ``h``.
     """
-    particles = particle_table(separate_particles(labels == AM, voxel_size, h=h, sigma=sigma),
-                               voxel_size)
-    return particle_statistics(particles, labels.size * float(np.prod(voxel_size))), particles
+    volume = labels.size * float(np.prod(voxel_size))
+    splits = separate_particles(labels == AM, voxel_size, h=h, sigma=sigma)
+    out = []
+    for split in (splits if np.ndim(h) else [splits]):
+        particles = particle_table(split, voxel_size)
+        out.append((particle_statistics(particles, volume), particles))
+    return out if np.ndim(h) else out[0]
 
 
 def particle_statistics(particles: pd.DataFrame, volume_um3: float) -> dict:
@@ -435,7 +446,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
     out["notes"] = _notes(out)
     for note in out["notes"]:
-        if note.startswith("no AM particle"):
+        if note.startswith(NO_WHOLE_PARTICLE):
             LOG.warning(note)
     if probabilities is None or boundary_shift_sd is None:
         out["notes"].append("no class probabilities (or no calibrated boundary shift in the "
@@ -494,12 +505,10 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
     shifted = [volume_metrics(v, vs, **kwargs)[0]
                for v in shifted_volumes(labels, probabilities, sigma,
                                         min_object_voxels=min_object_voxels)]
-    h = kwargs["particle_h"]
     if h_doubt > 0:  # the same labels, split into particles with a saddle moved by h_doubt
-        volume = labels.size * float(np.prod(vs))
-        shifted += [{**baseline, **particle_statistics(particle_table(split, vs), volume)}
-                    for split in separate_particles(labels == AM, vs, h=(h - h_doubt, h + h_doubt),
-                                                    sigma=kwargs["particle_sigma"])]
+        h = kwargs["particle_h"]
+        shifted += [{**baseline, **values} for values, _ in particle_metrics(
+            labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma"])]
     phases = kwargs["electronic_phases"]
     doubt = sorted(percolation_doubt(labels, probabilities, sigma,
                                      {"pore": (PORE,), "electronic": tuple(phases)},
@@ -566,7 +575,7 @@ def _notes(out: dict) -> list[str]:
             notes.append(f"the {network} network does not connect the two faces normal to "
                          f"{axis}: {key} = inf (no transport), relative value 0")
     if out.get("particles_whole") == 0 and out.get("volume_fraction_am", 0) > 0:
-        notes.append(f"no AM particle lies wholly inside the volume ({out['particles_cut']} cut "
+        notes.append(f"{NO_WHOLE_PARTICLE} ({out['particles_cut']} cut "
                      "by its faces): d10/d50/d90 and sphericity are NaN; the volume is only a "
                      "few particles wide, or the AM was separated into few large clusters")
     if out.get("percolation_in_doubt"):
