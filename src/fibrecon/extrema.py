@@ -1,4 +1,4 @@
-"""Regional maxima of a 3D field with their dynamics: h-maxima markers for the particle watershed.
+"""Regional maxima with their dynamics, and the marker watershed: the particle separation's floods.
 
 :func:`h_maxima` gives the same mask as :func:`skimage.morphology.h_maxima`
 (26-connected), which computes a grey-level reconstruction of the whole
@@ -9,6 +9,10 @@ and 0.2 us per voxel; voxels at the minimum value are never flooded, so a
 masked map (0 outside the solid) costs only its solid
 (``tests/unit/test_metrics.py`` checks the two agree;
 ``benchmarks/metrics_scale.py`` measures the particle stage).
+
+:func:`watershed` floods from the markers as
+:func:`skimage.segmentation.watershed` does (6-connected), in about half
+its time and 14 bytes per voxel.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["h_maxima"]
+__all__ = ["h_maxima", "watershed"]
 
 _OFFSETS = np.array([(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                      if (dz, dy, dx) != (0, 0, 0)], dtype=np.int64)
@@ -199,3 +203,100 @@ def _h_maxima(image, hs: np.ndarray) -> np.ndarray:
         masks = _flood(flat, np.array(f.shape, np.int64), _OFFSETS, keys, floor, hs[fits])
         out[fits] = masks.reshape(-1, *f.shape)
     return out
+
+
+@numba.njit(cache=True)
+def _bucket_flood(rank, n_ranks, out, mask, steps):
+    """Marker flooding in order of (rank, entry time), labelling each voxel as it enters the queue.
+
+    ``rank`` orders the voxels by value (equal values, equal rank); a FIFO
+    list per rank gives, among equal values, the earliest entry first,
+    without the log-time operations of a binary heap of (value, age).
+    Flat arrays of a volume padded by one voxel that ``mask`` leaves out,
+    so that ``steps`` (the six neighbours' offsets) never leave it.
+    """
+    n = out.size
+    head = np.full(n_ranks, -1, np.int32)
+    tail = np.full(n_ranks, -1, np.int32)
+    nxt = np.full(n, -1, np.int32)
+    current = n_ranks
+    for v in range(n):  # the markers enter first, in index order
+        if out[v] != 0:
+            b = rank[v]
+            if tail[b] < 0:
+                head[b] = v
+            else:
+                nxt[tail[b]] = v
+            tail[b] = v
+            if b < current:
+                current = b
+    while current < n_ranks:
+        v = head[current]
+        if v < 0:
+            current += 1
+            continue
+        head[current] = nxt[v]
+        if head[current] < 0:
+            tail[current] = -1
+        label = out[v]
+        for k in range(steps.size):
+            u = np.int32(v + steps[k])
+            if not mask[u] or out[u] != 0:
+                continue
+            out[u] = label
+            b = rank[u]
+            if tail[b] < 0:
+                head[b] = u
+            else:
+                nxt[tail[b]] = u
+            tail[b] = u
+            if b < current:
+                current = b
+
+
+def watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Marker-controlled watershed by flooding, 6-connected.
+
+    The flooding of :func:`skimage.segmentation.watershed` (lowest value
+    first, ties to the earliest in the queue, each voxel labelled from the
+    neighbour that put it in the queue), with a queue of one FIFO list per
+    distinct value instead of a binary heap: about half the time on the
+    particle watershed of a demo volume. Where values tie, scikit-image's
+    order is its own (it changed in 0.25), so the two agree on all but a few
+    voxels of plateaus (``tests/unit/test_metrics.py`` checks both: exact
+    without ties, nearly so with them).
+
+    Parameters
+    ----------
+    image : ndarray, (z, y, x)
+        Flooded from the lowest value up.
+    markers : ndarray of int, (z, y, x)
+        Seeds (> 0); 0 elsewhere. Markers outside ``mask`` are dropped.
+    mask : ndarray of bool, (z, y, x)
+        Only these voxels are labelled.
+
+    Returns
+    -------
+    ndarray of int32, (z, y, x)
+    """
+    image = np.asarray(image)
+    mask = np.asarray(mask, dtype=bool)
+    if image.ndim != 3 or image.shape != mask.shape or np.shape(markers) != image.shape:
+        raise ValueError(f"watershed needs 3D image, markers and mask of one shape, got "
+                         f"{image.shape}, {np.shape(markers)}, {mask.shape}")
+    padded = np.pad(mask, 1)
+    if padded.size >= 2**31:
+        raise ValueError(f"volume of {image.size} voxels is too large for 32-bit voxel indices")
+    values = np.unique(image[mask])
+    rank = np.zeros(padded.shape, np.int32)  # the value's rank, filled a few planes at a time
+    step = max(1, (1 << 22) // max(1, image[0].size))
+    for z0 in range(0, image.shape[0], step):
+        inner = mask[z0:z0 + step]
+        rank[1 + z0:1 + z0 + inner.shape[0], 1:-1, 1:-1][inner] = np.searchsorted(
+            values, image[z0:z0 + step][inner])
+    out = np.pad(np.where(mask, markers, 0).astype(np.int32), 1)
+    ny, nx = padded.shape[1:]
+    steps = np.array([-ny * nx, -nx, -1, 1, nx, ny * nx], np.int64)
+    _bucket_flood(rank.ravel(), max(values.size, 1), out.ravel(), padded.ravel(), steps)
+    del rank, padded
+    return out[1:-1, 1:-1, 1:-1].copy()

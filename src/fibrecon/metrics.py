@@ -414,7 +414,11 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     kwargs = dict(tortuosity_axes=tortuosity_axes, electronic_phases=electronic_phases,
                   device=device, conv_crit=conv_crit, particle_h=particle_h,
                   particle_sigma=particle_sigma, dispersion_block_um=dispersion_block_um)
-    scalars, particles, aggregates = volume_metrics(labels, vs, **kwargs)
+    with_sd = probabilities is not None and boundary_shift_sd is not None
+    doubt_h = (particle_h - particle_h_doubt, particle_h + particle_h_doubt) \
+        if with_sd and particle_h_doubt > 0 else ()
+    scalars, particles, aggregates, separated = volume_metrics(labels, vs, also_h=doubt_h,
+                                                               **kwargs)
     out.update(scalars)
     # last: what its many small solves leave resident (compiled code, allocator arenas)
     # then stays below the peak of the whole-volume stages
@@ -425,13 +429,14 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     half = spread[spread["edge_fraction"] == 0.5]
     for _, row in half.iterrows():  # error bar: spread over sub-volumes of half the edge
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
-    if probabilities is not None and boundary_shift_sd is not None:
+    if with_sd:
         sigma = np.broadcast_to(np.asarray(boundary_shift_sd, float), (len(SHIFT_DIRECTIONS),))
         with _stage("segmentation uncertainty"):
             sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
                                                   family_scale,
                                                   min_object_voxels=min_object_voxels,
-                                                  h_doubt=particle_h_doubt, **kwargs)
+                                                  h_doubt=particle_h_doubt,
+                                                  separated=separated or None, **kwargs)
         out.update(sds)
         out["boundary_shift_sd"] = sigma.tolist()
         out["percolation_in_doubt"] = doubt
@@ -458,7 +463,7 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                              family_scale=None, *,
                              min_object_voxels: int = VolumeSettings.min_object_voxels,
                              h_doubt: float = MetricsSettings.particle_h_doubt_px,
-                             **kwargs) -> tuple[dict, list]:
+                             separated=None, **kwargs) -> tuple[dict, list]:
     """Every scalar metric's segmentation sd, and the tortuosities whose percolation is in doubt.
 
     The metrics of the volumes whose boundaries are moved by ``sigma`` along
@@ -492,6 +497,10 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
         (:func:`fibrecon.uncertainty.shifted_volumes`).
     h_doubt : float
         ``metrics: particle_h_doubt_px``; 0 leaves the separation doubt out.
+    separated : list of dict, optional
+        The particle metrics of ``labels`` at ``particle_h -+ h_doubt``,
+        already computed (:func:`volume_metrics` ``also_h``); computed here
+        if not given.
     **kwargs
         Of :func:`volume_metrics`.
 
@@ -506,9 +515,11 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                for v in shifted_volumes(labels, probabilities, sigma,
                                         min_object_voxels=min_object_voxels)]
     if h_doubt > 0:  # the same labels, split into particles with a saddle moved by h_doubt
-        h = kwargs["particle_h"]
-        shifted += [{**baseline, **values} for values, _ in particle_metrics(
-            labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma"])]
+        if separated is None:
+            h = kwargs["particle_h"]
+            separated = [values for values, _ in particle_metrics(
+                labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma"])]
+        shifted += [{**baseline, **values} for values in separated]
     phases = kwargs["electronic_phases"]
     doubt = sorted(percolation_doubt(labels, probabilities, sigma,
                                      {"pore": (PORE,), "electronic": tuple(phases)},
@@ -521,7 +532,7 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
 
 def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases, device,
                    conv_crit, particle_h, particle_sigma, dispersion_block_um,
-                   quiet: bool = False, tau_tol: float = 1e-4):
+                   quiet: bool = False, tau_tol: float = 1e-4, also_h=()):
     """The scalar metrics of one label volume (every metric but profiles and spreads).
 
     A volume whose boundaries were moved (the segmentation sd) is separated
@@ -531,10 +542,17 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
     Its tortuosity solves stop at ``tau_tol`` =
     :data:`fibrecon.tortuosity.SPREAD_TOL`.
 
+    ``also_h``: further marker heights whose particle metrics are returned
+    too, from the same distance map and flooding as ``particle_h``'s (the
+    separation doubt of :func:`segmentation_uncertainty`: one flooding
+    instead of two).
+
     Returns
     -------
     metrics : dict
     particles, aggregates : pandas.DataFrame
+    also : list of dict
+        :func:`particle_metrics` for each of ``also_h``.
     """
     stage = (lambda name: contextlib.nullcontext()) if quiet else _stage
     out = {"volume_um3": labels.size * float(np.prod(vs))}
@@ -542,8 +560,8 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
 
     # particles and dispersion
     with stage("particles"):
-        particle_values, particles = particle_metrics(labels, vs, h=particle_h,
-                                                      sigma=particle_sigma)
+        (particle_values, particles), *also = particle_metrics(
+            labels, vs, h=(particle_h, *also_h), sigma=particle_sigma)
     out.update(particle_values)
     with stage("dispersion"):
         out.update(dispersion_metrics(labels, vs, block_um=dispersion_block_um))
@@ -562,7 +580,7 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
         out.update(thickness_metrics(labels, vs))
     with stage("interface areas"):
         out.update(interface_areas(labels, vs))
-    return out, particles, aggregates
+    return out, particles, aggregates, [values for values, _ in also]
 
 
 def _notes(out: dict) -> list[str]:

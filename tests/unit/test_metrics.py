@@ -136,6 +136,36 @@ def test_h_maxima_equals_scikit_image_including_plateaus_and_ties():
         h_maxima(np.zeros((3, 3, 3)), 0)
 
 
+
+def test_watershed_equals_scikit_image_where_no_values_tie_and_nearly_where_they_do():
+    from skimage.segmentation import watershed as skimage_watershed
+
+    from fibrecon.extrema import watershed
+
+    for seed in range(12):  # continuous values: one flooding order, the same labels
+        rng = np.random.default_rng(seed)
+        shape = tuple(rng.integers(4, 20, 3))
+        f = ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32)
+        mask = rng.random(shape) < 0.85
+        markers = np.zeros(shape, np.int32)
+        markers.flat[rng.choice(f.size, 5, replace=False)] = np.arange(1, 6)
+        np.testing.assert_array_equal(watershed(f, markers, mask),
+                                      skimage_watershed(f, markers, mask=mask),
+                                      err_msg=f"seed {seed}")
+    # the particle case: minus the distance map of overlapping balls, whose values tie
+    zz, yy, xx = np.mgrid[0:40, 0:40, 0:64]
+    solid = ((zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 < 15 ** 2) | \
+        ((zz - 20) ** 2 + (yy - 18) ** 2 + (xx - 44) ** 2 < 13 ** 2)
+    dt = -ndi.distance_transform_edt(solid).astype(np.float32)
+    markers = np.zeros(solid.shape, np.int32)
+    markers[20, 20, 20], markers[20, 18, 44] = 1, 2
+    got, expected = watershed(dt, markers, solid), skimage_watershed(dt, markers, mask=solid)
+    assert set(np.unique(got)) == {0, 1, 2}
+    assert np.mean(got[solid] == expected[solid]) > 0.99
+    with pytest.raises(ValueError, match="one shape"):
+        watershed(dt, markers[:-1], solid)
+
+
 def test_dispersion_measures():
     rng = np.random.default_rng(0)
     noise = rng.random((40, 40, 40)) < 0.3
@@ -204,6 +234,23 @@ def test_surface_area_meshed_in_slabs_equals_one_mesh_of_the_whole_volume():
     dot[6, 6, 6] = True  # thinner than the smoothing: meshed unsmoothed, in slabs too
     assert surface_area(dot, (1, 1, 1), slab=4) == pytest.approx(surface_area(dot, (1, 1, 1)))
     assert surface_area(dot, (1, 1, 1)) > 1.0
+
+
+
+def test_surface_area_equals_scikit_image_mesh_area_of_the_whole_volume():
+    """The one-pass triangle sum against skimage's mesh_surface_area of one edge-padded mesh."""
+    from skimage import measure
+
+    rng = np.random.default_rng(4)
+    mask = ndi.gaussian_filter(rng.random((40, 36, 30)), 2) > 0.5
+    vs = (0.07, 0.05, 0.04)
+    piece = ndi.gaussian_filter(np.pad(mask, 1, mode="edge").astype(np.float32), 1.0)
+    verts, faces, _, _ = measure.marching_cubes(piece, 0.5, spacing=vs)
+    centroids = verts[faces].mean(axis=1) / np.asarray(vs)
+    inside = np.all((centroids >= 0.5) & (centroids < np.asarray(mask.shape) + 0.5), axis=1)
+    reference = measure.mesh_surface_area(verts, faces[inside])
+    assert surface_area(mask, vs, slab=40) == pytest.approx(reference, rel=1e-5)
+    assert surface_area(mask, vs, slab=7) == pytest.approx(reference, rel=1e-5)
 
 
 # ---------------------------------------------------------------- real data

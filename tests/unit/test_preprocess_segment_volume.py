@@ -50,6 +50,28 @@ def test_small_islands_take_their_neighbours_label():
     np.testing.assert_array_equal(relabel_small_islands(v, 0), v)
 
 
+
+def test_small_islands_filled_island_by_island_as_by_one_whole_volume_transform():
+    """The boxed nearest-voxel fill against scipy's transform of the whole volume."""
+    rng = np.random.default_rng(5)
+    v = np.digitize(ndi.gaussian_filter(rng.random((40, 50, 45)), 1.2), [0.47, 0.53]).astype(np.uint8)
+    v[0, :3, :3] = 2  # islands on the faces and corners too
+    v[-1, -2:, -1] = 1
+    small = np.zeros(v.shape, bool)
+    for phase in range(3):
+        comp, _ = ndi.label(v == phase)
+        sizes = np.bincount(comp.ravel())
+        tiny = sizes < 20
+        tiny[0] = False
+        small |= tiny[comp]
+    assert 200 < small.sum() < 0.2 * v.size
+    _, nearest = ndi.distance_transform_edt(small, return_indices=True)
+    np.testing.assert_array_equal(relabel_small_islands(v, 20), v[tuple(nearest)])
+    cross = np.ones((5, 5, 5), np.uint8)  # an island from face to face along every axis
+    cross[2, 2, :] = cross[2, :, 2] = cross[:, 2, 2] = 2  # (the whole-volume fallback)
+    assert (relabel_small_islands(cross, 20) == 1).all()
+
+
 def test_destriping_removes_curtains_and_keeps_structure():
     rng = np.random.default_rng(1)
     structure = ndi.gaussian_filter(rng.random((256, 256)), 3).astype(np.float32)
