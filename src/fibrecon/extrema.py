@@ -206,6 +206,17 @@ def _h_maxima(image, hs: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _enqueue(head, tail, nxt, b, v):
+    """Append voxel ``v`` to the FIFO list of rank ``b``; returns ``b``."""
+    if tail[b] < 0:
+        head[b] = v
+    else:
+        nxt[tail[b]] = v
+    tail[b] = v
+    return b
+
+
+@numba.njit(cache=True)
 def _bucket_flood(rank, n_ranks, out, mask, steps):
     """Marker flooding in order of (rank, entry time), labelling each voxel as it enters the queue.
 
@@ -222,14 +233,7 @@ def _bucket_flood(rank, n_ranks, out, mask, steps):
     current = n_ranks
     for v in range(n):  # the markers enter first, in index order
         if out[v] != 0:
-            b = rank[v]
-            if tail[b] < 0:
-                head[b] = v
-            else:
-                nxt[tail[b]] = v
-            tail[b] = v
-            if b < current:
-                current = b
+            current = min(current, _enqueue(head, tail, nxt, rank[v], v))
     while current < n_ranks:
         v = head[current]
         if v < 0:
@@ -244,14 +248,7 @@ def _bucket_flood(rank, n_ranks, out, mask, steps):
             if not mask[u] or out[u] != 0:
                 continue
             out[u] = label
-            b = rank[u]
-            if tail[b] < 0:
-                head[b] = u
-            else:
-                nxt[tail[b]] = u
-            tail[b] = u
-            if b < current:
-                current = b
+            current = min(current, _enqueue(head, tail, nxt, rank[u], u))
 
 
 def watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
