@@ -20,6 +20,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     raw = files.RawStack(raw_dir, p.pattern, p.kvs, databar=p.databar)
     for warning in raw.metadata.get("warnings", []):
         log.warning("metadata: %s", warning)
+    for note in raw.notes:
+        log.info("raw files: %s", note)
     voxel, origin = resolve_voxel_size(p.voxel, raw.metadata, source=raw_dir)
     log.info("%s: %s %s, voxel (dz, dy, dx) = %s um from %s", raw_dir, raw.shape, raw.dtype,
              voxel, origin)

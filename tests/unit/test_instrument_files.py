@@ -145,3 +145,54 @@ def test_metadata_of_a_broken_file_is_a_named_error(tmp_path):
     (tmp_path / "empty.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\x00\x00")  # a header, no page
     with pytest.raises(files.RawDataError, match="empty.tif: cannot be read as TIFF"):
         files.read_sem_metadata(tmp_path / "empty.tif")
+
+
+# --------------------------------------------------------------- TIFFs without vendor metadata
+@pytest.mark.parametrize("unit, factor", [("micron", 1.0), ("\\u00B5m", 1.0), ("nm", 1e-3)])
+def test_imagej_scale_is_read_where_no_vendor_metadata_exists(tmp_path, unit, factor):
+    """A stack saved from Fiji keeps its calibration: pixel size from the resolution tags, z
+    from ``spacing``; the micrometre case agrees with RosettaSciIO's ImageJ reader."""
+    path = tmp_path / "stack_1kV.tif"
+    tifffile.imwrite(path, np.zeros((5, 32, 48), np.uint8), imagej=True,
+                     resolution=(1 / (12 / factor / 1e3), 1 / (10 / factor / 1e3)),
+                     metadata={"unit": unit, "spacing": 20 / factor / 1e3, "axes": "ZYX"})
+    meta = files.read_sem_metadata(path)
+    assert meta["vendor"] == "ImageJ" and not meta["warnings"]
+    np.testing.assert_allclose(meta["pixel_size_um"], (0.010, 0.012), rtol=1e-6)
+    assert meta["slice_thickness_um"] == pytest.approx(0.020)
+    assert "spacing" in meta["origin"]["slice_thickness_um"]
+    voxel, origin = resolve_voxel_size(dict.fromkeys("xyz", "from_metadata"), meta)
+    np.testing.assert_allclose(voxel, (0.020, 0.010, 0.012), rtol=1e-6)
+    assert "ImageJ" in origin["y"] and "sin" not in origin["y"]  # no tilt known: as saved
+    if unit == "micron":
+        rsciio_tiff = pytest.importorskip("rsciio.tiff")
+        axes = {a["name"]: a for a in rsciio_tiff.file_reader(str(path))[0]["axes"]}
+        np.testing.assert_allclose(meta["pixel_size_um"],
+                                   (axes["height"]["scale"], axes["width"]["scale"]), rtol=1e-6)
+
+
+def test_ome_tiff_physical_size_is_read_with_its_units(tmp_path):
+    path = tmp_path / "stack_1kV.ome.tif"
+    tifffile.imwrite(path, np.zeros((4, 32, 48), np.uint16), metadata={
+        "axes": "ZYX", "PhysicalSizeX": 12.0, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 0.010,
+        "PhysicalSizeYUnit": "µm", "PhysicalSizeZ": 20.0, "PhysicalSizeZUnit": "nm"})
+    meta = files.read_sem_metadata(path)
+    assert meta["vendor"] == "OME-TIFF"
+    np.testing.assert_allclose(meta["pixel_size_um"], (0.010, 0.012), rtol=1e-9)
+    assert meta["slice_thickness_um"] == pytest.approx(0.020)
+    assert files.read_ome_scale(path) == pytest.approx((0.020, 0.010, 0.012))
+
+
+def test_uncalibrated_or_unknown_unit_scale_is_absent(tmp_path):
+    tifffile.imwrite(tmp_path / "px.tif", np.zeros((8, 8), np.uint8), imagej=True,
+                     metadata={"unit": "pixel"})
+    tifffile.imwrite(tmp_path / "inch.tif", np.zeros((8, 8), np.uint8), resolution=(72, 72),
+                     resolutionunit="INCH")  # a default 72 dpi says nothing of the sample
+    tifffile.imwrite(tmp_path / "odd.tif", np.zeros((8, 8), np.uint8), imagej=True,
+                     resolution=(2.0, 2.0), metadata={"unit": "furlong"})
+    for name in ("px.tif", "inch.tif"):
+        meta = files.read_sem_metadata(tmp_path / name)
+        assert "pixel_size_um" not in meta and not meta["warnings"], name
+    odd = files.read_sem_metadata(tmp_path / "odd.tif")
+    assert "pixel_size_um" not in odd
+    assert any("odd.tif" in w and "furlong" in w for w in odd["warnings"])

@@ -112,14 +112,32 @@ def test_raw_stack_checks_every_header_before_reading(tmp_path):
         files.RawStack(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
-def test_rgb_images_are_refused_by_name(tmp_path):
+def test_colour_images_are_refused_by_name_before_work(tmp_path):
     folder = tmp_path / "raw"
     folder.mkdir()
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[..., 0] = 200  # red: not a grey detector image
     for z in range(2):
-        tifffile.imwrite(folder / f"s_{z}_1kV.tif", np.zeros((8, 8, 3), np.uint8),
-                         photometric="rgb")
-    with pytest.raises(files.RawDataError, match="s_0_1kV.tif: expected 2D greyscale"):
+        tifffile.imwrite(folder / f"s_{z}_1kV.tif", img, photometric="rgb")
+    with pytest.raises(files.RawDataError,
+                       match=r"s_0_1kV.tif \(first slice\): a colour image .* differ in 100.0%"):
         files.RawStack(folder, "s_{slice}_{kv}kV.tif", [1])
+
+
+def test_greyscale_saved_as_rgb_is_read_as_one_plane_and_colour_is_a_named_error(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 255, (3, 24, 32)).astype(np.uint8)
+    for z, img in enumerate(grey):
+        tifffile.imwrite(tmp_path / f"s_{z}_1kV.tif", np.repeat(img[..., None], 3, -1),
+                         photometric="rgb")
+    stack = files.RawStack(tmp_path, "s_{slice}_{kv}kV.tif", [1], databar="none")
+    assert stack.shape == (3, 1, 24, 32) and any("greyscale" in n for n in stack.notes)
+    np.testing.assert_array_equal(stack[2][0], grey[2])
+    colour = np.repeat(grey[1][..., None], 3, -1)
+    colour[:4, :, 2] = 255 - colour[:4, :, 2]  # a false-colour overlay in one slice
+    tifffile.imwrite(tmp_path / "s_1_1kV.tif", colour, photometric="rgb")
+    with pytest.raises(files.RawDataError, match=r"s_1_1kV.tif \(slice 1\): a colour image"):
+        stack[1]
 
 
 def test_streamed_volume_round_trip(tmp_path):
@@ -143,3 +161,13 @@ def test_streamed_write_that_fails_leaves_nothing(tmp_path):
         files.write_volume_slices(tmp_path / "v.tif", iter([np.zeros((4, 4))]), (3, 4, 4),
                                np.uint8, (1, 1, 1))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hyperstack_of_several_channels_is_refused_not_read_as_slices(tmp_path):
+    data = np.zeros((3, 2, 16, 16), np.uint8)  # z, c, y, x as Fiji saves a two-channel stack
+    tifffile.imwrite(tmp_path / "stack_1kV.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(files.RawDataError, match="stack_1kV.tif: a hyperstack of 2 channels"):
+        files.RawStack(tmp_path, "stack_{kv}kV.tif", [1])
+    tifffile.imwrite(tmp_path / "one_1kV.tif", data[:, 0], imagej=True,
+                     metadata={"axes": "ZYX"})
+    assert files.RawStack(tmp_path, "one_{kv}kV.tif", [1], databar="none").shape == (3, 1, 16, 16)

@@ -1,7 +1,10 @@
 """Instrument metadata of Thermo Fisher (FEI) and Zeiss SEM TIFFs, and their data bars.
 
 Values are read from the TIFF tags alone (no pixel data), checked in the tests
-against RosettaSciIO's reader on real instrument files.
+against RosettaSciIO's reader on real instrument files. A TIFF without vendor
+metadata may still carry a calibrated scale: that of ImageJ/Fiji (``unit``
+and ``spacing`` in the image description, pixels per unit in the resolution
+tags; read as RosettaSciIO reads it) or of OME-TIFF (``PhysicalSizeX/Y/Z``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-__all__ = ["read_sem_metadata", "detect_databar"]
+__all__ = ["read_sem_metadata", "detect_databar", "ome_physical_sizes"]
 
 
 def _as_number(value, path: Path, tag: str, warnings: list, scale: float = 1.0):
@@ -31,6 +34,87 @@ def _as_number(value, path: Path, tag: str, warnings: list, scale: float = 1.0):
 
 #: Zeiss length units, in micrometres.
 _ZEISS_UNITS = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "m": 1e6}
+
+#: Length units of ImageJ's ``unit`` entry and of OME's ``PhysicalSize*Unit``, in micrometres
+#: (ImageJ writes "micron" or "\\u00B5m"; "pixel" or no unit means uncalibrated).
+_SCALE_UNITS = {**_ZEISS_UNITS, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+                "micrometre": 1.0, "\\u00b5m": 1.0, "μm": 1.0, "nanometer": 1e-3,
+                "nanometre": 1e-3, "cm": 1e4, "å": 1e-4, "angstrom": 1e-4}
+
+
+def ome_physical_sizes(xml: str) -> dict:
+    """``{"z", "y", "x"}`` -> (size in µm or None, unit as written) from OME-XML's first ``Pixels``.
+
+    An axis without ``PhysicalSize`` is absent; an unknown unit gives None
+    (OME's default unit is µm).
+    """
+    import xml.etree.ElementTree as ET
+
+    pixels = next((el for el in ET.fromstring(xml).iter() if el.tag.endswith("Pixels")), None)
+    out = {}
+    for axis in "ZYX":
+        value = None if pixels is None else pixels.get(f"PhysicalSize{axis}")
+        if value is None:
+            continue
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        factor = _SCALE_UNITS.get(unit.strip().lower())
+        try:
+            out[axis.lower()] = (None if factor is None else float(value) * factor, unit)
+        except ValueError:
+            out[axis.lower()] = (None, unit)
+    return out
+
+
+def _calibrated_scale(tif, path: Path, warnings: list) -> tuple[str | None, dict, dict]:
+    """Pixel size (and slice spacing) from an ImageJ or OME-TIFF calibration, with their tags.
+
+    Returns ``(kind, values, tags)``: "OME-TIFF", "ImageJ" or None;
+    ``pixel_size_um`` (y, x) and ``slice_thickness_um`` where present; for
+    each the tag it came from.
+    """
+    values, tags = {}, {}
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            sizes = ome_physical_sizes(tif.ome_metadata)
+        except Exception as exc:  # malformed XML
+            warnings.append(f"{path.name}: OME-XML cannot be parsed ({exc}); its scale is "
+                            "treated as absent")
+            sizes = {}
+        for axis, (size, unit) in sizes.items():
+            if size is None or not size > 0:
+                warnings.append(f"{path.name}: OME PhysicalSize{axis.upper()} in unit {unit!r} "
+                                "is not a length; treated as absent")
+        if all(sizes.get(a, (None,))[0] for a in "yx"):
+            values["pixel_size_um"] = (sizes["y"][0], sizes["x"][0])
+            tags["pixel_size_um"] = "PhysicalSizeY, PhysicalSizeX"
+        if sizes.get("z", (None,))[0]:
+            values["slice_thickness_um"] = sizes["z"][0]
+            tags["slice_thickness_um"] = "PhysicalSizeZ"
+        return "OME-TIFF", values, tags
+    ij = tif.imagej_metadata or {}
+    unit = str(ij.get("unit", "")).strip()
+    if not unit or unit.lower() in ("pixel", "pixels", "px"):
+        return None, values, tags  # uncalibrated: ImageJ's default
+    factor = _SCALE_UNITS.get(unit.lower())
+    if factor is None:
+        warnings.append(f"{path.name}: ImageJ unit {unit!r} is not a length unit; the scale is "
+                        "treated as absent")
+        return None, values, tags
+    page = tif.pages.first
+    try:
+        (xn, xd), (yn, yd) = (page.tags[k].value for k in ("XResolution", "YResolution"))
+        px, py = xd / xn * factor, yd / yn * factor
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        px = py = None
+    if px and py and np.isfinite(px) and np.isfinite(py):
+        values["pixel_size_um"] = (float(py), float(px))
+        tags["pixel_size_um"] = f"YResolution, XResolution (unit {unit})"
+    if "spacing" in ij:
+        spacing = _as_number(ij["spacing"], path, "ImageJ spacing", warnings, factor)
+        if spacing and spacing > 0:
+            values["slice_thickness_um"] = spacing
+            tags["slice_thickness_um"] = f"spacing (unit {unit})"
+    return "ImageJ", values, tags
 
 
 def read_sem_metadata(path, image_shape=None) -> dict:
@@ -55,13 +139,17 @@ def read_sem_metadata(path, image_shape=None) -> dict:
     Returns
     -------
     dict
-        ``vendor`` ("FEI", "Zeiss" or None), and where present
+        ``vendor`` ("FEI", "Zeiss", "ImageJ" or "OME-TIFF" for a calibrated
+        TIFF without vendor metadata, or None), and where present
         ``pixel_size_um`` as (y, x), ``kv`` (acceleration voltage),
         ``working_distance_mm``, ``detector``, ``tilt_corrected`` (the
         instrument corrected the cross-section foreshortening),
         ``stage_tilt_deg``, ``databar_rows`` (rows of the vendor's data bar
         at the bottom of the image), ``slice_index`` (Zeiss FIB slice index)
-        and ``date``; ``origin`` says for each value the tag it was read
+        and ``date``; from an ImageJ or OME-TIFF calibration ``pixel_size_um``
+        and ``slice_thickness_um`` (ImageJ ``spacing``, OME ``PhysicalSizeZ``),
+        taken as the image's true scale (no tilt is known, so no tilt
+        correction applies); ``origin`` says for each value the tag it was read
         from, with the file name (e.g. ``"FEI [EBeam] HV in s_000_1kV.tif"``);
         ``warnings`` lists values that were present but empty or malformed
         (treated as absent), each naming the file and tag.
@@ -81,7 +169,8 @@ def read_sem_metadata(path, image_shape=None) -> dict:
         with tifffile.TiffFile(path) as tif:
             fei = tif.fei_metadata
             sem = tif.sem_metadata
-            rows, cols = image_shape or tif.pages.first.shape[-2:]
+            rows, cols = image_shape or tif.pages.first.shape[:2]
+            calibrated = (None, {}, {}) if fei or sem else _calibrated_scale(tif, path, warnings)
     except Exception as exc:  # tifffile raises many kinds for a broken file
         from fibrecon.files.raw import RawDataError
 
@@ -199,6 +288,11 @@ def read_sem_metadata(path, image_shape=None) -> dict:
             has_time = isinstance(time_, (tuple, list)) and len(time_) >= 2
             put("date", f"{date[1]} {time_[1]}" if has_time else str(date[1]),
                 "AP_DATE, AP_TIME" if has_time else "AP_DATE")
+    elif calibrated[1]:
+        kind, values, tags = calibrated
+        out["vendor"] = kind
+        for key, value in values.items():
+            put(key, value, tags[key])
     out["origin"] = origin
     out["warnings"] = warnings
     return out

@@ -118,6 +118,27 @@ def _read_image(path: Path, key=None) -> np.ndarray:
     return image
 
 
+def _grey(img: np.ndarray, path: Path, where: str = "") -> np.ndarray:
+    """A greyscale image stored with samples per pixel (RGB, RGBA, grey + alpha) as one plane.
+
+    Raises
+    ------
+    RawDataError
+        Colour samples that differ: a false-colour or colour image is not an SEM signal.
+    """
+    if img.ndim == 2:
+        return img
+    colour = img[..., : 1 if img.shape[-1] == 2 else 3]  # alpha (the last of 2 or 4) left out
+    differ = (colour != colour[..., :1]).any(axis=-1)
+    if differ.any():
+        raise RawDataError(
+            f"{path}{where}: a colour image ({img.shape[-1]} samples per pixel) whose colour "
+            f"channels differ in {differ.mean():.1%} of the pixels; fibrecon reads greyscale "
+            "detector images: save the slices as greyscale (Fiji: Image > Type > 8-bit or "
+            "16-bit) or export the detector signal itself")
+    return colour[..., 0]
+
+
 def _page_order(path: Path, n: int) -> list[int]:
     """Pages of a multi-page TIFF in slice order: by the Zeiss slice-index tag where every page has one."""
     index = []
@@ -140,13 +161,32 @@ def _page_order(path: Path, n: int) -> list[int]:
 
 
 def _page_info(path: Path) -> tuple[int, tuple, np.dtype]:
-    """Number of pages, page shape and dtype, from the TIFF headers only."""
+    """Number of pages, page shape and dtype, from the TIFF headers only.
+
+    Raises
+    ------
+    RawDataError
+        Besides an unreadable file: an ImageJ hyperstack or OME-TIFF with
+        several channels, whose pages interleave them (read as slices, they
+        would mix the channels).
+    """
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            return len(tif.pages), tuple(page.shape), np.dtype(page.dtype)
+            n, shape, dtype = len(tif.pages), tuple(page.shape), np.dtype(page.dtype)
+            ij = tif.imagej_metadata or {}
+            series = tif.series[0] if tif.is_ome and tif.series else None
+            channels = int(ij.get("channels", 1) or 1)
+            if series is not None and "C" in series.axes:
+                channels = max(channels, int(series.shape[series.axes.index("C")]))
     except Exception as exc:
         raise RawDataError(f"{path}: cannot be read as TIFF ({exc})") from exc
+    if n > 1 and channels > 1 and len(shape) == 2:
+        raise RawDataError(
+            f"{path}: a hyperstack of {channels} channels ({n} pages): fibrecon reads one file "
+            "(or one file per slice) per kV channel; split the channels (Fiji: Image > Color > "
+            "Split Channels) and save each as its own file, named by the pattern's {kv}")
+    return n, shape, dtype
 
 
 class RawStack:
@@ -158,7 +198,9 @@ class RawStack:
         As for :func:`find_raw_files`; channel ``c`` follows the order of ``kvs``.
         Each kV as one multi-page TIFF: pages in the order of their Zeiss
         slice-index tag (``AP_FIB_SLICE_INDEX``) where every page has one,
-        else in file order.
+        else in file order. Greyscale images saved as RGB, RGBA or grey +
+        alpha (equal colour channels) are read as one plane; colour images
+        whose channels differ are an error.
     databar : "auto", int or "none"
         Rows of the vendor's data bar to cut at the bottom of every image:
         ``"auto"`` takes them from the metadata (FEI: image height minus
@@ -176,6 +218,10 @@ class RawStack:
         (number of files).
     databar : dict
         ``rows`` cut at the bottom and ``origin`` (why).
+
+    notes : list of str
+        What the reader decided about the files (a greyscale image saved as
+        RGB read as one plane), for the align log.
 
     Raises
     ------
@@ -218,6 +264,13 @@ class RawStack:
         counts = {len(src) for src in self._sources}
         if len(counts) != 1:
             raise RawDataError(f"{folder}: kV channels have different slice counts {sorted(counts)}")
+        self.notes = []  # what the reader decided about the files, for the align log
+        if len(shape) == 3 and shape[-1] in (2, 3, 4):  # greyscale saved with samples per pixel
+            path, page = self._sources[0][0]
+            _grey(_read_image(path, key=page), path, " (first slice)")  # before any work
+            self.notes.append(f"{first}: {shape[-1]} samples per pixel with equal colour "
+                              "channels: read as greyscale (every slice is checked)")
+            shape = shape[:2]
         if len(shape) != 2:
             raise RawDataError(f"{first}: expected 2D greyscale images, got shape {shape}")
         if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
@@ -261,7 +314,7 @@ class RawStack:
             if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
                 raise RawDataError(f"{path} (slice {z}): {int((~np.isfinite(img)).sum())} "
                                    "NaN or infinite pixel values")
-            planes.append(img[: self._rows])
+            planes.append(_grey(img, path, f" (slice {z})")[: self._rows])
         return np.stack(planes)
 
 

@@ -216,14 +216,15 @@ def write_ome_tiff(path, data: np.ndarray, voxel_size, *, channels: bool = False
 
 def read_ome_scale(path) -> tuple[float, float, float]:
     """(dz, dy, dx) in micrometres from an OME-TIFF's ``Pixels`` element."""
-    import xml.etree.ElementTree as ET
+    from fibrecon.files.metadata import ome_physical_sizes
 
     with tifffile.TiffFile(path) as tif:
         xml = tif.ome_metadata
     if not xml:
         raise ValueError(f"{path}: no OME metadata")
-    pixels = next(el for el in ET.fromstring(xml).iter() if el.tag.endswith("Pixels"))
-    factor = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
-    return tuple(float(pixels.get(f"PhysicalSize{a}")) * factor[pixels.get(f"PhysicalSize{a}Unit",
-                                                                          "µm")]
-                 for a in "ZYX")
+    sizes = ome_physical_sizes(xml)
+    missing = [a for a in "zyx" if sizes.get(a, (None,))[0] is None]
+    if missing:
+        raise ValueError(f"{path}: OME metadata has no physical size in a known unit for "
+                         f"axis {missing}")
+    return tuple(sizes[a][0] for a in "zyx")
