@@ -196,3 +196,47 @@ def test_uncalibrated_or_unknown_unit_scale_is_absent(tmp_path):
     odd = files.read_sem_metadata(tmp_path / "odd.tif")
     assert "pixel_size_um" not in odd
     assert any("odd.tif" in w and "furlong" in w for w in odd["warnings"])
+
+
+def _tescan_tag(blocks) -> bytes:
+    """Tescan's tag 50431 as Gwyddion's reader documents it: (uint32 size, uint16 type, text)."""
+    out = b""
+    for kind, text in blocks:
+        body = text.encode("latin-1")
+        out += (len(body) + 2).to_bytes(4, "little") + kind.to_bytes(2, "little") + body
+    return out + (2).to_bytes(4, "little") + (0).to_bytes(2, "little")
+
+
+def test_tescan_metadata_gives_pixel_size_kv_and_tilt_not_the_fib_beam(tmp_path):
+    main = "AccFrames=8\r\nDate=2025-03-04\r\nDevice=TESCAN AMBER X\r\nPixelSizeX=1.25e-08\r\n" \
+           "PixelSizeY=1.25e-08\r\nTime=10:11:12\r\n"
+    sem = "HV=2000.0\r\nWD=0.0051\r\nStageTilt=55.0\r\nDetector=E-T\r\n"
+    fib = "HV=30000.0\r\nWD=0.01\r\n"  # the ion beam's: never the electron kV
+    path = tmp_path / "s_0000_2kV.tif"
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8),
+                     extratags=[(files.TESCAN_TAG, "B", 0,
+                                 _tescan_tag([(2, main), (3, sem), (5, fib)]), True)])
+    meta = files.read_sem_metadata(path)
+    assert meta["vendor"] == "Tescan" and not meta["warnings"]
+    np.testing.assert_allclose(meta["pixel_size_um"], (0.0125, 0.0125))
+    assert meta["kv"] == pytest.approx(2.0) and meta["working_distance_mm"] == pytest.approx(5.1)
+    assert meta["stage_tilt_deg"] == 55.0 and meta["detector"] == "E-T"
+    assert "PixelSizeX" in meta["origin"]["pixel_size_um"] and path.name in meta["origin"]["kv"]
+    voxel, origin = resolve_voxel_size({"x": "from_metadata", "y": "from_metadata", "z": 0.02},
+                                       meta)
+    assert voxel == pytest.approx((0.02, 0.0125, 0.0125))  # tilt correction unknown: as saved
+    # a file configured as another kV is refused by its metadata, as for FEI and Zeiss
+    path.rename(tmp_path / "s_0000_5kV.tif")
+    with pytest.raises(files.RawDataError, match="says 2 kV"):
+        files.RawStack(tmp_path, "s_{slice:04d}_{kv}kV.tif", [5])
+
+
+def test_tescan_sidecar_hdr_and_malformed_values(tmp_path):
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8))
+    (tmp_path / "img.hdr").write_text("[MAIN]\nPixelSizeX=2e-08\nPixelSizeY=notafloat\n"
+                                      "[SEM]\nHV=5000\n")
+    meta = files.read_sem_metadata(path)
+    assert meta["vendor"] == "Tescan" and meta["kv"] == pytest.approx(5.0)
+    assert "pixel_size_um" not in meta  # y is malformed: absent, with a warning
+    assert any("img.tif" in w and "PixelSizeY" in w for w in meta["warnings"])

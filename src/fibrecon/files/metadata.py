@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-__all__ = ["read_sem_metadata", "detect_databar", "ome_physical_sizes"]
+__all__ = ["read_sem_metadata", "detect_databar", "ome_physical_sizes", "tescan_sections",
+           "tescan_hdr_sections", "TESCAN_TAG"]
 
 
 def _as_number(value, path: Path, tag: str, warnings: list, scale: float = 1.0):
@@ -63,6 +64,67 @@ def ome_physical_sizes(xml: str) -> dict:
         except ValueError:
             out[axis.lower()] = (None, unit)
     return out
+
+
+#: The TIFF tag where Tescan SEM/FIB-SEM software writes its metadata, and its block types.
+TESCAN_TAG = 50431
+_TESCAN_BLOCKS = {2: "MAIN", 3: "SEM", 4: "GAMA", 5: "FIB"}
+
+
+def _key_values(text: str) -> dict:
+    """``key=value`` lines of a text block (the first value of a repeated key kept)."""
+    out = {}
+    for line in text.replace("\r", "\n").split("\n"):
+        key, sep, value = line.partition("=")
+        key = "".join(c for c in key if c.isprintable()).strip()
+        if sep and key and key not in out:
+            out[key] = value.strip()
+    return out
+
+
+def tescan_sections(data: bytes) -> dict:
+    """Sections (``MAIN``, ``SEM``, ``FIB``, ...) of Tescan's metadata tag, each a dict of strings.
+
+    The tag holds blocks of ``uint32 size, uint16 type`` followed by ``size - 2``
+    bytes (type 2 main, 3 SEM, 4 GAMA, 5 FIB, 1 a JPEG thumbnail, 0 the end;
+    the layout Gwyddion's Tescan reader documents), the text blocks lines of
+    ``key=value``. Where the blocks do not parse, the text is read as one
+    ``MAIN`` section; a sidecar ``.hdr`` (INI text with ``[MAIN]`` and
+    ``[SEM]``) is read with :func:`tescan_hdr_sections`.
+    """
+    data = bytes(data)
+    sections, pos = {}, 0
+    while pos + 6 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "little")
+        kind = int.from_bytes(data[pos + 4:pos + 6], "little")
+        if size < 2 or pos + 4 + size > len(data):
+            sections = {}
+            break
+        block = data[pos + 6:pos + 4 + size]
+        if kind in _TESCAN_BLOCKS:
+            sections[_TESCAN_BLOCKS[kind]] = _key_values(block.decode("latin-1"))
+        pos += 4 + size
+        if kind == 0:
+            break
+    if not sections.get("MAIN"):
+        text = data.replace(b"\x00", b"").decode("latin-1")
+        if text.lstrip().startswith("[MAIN]"):
+            return tescan_hdr_sections(text)
+        sections = {"MAIN": _key_values(text)}
+    return sections
+
+
+def tescan_hdr_sections(text: str) -> dict:
+    """Sections of a Tescan ``.hdr`` text (``[MAIN]``, ``[SEM]``, ...), each a dict of strings."""
+    sections, current = {}, None
+    for line in text.replace("\r", "\n").split("\n"):
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1].strip().upper(), {})
+        elif current is not None and "=" in line:
+            key, _, value = line.partition("=")
+            current.setdefault(key.strip(), value.strip())
+    return sections
 
 
 def _calibrated_scale(tif, path: Path, warnings: list) -> tuple[str | None, dict, dict]:
@@ -118,14 +180,17 @@ def _calibrated_scale(tif, path: Path, warnings: list) -> tuple[str | None, dict
 
 
 def read_sem_metadata(path, image_shape=None) -> dict:
-    """Read the instrument metadata that Thermo Fisher (FEI) or Zeiss SEMs write.
+    """Read the instrument metadata that Thermo Fisher (FEI), Zeiss or Tescan SEMs write.
 
     The pixel size is that of the image as saved: FEI ``[Scan] PixelWidth``
     (or the beam's ``HFW`` over ``[Image] ResolutionX``); Zeiss ``Width``
     (the field width) over the saved image's columns, else ``Image Pixel
     Size``, else ``Pixel Size`` scaled from the store resolution to the
     saved width (``Pixel Size`` alone belongs to the store resolution and is
-    wrong for an image saved at another size). The values agree with
+    wrong for an image saved at another size); Tescan ``[MAIN] PixelSizeX/Y``
+    (metres) from its tag 50431 or a sidecar ``.hdr``, with ``[SEM] HV``,
+    ``WD`` and ``StageTilt`` (Tescan's tilt-correction state is not read, so
+    y is taken as saved). The values agree with
     RosettaSciIO's TIFF reader (``rsciio.tiff``), which the tests check on
     real instrument files.
 
@@ -139,8 +204,8 @@ def read_sem_metadata(path, image_shape=None) -> dict:
     Returns
     -------
     dict
-        ``vendor`` ("FEI", "Zeiss", "ImageJ" or "OME-TIFF" for a calibrated
-        TIFF without vendor metadata, or None), and where present
+        ``vendor`` ("FEI", "Zeiss", "Tescan", "ImageJ" or "OME-TIFF" for a
+        calibrated TIFF without vendor metadata, or None), and where present
         ``pixel_size_um`` as (y, x), ``kv`` (acceleration voltage),
         ``working_distance_mm``, ``detector``, ``tilt_corrected`` (the
         instrument corrected the cross-section foreshortening),
@@ -170,7 +235,18 @@ def read_sem_metadata(path, image_shape=None) -> dict:
             fei = tif.fei_metadata
             sem = tif.sem_metadata
             rows, cols = image_shape or tif.pages.first.shape[:2]
-            calibrated = (None, {}, {}) if fei or sem else _calibrated_scale(tif, path, warnings)
+            tescan = None
+            if not (fei or sem):
+                tag = tif.pages.first.tags.get(TESCAN_TAG)
+                hdr = path.with_suffix(".hdr")
+                if tag is not None and isinstance(tag.value, (bytes, bytearray, str)):
+                    value = tag.value.encode("latin-1") if isinstance(tag.value, str) \
+                        else tag.value
+                    tescan = (tescan_sections(value), f"tag {TESCAN_TAG}")
+                elif hdr.is_file() and hdr.read_bytes()[:64].lstrip().startswith(b"[MAIN]"):
+                    tescan = (tescan_hdr_sections(hdr.read_text("latin-1")), hdr.name)
+            calibrated = (None, {}, {}) if fei or sem or tescan else \
+                _calibrated_scale(tif, path, warnings)
     except Exception as exc:  # tifffile raises many kinds for a broken file
         from fibrecon.files.raw import RawDataError
 
@@ -288,6 +364,32 @@ def read_sem_metadata(path, image_shape=None) -> dict:
             has_time = isinstance(time_, (tuple, list)) and len(time_) >= 2
             put("date", f"{date[1]} {time_[1]}" if has_time else str(date[1]),
                 "AP_DATE, AP_TIME" if has_time else "AP_DATE")
+    elif tescan:
+        out["vendor"] = "Tescan"
+        sections, where = tescan
+
+        def tnum(section, key, scale=1.0):
+            value = sections.get(section, {}).get(key)
+            if value is None:
+                return None
+            return _as_number(value, path, f"[{section}] {key} ({where})", warnings, scale)
+
+        px, py = tnum("MAIN", "PixelSizeX", 1e6), tnum("MAIN", "PixelSizeY", 1e6)
+        if px and py:
+            put("pixel_size_um", (abs(py), abs(px)), f"[MAIN] PixelSizeY, PixelSizeX ({where})")
+        hv_key = "HV" if "HV" in sections.get("SEM", {}) else "AcceleratorVoltage"
+        hv = tnum("SEM", hv_key, 1e-3)
+        put("kv", hv if hv else None, f"[SEM] {hv_key} ({where})")
+        wd = tnum("SEM", "WD", 1e3)
+        put("working_distance_mm", wd if wd and wd > 0 else None, f"[SEM] WD ({where})")
+        tilt = tnum("SEM", "StageTilt")
+        put("stage_tilt_deg", tilt, f"[SEM] StageTilt ({where})")
+        if sections.get("SEM", {}).get("Detector"):
+            put("detector", sections["SEM"]["Detector"], f"[SEM] Detector ({where})")
+        main = sections.get("MAIN", {})
+        if main.get("Date"):
+            put("date", " ".join(main[k] for k in ("Date", "Time") if main.get(k)),
+                f"[MAIN] Date, Time ({where})")
     elif calibrated[1]:
         kind, values, tags = calibrated
         out["vendor"] = kind
