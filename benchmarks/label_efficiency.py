@@ -150,7 +150,8 @@ def forest_iou(annotations, test, seed=0):
     return iou_from_confusion(cm)
 
 
-def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16):
+def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16,
+        learning_rate: float = TrainSettings.learning_rate):
     title, model, pool, test = {"nanoct": nanoct, "foreign": foreign}[domain]()
     base, card = load_model(model)
     rows = []
@@ -169,7 +170,7 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                                              range(stack.shape[1]), card["context"])]
         s = TrainSettings(kvs=card["kvs"], context=card["context"], stacks=0,
                           finetune_steps=steps, batch_size=batch, validation_fraction=0.0,
-                          seed=seed + 1)
+                          seed=seed + 1, learning_rate=learning_rate)
         for name, init in (("finetuned", lambda: (load_model(model)[0], card)),
                            ("scratch", lambda: None)):
             t = time.perf_counter()
@@ -247,6 +248,8 @@ def main(argv=None):
     ap.add_argument("--domain", choices=("nanoct", "foreign", "both"), default="both")
     ap.add_argument("--steps", type=int, default=TrainSettings.finetune_steps)
     ap.add_argument("--batch", type=int, default=TrainSettings.batch_size)
+    ap.add_argument("--learning-rate", type=float, default=TrainSettings.learning_rate,
+                    help="train.learning_rate (fine-tuning runs at a third of it)")
     ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
                     "section is written then)")
     ap.add_argument("--ceiling", action="store_true",
@@ -264,7 +267,8 @@ def main(argv=None):
         budgets = [(int(n), None if f == "full" else float(f))
                    for n, f in (b.split(":") for b in args.budgets.split(","))]
     for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
-        result = run(domain, args.steps, budgets=budgets, batch=args.batch)
+        result = run(domain, args.steps, budgets=budgets, batch=args.batch,
+                     learning_rate=args.learning_rate)
         if not args.budgets:
             section(domain, args.steps, args.batch, *result)
 

@@ -219,6 +219,11 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
                 f"{path}: sample '{rec['sample']}': column 'kvs': cannot parse {row['kvs']!r} "
                 "as comma-separated kV values"
             ) from exc
+        if "{kv" not in str(rec.get("pattern", "{kv")) and len(rec["kvs"]) != 1:
+            raise ConfigError(
+                f"{path}: sample '{rec['sample']}': column 'pattern': {rec['pattern']!r} has no "
+                f"{{kv}} field, which only a single-kV acquisition may leave out (kvs: "
+                f"{rec['kvs']}); name the files by kV, e.g. slice_{{slice:04d}}_{{kv}}kV.tif")
         if rec["raw"] != "simulated":
             folder = Path(rec["raw"])
             folder = folder if folder.is_absolute() else base / folder

@@ -171,3 +171,12 @@ def test_a_hyperstack_of_several_channels_is_refused_not_read_as_slices(tmp_path
     tifffile.imwrite(tmp_path / "one_1kV.tif", data[:, 0], imagej=True,
                      metadata={"axes": "ZYX"})
     assert files.RawStack(tmp_path, "one_{kv}kV.tif", [1], databar="none").shape == (3, 1, 16, 16)
+
+
+def test_single_kv_files_named_without_kv_are_read(tmp_path):
+    for z in range(3):
+        tifffile.imwrite(tmp_path / f"slice_{z:04d}.tif", np.full((8, 8), z, np.uint8))
+    stack = files.RawStack(tmp_path, "slice_{slice:04d}.tif", [2], databar="none")
+    assert stack.shape == (3, 1, 8, 8) and int(stack[2][0, 0, 0]) == 2
+    with pytest.raises(files.RawDataError, match=r"no \{kv\} field.*single-kV"):
+        files.RawStack(tmp_path, "slice_{slice:04d}.tif", [1, 3])

@@ -236,3 +236,15 @@ def test_check_workflow_names_what_does_not_fit(repo, tmp_path, config, config_s
     with pytest.raises(ConfigError, match=r"train: label_volumes: no such file.*no_such_volume"):
         check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row),
                        model_path="results/models/unet.pt")
+
+
+def test_a_pattern_without_kv_is_for_a_single_kv_acquisition_only(tmp_path, sheet_schema):
+    (tmp_path / "raw_a").mkdir()
+    p = tmp_path / "samples.tsv"
+    p.write_text("sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\n"
+                 "a\traw_a\tslice_{slice:04d}.tif\t2\t0.01\t0.01\t0.02\n")
+    assert load_sample_sheet(p, sheet_schema, base_dir=tmp_path).at["a", "kvs"] == [2.0]
+    p.write_text("sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\n"
+                 "a\traw_a\tslice_{slice:04d}.tif\t1,3\t0.01\t0.01\t0.02\n")
+    with pytest.raises(ConfigError, match=r"sample 'a': column 'pattern'.*no \{kv\} field"):
+        load_sample_sheet(p, sheet_schema, base_dir=tmp_path)

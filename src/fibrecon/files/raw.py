@@ -30,8 +30,6 @@ class SliceFile:
 
 def _pattern_regex(pattern: str) -> re.Pattern:
     """Turn a file-name pattern such as ``slice_{slice:04d}_{kv}kV.tif`` into a regex."""
-    if "{kv" not in pattern:
-        raise ValueError(f"file pattern {pattern!r} has no {{kv}} field")
     out, pos = [], 0
     for m in re.finditer(r"\{(slice|kv)(:[^}]*)?\}", pattern):
         out.append(re.escape(pattern[pos : m.start()]))
@@ -52,6 +50,8 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
         File-name pattern with a ``{kv}`` field and, for one file per slice,
         a ``{slice}`` field (e.g. ``slice_{slice:04d}_{kv}kV.tif``). Without
         ``{slice}`` each kV is one multi-page TIFF (e.g. ``stack_{kv}kV.tif``).
+        A single-kV acquisition may leave ``{kv}`` out (``slice_{slice:04d}.tif``):
+        every matching file is that channel (its metadata's kV still checked).
     kvs : sequence of float
         The acceleration voltages (kV) the sample sheet names.
 
@@ -69,13 +69,16 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise RawDataError(f"{folder}: raw data folder does not exist")
+    if "{kv" not in pattern and len(kvs) != 1:
+        raise RawDataError(f"{folder}: file pattern {pattern!r} has no {{kv}} field, which "
+                           f"only a single-kV acquisition may leave out (kvs: {list(kvs)})")
     regex = _pattern_regex(pattern)
     per_kv: dict[float, list[SliceFile]] = {float(kv): [] for kv in kvs}
     for p in sorted(folder.iterdir()):
         m = regex.match(p.name)
         if not m:
             continue
-        kv = float(m.group("kv"))
+        kv = float(m.group("kv")) if "kv" in m.groupdict() else float(kvs[0])
         if kv not in per_kv:
             continue
         idx = int(m.group("slice")) if "slice" in m.groupdict() else None
