@@ -20,6 +20,7 @@ rule align:
     params:
         pattern=sheet_value("pattern"),
         kvs=sheet_value("kvs"),
+        roi=sheet_value("roi"),
         voxel=voxel_from_sheet,
         settings=config["align"],
         databar=config["raw"]["databar"],

@@ -10,7 +10,7 @@ from fibrecon import files  # noqa: E402
 from fibrecon.align import AlignSettings, aligned_slices, register_stack  # noqa: E402
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
-from fibrecon.samples import resolve_voxel_size  # noqa: E402
+from fibrecon.samples import fit_roi, parse_roi, resolve_voxel_size  # noqa: E402
 
 p = snakemake.params  # noqa: F821
 settings = AlignSettings.from_config(p.settings)
@@ -29,11 +29,31 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     (log.warning if raw.databar["origin"].startswith("detected") else log.info)(
         "data bar: %d rows cut at the bottom (%s); set raw: databar to a number or none if "
         "this is wrong", raw.databar["rows"], raw.databar["origin"])
+    # the region of interest is checked against the images before any work
+    roi_z, roi_y, roi_x = fit_roi(parse_roi(p.roi), (raw.shape[0], *raw.shape[2:]),
+                                  source=f"{raw_dir} (sample sheet column roi {p.roi!r})")
     try:
         alignment = register_stack(raw, settings, progress=progress("registering"))
     except ValueError as exc:
         raise ValueError(f"{raw_dir}: {exc}") from exc
     plan, result, (rows, cols) = alignment.plan, alignment.result, alignment.window
+    if p.roi:  # registered on whole slices, written for the region of interest only
+        covered = (rows, cols)
+        rows, cols = (slice(max(a.start, r.start), min(a.stop, r.stop))
+                      for a, r in zip(covered, (roi_y, roi_x)))
+        if rows.stop <= rows.start or cols.stop <= cols.start:
+            raise ValueError(f"{raw_dir}: roi {p.roi!r} lies outside rows {covered[0].start}:"
+                             f"{covered[0].stop}, columns {covered[1].start}:{covered[1].stop} "
+                             "that every slice covers after the drift correction")
+        lost = [f"{axis} {r.start}:{r.stop} -> {a.start}:{a.stop}"
+                for axis, r, a in zip(("rows", "columns"), (roi_y, roi_x), (rows, cols))
+                if (r.start, r.stop) != (a.start, a.stop)]
+        if lost:
+            log.warning("roi %r reaches beyond the region every slice covers after the drift "
+                        "correction; cut to it: %s", p.roi, "; ".join(lost))
+        log.info("region of interest %r: slices %d:%d, rows %d:%d, columns %d:%d of the raw "
+                 "images", p.roi, roi_z.start, roi_z.stop, rows.start, rows.stop, cols.start,
+                 cols.stop)
     # the whole image (structure registration) and a detected cap (rows dropped) are worth a look
     (log.info if plan.source == "config" else log.warning)("%s", plan.note)
     drift = result.drift
@@ -43,14 +63,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     log.info("drift y %.2f..%.2f px, x %.2f..%.2f px; output rows %s, columns %s",
              drift[:, 0].min(), drift[:, 0].max(), drift[:, 1].min(), drift[:, 1].max(),
              rows, cols)
-    nz, nc = raw.shape[:2]
-    shape = (nz, nc, rows.stop - rows.start, cols.stop - cols.start)
+    nc = raw.shape[1]
+    shape = (roi_z.stop - roi_z.start, nc, rows.stop - rows.start, cols.stop - cols.start)
     files.write_volume_slices(
         out.stack, aligned_slices(raw, drift, (rows, cols), fill=settings.pad_value,
-                                  progress=progress("shifting")),
+                                  progress=progress("shifting"), z=roi_z),
         shape, raw.dtype, voxel, channels=True)
     files.write_table(out.shifts, pd.DataFrame({
-        "slice": range(nz), "drift_y_px": drift[:, 0], "drift_x_px": drift[:, 1],
+        "slice": range(len(drift)), "drift_y_px": drift[:, 0], "drift_x_px": drift[:, 1],
         "quality": result.quality, "flagged": result.flagged}))
     files.write_json(out.info, {
         "kvs": p.kvs,
@@ -59,6 +79,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         "frame": settings.frame,
         "pad_value": settings.pad_value if settings.frame == "pad" else None,
         "origin_yx": [rows.start, cols.start],
+        "roi": {"requested": p.roi, "slices": [roi_z.start, roi_z.stop],
+                "rows": [rows.start, rows.stop], "columns": [cols.start, cols.stop]},
         "databar": raw.databar,
         "registration": {"window": plan.window, "source": plan.source,
                          "trim_top_px": plan.trim_top},

@@ -597,7 +597,7 @@ def shift_image(image: np.ndarray, shift, fill: float = 0.0) -> np.ndarray:
 
 
 def aligned_slices(stack, drift: np.ndarray, window, *, fill: float = 0.0, dtype=None,
-                   progress=None):
+                   progress=None, z: slice | None = None):
     """Yield every slice shifted into the frame of slice 0 and cut to ``window``.
 
     Parameters
@@ -615,12 +615,15 @@ def aligned_slices(stack, drift: np.ndarray, window, *, fill: float = 0.0, dtype
         Output dtype (the input's by default; integers are rounded and clipped).
     progress : callable, optional
         Wraps the slice iterator.
+    z : slice, optional
+        The slices to yield (all by default; the region of interest's z range).
 
     Yields
     ------
     ndarray, (c, y', x')
     """
-    indices = range(len(stack)) if progress is None else progress(range(len(stack)))
+    indices = range(len(stack))[z or slice(None)]
+    indices = indices if progress is None else progress(indices)
     for z in indices:
         channels = np.asarray(stack[z])
         channels = channels[None] if channels.ndim == 2 else channels

@@ -30,6 +30,8 @@ __all__ = [
     "load_sample_sheet",
     "process_columns",
     "parse_kvs",
+    "parse_roi",
+    "fit_roi",
     "merge_config",
     "read_config",
     "resolve_voxel_size",
@@ -38,7 +40,8 @@ __all__ = [
 
 #: Columns of the sample sheet that describe the acquisition; all others are
 #: process parameters.
-SHEET_COLUMNS = ("sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um")
+SHEET_COLUMNS = ("sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um",
+                 "roi")
 
 
 class ConfigError(ValueError):
@@ -148,6 +151,75 @@ def parse_kvs(text) -> list[float]:
     return [float(p) for p in parts]
 
 
+def parse_roi(text) -> tuple:
+    """Parse a region of interest ``"z0:z1, y0:y1, x0:x1"`` (numpy slicing; a part may be open).
+
+    ``""`` or ``":, :, :"`` is the whole stack; ``", 100:900, "`` keeps rows
+    100-899 of every slice. Indices are those of the raw images (slice numbers
+    counted from 0, pixels of the first image after the data bar is cut).
+
+    Returns
+    -------
+    tuple of 3 (start, stop)
+        Each ``None`` where open.
+
+    Raises
+    ------
+    ValueError
+        Not three ranges, a part that is not ``start:stop`` of non-negative
+        integers, or a stop not after its start.
+
+    Examples
+    --------
+    >>> parse_roi("10:50, 100:900, :")
+    ((10, 50), (100, 900), (None, None))
+    """
+    text = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+    if not text.strip():
+        return ((None, None),) * 3
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError(f"{text!r}: give three ranges z, y, x (e.g. ':, 100:900, :')")
+    out = []
+    for axis, part in zip("zyx", parts):
+        if part in ("", ":"):
+            out.append((None, None))
+            continue
+        start, sep, stop = part.partition(":")
+        if not sep:
+            raise ValueError(f"{text!r}: the {axis} range {part!r} is not start:stop")
+        try:
+            a = int(start) if start.strip() else None
+            b = int(stop) if stop.strip() else None
+        except ValueError:
+            raise ValueError(f"{text!r}: the {axis} range {part!r} is not start:stop of "
+                             "integers") from None
+        if (a is not None and a < 0) or (b is not None and b < 0) or \
+                (a is not None and b is not None and b <= a):
+            raise ValueError(f"{text!r}: the {axis} range {part!r} must be non-negative with "
+                             "stop > start")
+        out.append((a, b))
+    return tuple(out)
+
+
+def fit_roi(roi: tuple, shape, source: str = "") -> tuple[slice, slice, slice]:
+    """The region of interest as slices of a (z, y, x) stack; one that does not fit is an error.
+
+    Raises
+    ------
+    ConfigError
+        A range that reaches beyond the stack, naming ``source``, the range and the size.
+    """
+    out = []
+    for axis, (a, b), n in zip("zyx", roi, shape):
+        a, b = 0 if a is None else a, n if b is None else b
+        if b > n or a >= n:
+            raise ConfigError(f"{source}: roi {axis} range {a}:{b} does not fit the stack's "
+                              f"{n} {'slices' if axis == 'z' else 'pixels'} in {axis}")
+        out.append(slice(a, b))
+    return tuple(out)
+
+
 def _coerce(value):
     """Cell text -> number where it is one, else stripped text; empty -> None."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -219,6 +291,11 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
                 f"{path}: sample '{rec['sample']}': column 'kvs': cannot parse {row['kvs']!r} "
                 "as comma-separated kV values"
             ) from exc
+        rec["roi"] = str(rec.get("roi") or "").strip()
+        try:
+            parse_roi(rec["roi"])
+        except ValueError as exc:
+            raise ConfigError(f"{path}: sample '{rec['sample']}': column 'roi': {exc}") from None
         if "{kv" not in str(rec.get("pattern", "{kv")) and len(rec["kvs"]) != 1:
             raise ConfigError(
                 f"{path}: sample '{rec['sample']}': column 'pattern': {rec['pattern']!r} has no "

@@ -161,6 +161,42 @@ def test_a_user_sheet_without_a_cap_runs_on_the_generic_config_with_no_demo_sett
         "trim_top_px"] == 0
 
 
+def test_a_region_of_interest_is_cut_after_registration_and_one_that_does_not_fit_stops(
+        tmp_path):
+    """roi "2:7, 10:50, :" keeps slices 2-6 and rows 10-49 (registered on whole slices); the
+    JSON says what was kept; a roi beyond the images stops naming it, before registration."""
+    from fibrecon.simulate import simulate_sample
+
+    s = simulate_sample((8, 72, 64), porosity=0.35, seed=3)
+    simulated_files.write_acquisition(tmp_path / "data" / "user_a", s.raw, s.kvs,
+                                      "img_{slice:03d}_{kv}kV.tif", 0.05, vendor="Zeiss")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    sheet = tmp_path / "config" / "samples.tsv"
+
+    def write(roi):
+        sheet.write_text("sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\troi\n"
+                         f"user_a\tdata/user_a\timg_{{slice:03d}}_{{kv}}kV.tif\t1,3\t"
+                         f"from_metadata\tfrom_metadata\t0.05\t{roi}\n")
+
+    write("2:7, 10:50, :")
+    snakemake(tmp_path, "--cores", "1", "results/aligned/user_a.json")
+    info = fio.read_json(tmp_path / "results" / "aligned" / "user_a.json")
+    assert info["roi"]["slices"] == [2, 7] and info["roi"]["rows"] == [10, 50]
+    assert info["origin_yx"][0] == 10
+    with fio.VolumeReader(tmp_path / "results" / "aligned" / "user_a.tif") as vol:
+        assert vol.shape[:3] == (5, 2, 40)
+    assert len(fio.read_table(tmp_path / "results" / "aligned" / "user_a_shifts.tsv")) == 8
+    assert "region of interest" in (tmp_path / "logs" / "align" / "user_a.log").read_text()
+    write(":, 10:500, :")
+    result = snakemake(tmp_path, "--cores", "1", "--forceall", "results/aligned/user_a.json",
+                       check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "logs" / "align" / "user_a.log").read_text()
+    assert "roi y range 10:500 does not fit the stack's 72 pixels in y" in log
+    assert "drift y" not in log  # stopped before the registration
+
+
 def test_editing_a_library_module_reruns_every_rule_that_imports_it(tmp_path):
     """Editing extrema.py (imported by particles.py, imported by metrics.py) in a copy of
     the workflow makes metrics and everything after it pending, and nothing before.

@@ -248,3 +248,30 @@ def test_a_pattern_without_kv_is_for_a_single_kv_acquisition_only(tmp_path, shee
                  "a\traw_a\tslice_{slice:04d}.tif\t1,3\t0.01\t0.01\t0.02\n")
     with pytest.raises(ConfigError, match=r"sample 'a': column 'pattern'.*no \{kv\} field"):
         load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("roi, message", [("1:2, 3:4", "three ranges"), ("a:b, :, :", "integers"),
+                                          ("5:5, :, :", "stop > start"), (":, 10, :", "start:stop")])
+def test_a_malformed_roi_names_the_sample_and_column(tmp_path, sheet_schema, roi, message):
+    (tmp_path / "raw_a").mkdir()
+    p = tmp_path / "samples.tsv"
+    p.write_text("sample\traw\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\troi\n"
+                 f"a\traw_a\t1\t0.01\t0.01\t0.02\t{roi}\n")
+    with pytest.raises(ConfigError, match=f"sample 'a': column 'roi': .*{message}"):
+        load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+
+
+def test_roi_is_not_a_process_parameter_and_fits_or_is_named(tmp_path, sheet_schema):
+    from fibrecon.samples import fit_roi, parse_roi
+
+    (tmp_path / "raw_a").mkdir()
+    p = tmp_path / "samples.tsv"
+    p.write_text("sample\traw\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\troi\tload\n"
+                 "a\traw_a\t1\t0.01\t0.01\t0.02\t:, 100:900, \t5\n"
+                 "b\traw_a\t1\t0.01\t0.01\t0.02\t\t7\n")
+    df = load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+    assert process_columns(df) == ["load"] and df.at["b", "roi"] == ""
+    assert fit_roi(parse_roi(df.at["a", "roi"]), (10, 1000, 800)) == \
+        (slice(0, 10), slice(100, 900), slice(0, 800))
+    with pytest.raises(ConfigError, match="sample a: roi y range 100:900 does not fit"):
+        fit_roi(parse_roi(df.at["a", "roi"]), (10, 512, 800), source="sample a")
