@@ -37,6 +37,13 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     except ValueError as exc:
         raise ValueError(f"{raw_dir}: {exc}") from exc
     plan, result, (rows, cols) = alignment.plan, alignment.result, alignment.window
+    if alignment.fill_borders:
+        fb = alignment.fill_borders
+        log.warning("%d of %d slices carry borders of one fill value (up to %d px; a stack "
+                    "aligned or padded before?): %s, window [y0, y1, x0, x1] %s free of them",
+                    fb["slices"], len(raw), fb["widest_px"],
+                    "the output is cut to it" if settings.frame == "crop"
+                    else "kept (frame: pad), they will be segmented as pore", fb["window"])
     if p.roi:  # registered on whole slices, written for the region of interest only
         covered = (rows, cols)
         rows, cols = (slice(max(a.start, r.start), min(a.stop, r.stop))
@@ -84,6 +91,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         "databar": raw.databar,
         "registration": {"window": plan.window, "source": plan.source,
                          "trim_top_px": plan.trim_top},
+        "fill_borders": alignment.fill_borders,
         "flagged_slices": np.flatnonzero(result.flagged).tolist(),
         "instrument": raw.metadata,
     })

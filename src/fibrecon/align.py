@@ -661,11 +661,110 @@ class Alignment:
     result : DriftResult
     window : tuple of slice
         Output region (rows, columns) in the frame of slice 0.
+    fill_borders : dict or None
+        Where slices carry borders of one fill value (a stack aligned
+        elsewhere before, or padded): ``slices`` (how many), ``widest_px``
+        and the ``window`` [y0, y1, x0, x1] of the slice-0 frame that holds
+        no border in any slice (the output window was cut to it in crop
+        mode); None when no slice has one.
     """
 
     plan: RegistrationPlan
     result: DriftResult
     window: tuple
+    fill_borders: dict | None = None
+
+
+def fill_border(image: np.ndarray, share: float = 0.9) -> tuple[int, int, int, int]:
+    """Rows (top, bottom) and columns (left, right) of a border filled with one value.
+
+    A stack aligned by other software before (Fiji's registration plugins,
+    PyStack3D) or padded carries, per slice, strips of a single fill value at
+    its edges, which would be segmented as pore. A row (column) at an edge
+    belongs to the border while at least ``share`` of its pixels hold the
+    value of the edge's corner pixels, in every channel; real image rows
+    practically never do (a saturated charging row of the shared real SEM
+    image reaches 0.51 of one value).
+
+    Parameters
+    ----------
+    image : ndarray, (y, x) or (c, y, x)
+    share : float
+
+    Returns
+    -------
+    tuple of int
+        (top, bottom, left, right) border widths; zeros for an image without one.
+
+    Examples
+    --------
+    >>> img = np.arange(48.0).reshape(6, 8)
+    >>> img[:, :2] = 0.0; img[-1] = 0.0
+    >>> fill_border(img)
+    (0, 1, 2, 0)
+    """
+    img = np.asarray(image)
+    img = img[None] if img.ndim == 2 else img
+    ny, nx = img.shape[-2:]
+
+    def run(lines, value):
+        """Leading lines (each (c, n)) whose share of ``value`` reaches ``share`` in every channel."""
+        n = 0
+        for line in lines:
+            if not ((line == value[:, None]).mean(axis=1) >= share).all():
+                break
+            n += 1
+        return n
+
+    widths = []
+    for lines, corner in ((img.transpose(1, 0, 2), img[:, 0, 0]),
+                          (img.transpose(1, 0, 2)[::-1], img[:, -1, -1]),
+                          (img.transpose(2, 0, 1), img[:, 0, 0]),
+                          (img.transpose(2, 0, 1)[::-1], img[:, -1, -1])):
+        widths.append(run(lines, corner))
+    top, bottom, left, right = widths
+    if top + bottom >= ny or left + right >= nx:  # a blank slice: its own check flags it
+        return 0, 0, 0, 0
+    return top, bottom, left, right
+
+
+class _BorderWatch:
+    """A lazy stack whose slices' fill borders are measured as the registration reads them."""
+
+    def __init__(self, stack):
+        self.stack, self.borders = stack, {}
+
+    def __len__(self):
+        return len(self.stack)
+
+    def __getitem__(self, z):
+        image = self.stack[z]
+        z = int(z) % len(self.stack)
+        if z not in self.borders:
+            self.borders[z] = fill_border(image)
+        return image
+
+    def __getattr__(self, name):
+        return getattr(self.stack, name)
+
+
+def _without_fill_borders(watch: _BorderWatch, drift: np.ndarray, shape_yx):
+    """The slice-0 frame window free of every slice's fill border, and what was found."""
+    ny, nx = shape_yx
+    for z in range(len(watch)):  # slices the registration did not read (none, as written)
+        if z not in watch.borders:
+            watch[z]
+    b = np.array([watch.borders[z] for z in range(len(watch))], float)  # top, bottom, left, right
+    if not b.any():
+        return None
+    # slice z's raw pixel y + drift shows at frame pixel y: its content rows [t, ny - b) lie at
+    # [t - dy, ny - b - dy) of the frame
+    y0 = int(np.ceil(np.max(b[:, 0] - drift[:, 0])))
+    y1 = int(np.floor(np.min(ny - b[:, 1] - drift[:, 0])))
+    x0 = int(np.ceil(np.max(b[:, 2] - drift[:, 1])))
+    x1 = int(np.floor(np.min(nx - b[:, 3] - drift[:, 1])))
+    return {"slices": int((b.sum(axis=1) > 0).sum()), "widest_px": int(b.max()),
+            "window": [max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)]}
 
 
 def register_stack(stack, settings: AlignSettings | None = None, *, progress=None) -> Alignment:
@@ -692,8 +791,9 @@ def register_stack(stack, settings: AlignSettings | None = None, *, progress=Non
         A window or trim that does not fit the images; a stack without structure.
     """
     s = settings or AlignSettings()
-    plan = plan_registration(stack, s.fiducial_window, s.trim_top_px)
-    result = estimate_drift(stack, upsample_factor=s.upsample_factor, references=s.references,
+    watch = _BorderWatch(stack)
+    plan = plan_registration(watch, s.fiducial_window, s.trim_top_px)
+    result = estimate_drift(watch, upsample_factor=s.upsample_factor, references=s.references,
                             window=plan.window, downsample=s.downsample,
                             band_sigmas=tuple(s.bandpass_px), min_quality=s.min_quality,
                             progress=progress)
@@ -701,4 +801,13 @@ def register_stack(stack, settings: AlignSettings | None = None, *, progress=Non
     rows, cols = (common_region(result.drift, (ny, nx)) if s.frame == "crop"
                   else (slice(0, ny), slice(0, nx)))
     rows = slice(max(rows.start, plan.trim_top), rows.stop)
-    return Alignment(plan, result, (rows, cols))
+    borders = _without_fill_borders(watch, result.drift, (ny, nx))
+    if borders is not None and s.frame == "crop":
+        y0, y1, x0, x1 = borders["window"]
+        rows = slice(max(rows.start, y0), min(rows.stop, y1))
+        cols = slice(max(cols.start, x0), min(cols.stop, x1))
+        if rows.stop - rows.start < 2 or cols.stop - cols.start < 2:
+            raise ValueError(f"the fill borders of {borders['slices']} slices (up to "
+                             f"{borders['widest_px']} px) leave no region that every slice "
+                             "covers; set align: frame: pad to keep them")
+    return Alignment(plan, result, (rows, cols), borders)

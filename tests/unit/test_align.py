@@ -129,3 +129,36 @@ def test_settings_that_do_not_fit_the_images_are_named_errors(window, trim, mess
     stack = np.zeros((3, 1, 64, 64), np.uint16)
     with pytest.raises(ValueError, match=message):
         plan_registration(stack, window, trim)
+
+
+def test_fill_borders_of_a_stack_aligned_before_are_cut_and_none_are_found_in_real_images(
+        shared_data):
+    """A stack that other software aligned (content registered, edges padded with 0, as Fiji's
+    registration plugins leave it) is cut to the region free of padding in every slice; raw
+    stacks and the real SEM images have no fill border."""
+    import tifffile
+
+    from fibrecon.align import AlignSettings, fill_border, register_stack
+
+    s = simulate_sample((24, 128, 128), porosity=0.35, seed=5, cap_px=16,
+                        artifacts={"drift": 4.0})
+    padded, _ = apply_drift(s.raw.astype(np.float32), s.drift_px, crop=False)  # pre-aligned
+    settings = AlignSettings(fiducial_window=[0, 16, 0, 128])
+    alignment = register_stack(padded, settings)
+    assert np.abs(alignment.result.drift).max() < 1.0  # the content is aligned already
+    fb = alignment.fill_borders
+    widest = int(np.ceil(np.abs(s.drift_px).max()))
+    assert fb is not None and fb["slices"] >= 20 and fb["widest_px"] >= widest - 1
+    rows, cols = alignment.window
+    out = np.stack(list(aligned_slices(padded, alignment.result.drift, (rows, cols))))
+    assert (out[:, :, [0, -1], :] != 0).mean() > 0.99 and (out[:, :, :, [0, -1]] != 0).mean() > 0.99
+    # the region kept is no smaller than the truth's common region by more than 2 px a side
+    truth = common_region(s.drift_px, (128, 128))
+    assert rows.stop - rows.start >= truth[0].stop - truth[0].start - 4
+    assert cols.stop - cols.start >= truth[1].stop - truth[1].start - 4
+    assert register_stack(s.raw, settings).fill_borders is None  # a raw stack has none
+    for name in ("sem_images/nmc_cathode_sem_682x1024.tif",
+                 "instrument_tiffs/FEI-Helios-Ebeam-16bits.tif"):
+        image = tifffile.imread(shared_data / name)
+        image = image[:-29] if "FEI" in name else image  # its data bar, cut by the raw reader
+        assert fill_border(image) == (0, 0, 0, 0), name
