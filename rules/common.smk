@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fibrecon.metrics import series_metrics, summary_metrics  # noqa: E402
 from fibrecon.samples import (  # noqa: E402
+    auto_model,
     check_workflow,
     load_sample_sheet,
     load_schema,
@@ -72,12 +73,21 @@ def resolve_model_path(path):
     return str(shipped) if not Path(path).exists() and shipped.exists() else path
 
 
-MODEL = resolve_model_path(config["segment"]["model"])
+def model_for(sample):
+    """The network file of a sample: segment: model, or with auto the shipped one for its channels."""
+    if config["segment"]["model"] == "auto":
+        return auto_model(selected_kvs(sample), workflow.basedir, sample)
+    return resolve_model_path(config["segment"]["model"])
+
+
+MODELS = (
+    {s: model_for(s) for s in SAMPLES.index} if config["segment"]["method"] == "unet" else {}
+)
 
 
 def segment_model(wildcards):
     """The network file the segment rule reads (none for the classical method)."""
-    return MODEL if config["segment"]["method"] == "unet" else []
+    return MODELS.get(wildcards.sample, [])
 
 
 # The network's calibrated class probabilities and its per-slice uncertainty table:
@@ -126,7 +136,7 @@ def init_model_file(wildcards):
 
 # Demo consistency, channels and the model's card, checked against every sample
 # before any job (the segment job checks the model file itself again).
-check_workflow(config, SAMPLES, model_path=MODEL, annotated=ANNOTATIONS)
+check_workflow(config, SAMPLES, model_path=MODELS, annotated=ANNOTATIONS)
 
 
 SERIES_METRICS = series_metrics(config["metrics"]["tortuosity_axes"])

@@ -6,7 +6,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fibrecon import files  # noqa: E402
+from fibrecon import MIN_EDGE_VOXELS, files  # noqa: E402
 from fibrecon.align import AlignSettings, aligned_slices, register_stack  # noqa: E402
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
@@ -29,6 +29,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     (log.warning if raw.databar["origin"].startswith("detected") else log.info)(
         "data bar: %d rows cut at the bottom (%s); set raw: databar to a number or none if "
         "this is wrong", raw.databar["rows"], raw.databar["origin"])
+    extent = (raw.shape[0], *raw.shape[2:])
+    if min(extent) < MIN_EDGE_VOXELS:
+        log.warning("%s: a stack of %s (z, y, x) voxels: the 3D metrics need at least %d on "
+                    "every axis, so the metrics job of this sample will stop; alignment, "
+                    "segmentation, the QC figure and the volume are made (e.g. snakemake "
+                    "results/qc/%s.png results/volume/%s.tif for a single image)", raw_dir,
+                    extent, MIN_EDGE_VOXELS, snakemake.wildcards.sample,  # noqa: F821
+                    snakemake.wildcards.sample)  # noqa: F821
     # the region of interest is checked against the images before any work
     roi_z, roi_y, roi_x = fit_roi(parse_roi(p.roi), (raw.shape[0], *raw.shape[2:]),
                                   source=f"{raw_dir} (sample sheet column roi {p.roi!r})")

@@ -33,7 +33,12 @@ NOT_ANNOTATED = 255
 #: image not tilt-corrected is shortened in y by sin of it.
 CROSS_SECTION_TILT_DEG = 52.0
 
-__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES", "NOT_ANNOTATED", "CROSS_SECTION_TILT_DEG", "phase_counts"]
+#: Smallest edge (voxels) of a volume the metrics accept: sub-volumes of a quarter of the
+#: edge for the representative-volume spread, a path for the tortuosity solve.
+MIN_EDGE_VOXELS = 8
+
+__all__ = ["__version__", "PORE", "AM", "CBD", "PHASES", "NOT_ANNOTATED", "CROSS_SECTION_TILT_DEG",
+           "MIN_EDGE_VOXELS", "phase_counts"]
 
 
 def phase_counts(labels, source: str = "labels") -> "_np.ndarray":

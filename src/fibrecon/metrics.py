@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fibrecon import AM, CBD, PHASES, PORE, phase_counts
+from fibrecon import AM, CBD, MIN_EDGE_VOXELS, PHASES, PORE, phase_counts
 from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_fraction,
                           thickness_summary)
 from fibrecon.interfaces import interface_areas
@@ -335,10 +335,6 @@ def _stage(name: str):
         peak_mb = float("nan")
     LOG.info("metrics stage %-26s %7.1f s, peak RSS so far %.0f MB", name,
              time.perf_counter() - start, peak_mb)
-
-
-#: Smallest edge (voxels) of a volume the metrics accept.
-MIN_EDGE_VOXELS = 8
 
 
 def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),

@@ -195,14 +195,15 @@ class ModelCard:
         >>> card.check([3], 256, "m.pt")
         Traceback (most recent call last):
         ...
-        fibrecon.modelcard.ModelCardError: m.pt: the model expects kV channels [1.0, 3.0] (in this order), but the configured channels are [3.0]; set segment: channels to [1.0, 3.0] or use a model trained for these channels (rule train_model)
+        fibrecon.modelcard.ModelCardError: m.pt: the model expects kV channels [1.0, 3.0] (in this order), but the configured channels are [3.0]; set segment: channels to [1.0, 3.0] or use a model trained for these channels (segment: model: auto takes the shipped one where there is one; rule train_model trains one)
         """
         want = [float(k) for k in kvs]
         if want != self.kvs:
             raise ModelCardError(
                 f"{model_path}: the model expects kV channels {self.kvs} (in this order), but "
                 f"the configured channels are {want}; set segment: channels to {self.kvs} or "
-                "use a model trained for these channels (rule train_model)")
+                "use a model trained for these channels (segment: model: auto takes the shipped "
+                "one where there is one; rule train_model trains one)")
         if tile_px < self.receptive_field_px:
             raise ModelCardError(
                 f"segment: tile_px = {tile_px} is smaller than the receptive field of "

@@ -31,6 +31,8 @@ __all__ = [
     "process_columns",
     "parse_kvs",
     "parse_roi",
+    "auto_model",
+    "shipped_model_name",
     "fit_roi",
     "merge_config",
     "read_config",
@@ -479,8 +481,9 @@ def check_workflow(config: dict, samples, *, model_path=None,
         The validated config (defaults filled).
     samples : pandas.DataFrame
         From :func:`load_sample_sheet`.
-    model_path : str or Path, optional
-        The network file ``segment: model`` resolves to (for ``method: unet``).
+    model_path : str, Path or dict, optional
+        The network file ``segment: model`` resolves to (for ``method: unet``),
+        or per sample (``segment: model: auto``, :func:`auto_model`).
     trained_model : str
         The path the ``train_model`` rule writes: its card does not exist yet,
         so the configured ``train: kvs`` must match the samples' channels.
@@ -530,24 +533,62 @@ def check_workflow(config: dict, samples, *, model_path=None,
                               f"{samples.at[s, 'kvs']})")
     if config["segment"]["method"] != "unet":
         return
-    if Path(model_path).as_posix() == trained_model:
+    models = model_path if isinstance(model_path, dict) else \
+        {s: model_path for s in samples.index}
+    trained = [s for s in samples.index if Path(models[s]).as_posix() == trained_model]
+    if trained:
         absent = [v for v in config["train"].get("label_volumes", []) if not Path(v).is_file()]
         if absent:
             raise ConfigError(f"train: label_volumes: no such file(s) {absent} (relative paths "
                               "are taken from the working directory)")
-        trained = [float(k) for k in config["train"]["kvs"]]
-        for s in samples.index:
-            if selected_kvs(config, samples.at[s, "kvs"]) != trained:
+        kvs = [float(k) for k in config["train"]["kvs"]]
+        for s in trained:
+            if selected_kvs(config, samples.at[s, "kvs"]) != kvs:
                 raise ConfigError(f"sample '{s}': segment channels "
                                   f"{selected_kvs(config, samples.at[s, 'kvs'])} differ from the "
-                                  f"kV list the model is trained for (train: kvs: {trained})")
-        return
+                                  f"kV list the model is trained for (train: kvs: {kvs})")
     from fibrecon.modelcard import ModelCard, ModelCardError
 
-    try:
-        card = ModelCard.read(model_path)
-    except ModelCardError as exc:
-        raise ModelCardError(f"segment: model: {exc}") from exc
+    cards = {}
     for s in samples.index:
-        card.check(selected_kvs(config, samples.at[s, "kvs"]), config["segment"]["tile_px"],
-                   model_path)
+        path = models[s]
+        if s in trained:
+            continue
+        if path not in cards:
+            try:
+                cards[path] = ModelCard.read(path)
+            except ModelCardError as exc:
+                raise ModelCardError(f"segment: model: {exc}") from exc
+        cards[path].check(selected_kvs(config, samples.at[s, "kvs"]),
+                          config["segment"]["tile_px"], path)
+
+
+#: Where the shipped models lie in the workflow, named by their kV channels
+#: (``unet_1kV.pt``, ``unet_1kV_3kV.pt``): ``segment: model: auto`` picks by a sample's channels.
+SHIPPED_MODELS = "resources/models"
+
+
+def shipped_model_name(kvs) -> str:
+    """File name of the shipped model for these kV channels, e.g. ``unet_1kV_3kV.pt``."""
+    return "unet_" + "_".join(f"{float(k):g}kV" for k in kvs) + ".pt"
+
+
+def auto_model(kvs, workflow_dir, sample: str = "") -> str:
+    """The shipped model for a sample's segmentation channels (``segment: model: auto``).
+
+    Raises
+    ------
+    ConfigError
+        No shipped model takes these channels; names the sample, the channels
+        and the models there are.
+    """
+    folder = Path(workflow_dir) / SHIPPED_MODELS
+    path = folder / shipped_model_name(kvs)
+    if path.is_file():
+        return str(path)
+    have = sorted(p.name for p in folder.glob("unet_*.pt"))
+    raise ConfigError(
+        f"segment: model: auto: no shipped model takes the kV channels {list(kvs)} of sample "
+        f"'{sample}' (shipped: {have}); choose segment: channels that one of them takes, give "
+        "segment: model a model of yours, or train one (rule train_model), or use "
+        "segment: method: multiotsu")

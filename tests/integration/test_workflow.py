@@ -197,6 +197,30 @@ def test_a_region_of_interest_is_cut_after_registration_and_one_that_does_not_fi
     assert "drift y" not in log  # stopped before the registration
 
 
+def test_a_single_image_is_segmented_with_the_auto_model_and_its_metrics_stop_by_name(
+        tmp_path, shared_data):
+    """One real SEM image, single kV, a file name without kV: segment: model: auto takes the
+    shipped 1 kV model, the QC figure and volume are made, the align log warns that the 3D
+    metrics need 8 slices, and the metrics job stops naming the sample and its shape."""
+    import shutil
+
+    image = shared_data / "sem_images" / "nmc_cathode_sem_682x1024.tif"
+    (tmp_path / "data" / "sem").mkdir(parents=True)
+    shutil.copy(image, tmp_path / "data" / "sem" / image.name)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config" / "samples.tsv").write_text(
+        "sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\n"
+        f"sem1\tdata/sem\t{image.name}\t1\t0.02\t0.02\t0.02\n")
+    snakemake(tmp_path, "--cores", "2", "results/qc/sem1.png", "results/volume/sem1.tif")
+    assert "unet_1kV.pt" in (tmp_path / "logs" / "segment" / "sem1.log").read_text()
+    assert "the 3D metrics need at least 8" in (tmp_path / "logs" / "align" / "sem1.log").read_text()
+    result = snakemake(tmp_path, "--cores", "1", "results/metrics/sem1.json", check=False)
+    assert result.returncode != 0
+    assert "(sample sem1): a volume of (1, 682, 1024)" in \
+        (tmp_path / "logs" / "metrics" / "sem1.log").read_text()
+
+
 def test_editing_a_library_module_reruns_every_rule_that_imports_it(tmp_path):
     """Editing extrema.py (imported by particles.py, imported by metrics.py) in a copy of
     the workflow makes metrics and everything after it pending, and nothing before.

@@ -275,3 +275,26 @@ def test_roi_is_not_a_process_parameter_and_fits_or_is_named(tmp_path, sheet_sch
         (slice(0, 10), slice(100, 900), slice(0, 800))
     with pytest.raises(ConfigError, match="sample a: roi y range 100:900 does not fit"):
         fit_roi(parse_roi(df.at["a", "roi"]), (10, 512, 800), source="sample a")
+
+
+def test_model_auto_picks_the_shipped_model_of_each_samples_channels(repo, tmp_path,
+                                                                    sheet_schema, config,
+                                                                    config_schema):
+    """segment: model: auto (the default): 1 kV -> unet_1kV.pt, 1 + 3 kV -> unet_1kV_3kV.pt,
+    both accepted by check_workflow per sample; channels no shipped model takes are named."""
+    from fibrecon.samples import auto_model, check_workflow
+
+    assert auto_model([1.0], repo).endswith("resources/models/unet_1kV.pt")
+    assert auto_model([1.0, 3.0], repo).endswith("resources/models/unet_1kV_3kV.pt")
+    with pytest.raises(ConfigError, match=r"no shipped model takes the kV channels \[2.0, 5.0\] "
+                                          r"of sample 'x' \(shipped: \['unet_1kV.pt'"):
+        auto_model([2.0, 5.0], repo, "x")
+    cfg = validate_config(copy.deepcopy(config), config_schema)
+    assert cfg["segment"]["model"] == "auto"
+    rows = [["a", "simulated", "s_{slice}_{kv}kV.tif", "1,3", "from_metadata", "from_metadata",
+             "0.05"], ["b", "simulated", "s_{slice}_{kv}kV.tif", "1", "from_metadata",
+                       "from_metadata", "0.05"]]
+    sheet = _sheet_rows(tmp_path, sheet_schema, *rows)
+    cfg["demo"]["samples"] = {"a": {"porosity": 0.4, "seed": 1}, "b": {"porosity": 0.3, "seed": 2}}
+    models = {s: auto_model(sheet.at[s, "kvs"], repo, s) for s in sheet.index}
+    check_workflow(cfg, sheet, model_path=models)
