@@ -95,9 +95,11 @@ def network_labels(stack, log):
 
 def classical_labels(stack, log):
     thresholds = multiotsu_thresholds(sample_voxels(stack, p.channels), nbins=settings.nbins)
-    log.info("multi-Otsu on channels %s: thresholds %s", p.channels, thresholds)
+    log.info("multi-Otsu on channels %s: thresholds %s, classes dark to bright %s", p.channels,
+             thresholds, list(settings.grey_order))
     for z in progress("labelling")(range(len(stack))):
-        yield label_slice(combine_channels(stack[z], p.channels), thresholds)
+        yield label_slice(combine_channels(stack[z], p.channels), thresholds,
+                          settings.grey_order)
 
 
 with rule_log(snakemake.log[0]) as log, files.VolumeReader(snakemake.input.stack) as stack:  # noqa: F821

@@ -2,7 +2,8 @@
 
 The baseline that the neural network of the segmentation issue must beat.
 Grey levels of silicone-filled pores are lowest, CBD intermediate, NCA
-highest, so three Otsu classes map in order of brightness to pore, CBD, AM.
+highest, so three Otsu classes map in order of brightness to pore, CBD, AM
+(``segment: grey_order`` changes the order where the CBD shows brighter).
 Streaming: thresholds come from a seeded sample of voxels drawn slice by
 slice (:func:`sample_voxels`), then every slice is labelled on its own.
 """
@@ -29,7 +30,8 @@ class SegmentSettings(StageSettings):
     ----------
     method : {"unet", "multiotsu"}
     model : str
-        Network file (``method: unet``).
+        Network file (``method: unet``), or ``auto``: the shipped model for the
+        sample's channels (:func:`fibrecon.samples.auto_model`).
     channels : "all" or list of float
         kV values of the channels used.
     device : str
@@ -48,11 +50,16 @@ class SegmentSettings(StageSettings):
         warning).
     nbins : int
         Histogram bins of the multi-Otsu thresholds.
+    grey_order : list of str
+        The phases from darkest to brightest for the multi-Otsu classes
+        (default pore, cbd, am: silicone-filled pores darkest, NCA brightest;
+        ``[pore, am, cbd]`` where the CBD shows brighter than the AM, as in
+        the real SEM image of ``../shared/data/sem_images``).
     """
 
     SECTION = "segment"
     method: str = "unet"
-    model: str = "resources/models/unet_1kV_3kV.pt"
+    model: str = "auto"
     channels: object = "all"
     device: str = "auto"
     tile_px: int = 1024
@@ -62,6 +69,11 @@ class SegmentSettings(StageSettings):
     save_probabilities: bool = True
     resample: str = "auto"
     nbins: int = 256
+    grey_order: tuple = ("pore", "cbd", "am")
+
+
+#: Phase names of ``grey_order`` and their label values.
+_PHASE_VALUES = {"pore": PORE, "am": AM, "cbd": CBD}
 
 
 def combine_channels(channels: np.ndarray, selected=None) -> np.ndarray:
@@ -95,16 +107,32 @@ def multiotsu_thresholds(values: np.ndarray, *, nbins: int = 256) -> np.ndarray:
     return threshold_multiotsu(np.asarray(values).ravel(), classes=3, nbins=nbins)
 
 
-def label_slice(image: np.ndarray, thresholds) -> np.ndarray:
-    """0 pore (darkest class), 2 CBD (middle), 1 AM (brightest), uint8."""
+def label_slice(image: np.ndarray, thresholds, grey_order=("pore", "cbd", "am")) -> np.ndarray:
+    """Three classes by two thresholds, darkest first, labelled by ``grey_order`` (uint8).
+
+    The default: 0 pore (darkest class), 2 CBD (middle), 1 AM (brightest).
+
+    Examples
+    --------
+    >>> label_slice(np.array([0.1, 0.5, 0.9]), (0.3, 0.7)).tolist()
+    [0, 2, 1]
+    >>> label_slice(np.array([0.1, 0.5, 0.9]), (0.3, 0.7), ("pore", "am", "cbd")).tolist()
+    [0, 1, 2]
+    """
+    order = [str(p).lower() for p in grey_order]
+    if sorted(order) != sorted(_PHASE_VALUES):
+        raise ValueError(f"segment: grey_order {list(grey_order)} must name pore, am and cbd "
+                         "once each, darkest first")
+    dark, middle, bright = (_PHASE_VALUES[p] for p in order)
     t_low, t_high = thresholds
-    labels = np.full(image.shape, CBD, dtype=np.uint8)
-    labels[image <= t_low] = PORE
-    labels[image > t_high] = AM
+    labels = np.full(np.shape(image), middle, dtype=np.uint8)
+    labels[image <= t_low] = dark
+    labels[image > t_high] = bright
     return labels
 
 
-def segment_multiotsu(stack, *, channels=None, nbins: int = 256, seed: int = 0) -> np.ndarray:
+def segment_multiotsu(stack, *, channels=None, nbins: int = 256, seed: int = 0,
+                      grey_order=("pore", "cbd", "am")) -> np.ndarray:
     """Label a preprocessed multi-kV stack as pore / AM / CBD (in memory).
 
     Parameters
@@ -117,6 +145,8 @@ def segment_multiotsu(stack, *, channels=None, nbins: int = 256, seed: int = 0) 
         Histogram bins for the thresholds.
     seed : int
         Seed of the voxel sample the thresholds are computed from.
+    grey_order : sequence of str
+        The phases from darkest to brightest (:func:`label_slice`).
 
     Returns
     -------
@@ -125,5 +155,5 @@ def segment_multiotsu(stack, *, channels=None, nbins: int = 256, seed: int = 0) 
     if np.ndim(stack[0]) != 3:
         raise ValueError(f"expected a (z, c, y, x) stack, got slices of shape {np.shape(stack[0])}")
     t = multiotsu_thresholds(sample_voxels(stack, channels, seed=seed), nbins=nbins)
-    return np.stack([label_slice(combine_channels(stack[z], channels), t)
+    return np.stack([label_slice(combine_channels(stack[z], channels), t, grey_order)
                      for z in range(len(stack))])

@@ -274,3 +274,16 @@ def test_3d_view_renders_offscreen_with_both_solid_phases_coloured():
         # lit faces keep the hue: some pixels within the shading range of the phase's colour
         hue = image.astype(float) / np.maximum(image.max(axis=2, keepdims=True), 1)
         assert (np.abs(hue - colour / colour.max()).max(axis=2) < 0.08).mean() > 0.005, phase
+
+
+def test_multiotsu_grey_order_labels_a_stack_whose_cbd_is_brighter_than_its_am():
+    rng = np.random.default_rng(4)
+    truth = rng.choice([0, 1, 2], p=[0.3, 0.5, 0.2], size=(4, 64, 64)).astype(np.uint8)
+    grey = np.array([0.1, 0.5, 0.9])[truth] + rng.normal(0, 0.03, truth.shape)  # CBD brightest
+    stack = grey[:, None].astype(np.float32)
+    default = segment_multiotsu(stack)
+    assert (default == truth).mean() < 0.8  # AM and CBD swapped
+    ordered = segment_multiotsu(stack, grey_order=("pore", "am", "cbd"))
+    assert (ordered == truth).mean() > 0.99
+    with pytest.raises(ValueError, match="grey_order"):
+        segment_multiotsu(stack, grey_order=("pore", "am", "am"))
