@@ -81,7 +81,9 @@ def model_for(sample):
 
 
 MODELS = (
-    {s: model_for(s) for s in SAMPLES.index} if config["segment"]["method"] == "unet" else {}
+    {s: model_for(s) for s in SAMPLES.index}
+    if config["segment"]["method"] == "unet"
+    else {}
 )
 
 
