@@ -112,6 +112,8 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
             **{k: v for k, v in acquisition.get("instrument", {}).items()},
             "databar": acquisition.get("databar"),
             "registration": acquisition.get("registration"),
+            "roi": acquisition.get("roi"),
+            "fill_borders": acquisition.get("fill_borders"),
         },
         "volume": {"shape_zyx": metrics.get("shape"), "volume_um3": metrics.get("volume_um3")},
         "parameters": parameters,
