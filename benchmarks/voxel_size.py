@@ -75,7 +75,40 @@ def at_pixel_size(micro, margin_um, fine_px, px, seed=7):
     return raw, labels[:SLICES, m:labels.shape[1] - m, m:labels.shape[2] - m]
 
 
+def finer(pixel_sizes_nm, slices: int):
+    """IoU at pixel sizes finer than the default grid (e.g. 10 nm): as it is and resampled."""
+    global SLICES
+    SLICES = slices
+    net, _ = load_model(MODEL)
+    net = prepare_for_inference(net, "cpu")
+    card = ModelCard.read(MODEL)
+    fine = min(pixel_sizes_nm) / 1e3
+    micro, margin_um = one_microstructure(fine_px=fine)
+    for px in (v / 1e3 for v in pixel_sizes_nm):
+        raw, truth = at_pixel_size(micro, margin_um, fine, px)
+        images = preprocess_stack(raw, PreprocessParams())
+        for mode, target in (("as it is", None), ("to 20 nm", 0.020),
+                             ("to the working size", card.working_pixel_um)):
+            if target is not None and target <= px + 1e-12:
+                continue
+            scale = None if target is None else (px / target, px / target)
+            iou = iou_from_confusion(confusion_counts(segmented(net, card, images, scale), truth))
+            print(f"{px * 1e3:.0f} nm, {mode}: IoU pore / AM / CBD "
+                  + " / ".join(f"{iou[k]:.3f}" for k in ("iou_pore", "iou_am", "iou_cbd")),
+                  flush=True)
+
+
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--finer", help="pixel sizes in nm finer than the default grid, e.g. 10,20: "
+                    "IoU only, printed (no RESULTS.md section)")
+    ap.add_argument("--slices", type=int, default=SLICES)
+    args = ap.parse_args()
+    if args.finer:
+        finer([float(v) for v in args.finer.split(",")], args.slices)
+        return
     net, _ = load_model(MODEL)
     net = prepare_for_inference(net, "cpu")
     card = ModelCard.read(MODEL)
