@@ -180,3 +180,11 @@ def test_single_kv_files_named_without_kv_are_read(tmp_path):
     assert stack.shape == (3, 1, 8, 8) and int(stack[2][0, 0, 0]) == 2
     with pytest.raises(files.RawDataError, match=r"no \{kv\} field.*single-kV"):
         files.RawStack(tmp_path, "slice_{slice:04d}.tif", [1, 3])
+
+
+def test_a_file_holding_a_zcyx_array_is_refused_not_read_as_slices(tmp_path):
+    """tifffile.imwrite of a (z, c, y, x) array gives z * c pages: read as slices they would
+    interleave the kV channels."""
+    tifffile.imwrite(tmp_path / "stack_1kV.tif", np.zeros((3, 2, 16, 16), np.uint8))
+    with pytest.raises(files.RawDataError, match=r"stack_1kV.tif: holds a \(3, 2, 16, 16\) array"):
+        files.RawStack(tmp_path, "stack_{kv}kV.tif", [1])
