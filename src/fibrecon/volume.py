@@ -6,9 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fibrecon import PHASES, phase_counts
 from fibrecon.settings import StageSettings
 
-__all__ = ["VolumeSettings", "relabel_small_islands"]
+__all__ = ["VolumeSettings", "relabel_small_islands", "TYPICAL_FRACTIONS", "fraction_warnings"]
+
+#: Volume fractions that calendered or uncalendered composite cathodes (NCA/NMC, carbon black +
+#: PVDF) span in the FIB-SEM and tomography literature, widened: a segmentation outside them
+#: is more often wrong (e.g. a bright CBD labelled as AM) than an unusual electrode.
+TYPICAL_FRACTIONS = {"pore": (0.05, 0.65), "am": (0.25, 0.80), "cbd": (0.02, 0.40)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,3 +111,31 @@ def _fill_from_nearest(labels: np.ndarray, small: np.ndarray) -> np.ndarray:
         source = labels[crop][tuple(n[mine] for n in nearest)]
         out[crop][mine] = source
     return out
+
+
+def fraction_warnings(labels: np.ndarray, typical: dict | None = None) -> list[str]:
+    """Phase fractions outside :data:`TYPICAL_FRACTIONS`, as messages with the numbers.
+
+    A segmentation that is plausible but wrong (a network that labels a
+    brighter CBD as AM gives 83 % AM on the shared real SEM image) is often
+    first seen in its fractions; the message says where to look.
+
+    Examples
+    --------
+    >>> labels = np.ones((4, 10, 10), np.uint8)
+    >>> labels[:, :1] = 0
+    >>> [m.split(":")[0] for m in fraction_warnings(labels)]
+    ['phase fractions pore 0.100, am 0.900, cbd 0.000 outside the range of composite cathodes']
+    """
+    typical = TYPICAL_FRACTIONS if typical is None else typical
+    counts = phase_counts(labels)
+    share = {PHASES[k]: float(counts[k]) / max(labels.size, 1) for k in PHASES}
+    off = [f"{p} {share[p]:.3f} not in {lo:g}-{hi:g}" for p, (lo, hi) in typical.items()
+           if not lo <= share[p] <= hi]
+    if not off:
+        return []
+    return [f"phase fractions {', '.join(f'{p} {v:.3f}' for p, v in share.items())} outside the "
+            f"range of composite cathodes: {'; '.join(off)}. Check the QC figure "
+            "(results/qc/<sample>.png): a phase taken for another (e.g. a CBD brighter than the "
+            "AM) gives this; fine-tune on a few corrected slices (README: Correcting the "
+            "segmentation), or set segment: method: multiotsu with segment: grey_order"]

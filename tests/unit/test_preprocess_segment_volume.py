@@ -287,3 +287,25 @@ def test_multiotsu_grey_order_labels_a_stack_whose_cbd_is_brighter_than_its_am()
     assert (ordered == truth).mean() > 0.99
     with pytest.raises(ValueError, match="grey_order"):
         segment_multiotsu(stack, grey_order=("pore", "am", "am"))
+
+
+def test_implausible_phase_fractions_are_a_warning_with_the_numbers(shared_data):
+    """The real segmented SEM image (Dahari et al.), a real-geometry label volume and simulated
+    labels lie within the typical fractions; a labelling with 90 % AM (what the shipped 1 kV
+    model gives on the real SEM cross-section of shared/data) does not."""
+    import tifffile
+
+    from fibrecon.simulate import simulate_sample
+    from fibrecon.volume import fraction_warnings
+
+    real = tifffile.imread(shared_data / "sem_images" / "nmc_sem_segmented_628x758.tif")
+    assert fraction_warnings(np.rint(real).astype(np.uint8)) == []
+    matbox = tifffile.imread(shared_data / "nmc_label_volumes" / "matbox_nmc1_251x301x301.tif")
+    assert fraction_warnings(matbox.astype(np.uint8)) == []
+    assert fraction_warnings(simulate_sample((8, 64, 64), porosity=0.3, seed=2).labels) == []
+    wrong = np.ones((1, 100, 100), np.uint8)
+    wrong[:, :5] = 0
+    wrong[:, 5:10] = 2  # pore 0.05, AM 0.90, CBD 0.05
+    (message,) = fraction_warnings(wrong)
+    assert "am 0.900 not in 0.25-0.8" in message and "pore 0.050 not in" not in message
+    assert "results/qc/<sample>.png" in message
