@@ -619,3 +619,61 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
                           probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
                           family_scale=family_scale, min_object_voxels=min_object_voxels,
                           particle_h_doubt=s.particle_h_doubt_px)
+
+
+def main(argv=None) -> None:
+    """Command line: the metrics of a label volume segmented elsewhere (or by fibrecon).
+
+    ``fibrecon-metrics LABELS.tif OUT.json [--voxel-um DZ DY DX] [--values P A C]``
+    writes the metrics JSON as the workflow's metrics stage does (without the
+    segmentation sd: there are no class probabilities) and, beside it,
+    ``<OUT>_particles.tsv``. The voxel size comes from ``--voxel-um`` or from
+    the file's ImageJ / OME-TIFF calibration (fibrecon's own volumes carry one).
+    """
+    import argparse
+    import json
+    from pathlib import Path
+
+    from fibrecon import files  # the CLI reads and writes files; the functions above do not
+
+    ap = argparse.ArgumentParser(prog="fibrecon-metrics", description=main.__doc__.splitlines()[0])
+    ap.add_argument("labels", help="3D label TIFF (z, y, x): 0 pore, 1 AM, 2 CBD, or see --values")
+    ap.add_argument("out", help="metrics JSON to write")
+    ap.add_argument("--voxel-um", type=float, nargs=3, metavar=("DZ", "DY", "DX"),
+                    help="voxel size in µm (default: the file's ImageJ / OME calibration)")
+    ap.add_argument("--values", type=float, nargs=3, metavar=("PORE", "AM", "CBD"),
+                    help="the file's values of the three phases (default: 0/1/2 as they are, "
+                         "else three values in increasing order pore < AM < CBD)")
+    ap.add_argument("--tortuosity-axes", default="zyx", help="axes of the tortuosity solves")
+    ap.add_argument("--electronic-network", choices=["cbd", "cbd+am"],
+                    default=MetricsSettings.electronic_network)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    path = Path(args.labels)
+    labels = files.read_label_volume(path, args.values, all_phases=False)
+    if args.voxel_um:
+        voxel = tuple(args.voxel_um)
+    else:
+        meta = files.read_sem_metadata(path)
+        if "pixel_size_um" not in meta or "slice_thickness_um" not in meta:
+            raise SystemExit(f"{path}: no ImageJ / OME calibration of x, y and z in the file; "
+                             "give --voxel-um DZ DY DX")
+        voxel = (meta["slice_thickness_um"], *meta["pixel_size_um"])
+        LOG.info("voxel size %s µm from %s", voxel, meta["origin"])
+    if min(labels.shape) < MIN_EDGE_VOXELS:
+        raise SystemExit(f"{path}: a volume of {labels.shape} (z, y, x) voxels; the metrics need "
+                         f"at least {MIN_EDGE_VOXELS} on every axis")
+    settings = MetricsSettings(tortuosity_axes=tuple(args.tortuosity_axes),
+                               electronic_network=args.electronic_network)
+    metrics, particles, _, _ = metrics_of(labels, voxel, settings)
+    out = Path(args.out)
+    files.write_json(out, {"sample": path.stem, "source": str(path),
+                           "source_sha256": files.file_sha256(path), **metrics})
+    files.write_table(out.with_name(out.stem + "_particles.tsv"), particles)
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))
+                      and "_sd_" not in k}, indent=1, default=str))
+    LOG.info("wrote %s and %s", out, out.with_name(out.stem + "_particles.tsv"))
+
+
+if __name__ == "__main__":
+    main()

@@ -417,3 +417,37 @@ def test_sphericity_from_the_shape_cache_equals_a_fresh_mesh():
     np.testing.assert_array_equal(again["sphericity"],
                                   particle_table(moved, (0.05, 0.05, 0.05))["sphericity"])
     assert fresh["sphericity"].notna().sum() > 10
+
+
+def test_metrics_command_line_on_a_label_volume_made_elsewhere(shared_data, tmp_path):
+    """fibrecon-metrics on a real-geometry label volume (microstructure-inpainter NMC, 0/1/2)
+    written with other values: the voxel size from --voxel-um or from the file's calibration,
+    the phases from --values; the numbers are those of metrics_of on the same labels."""
+    import tifffile
+
+    from fibrecon import files
+    from fibrecon.metrics import MetricsSettings, main, metrics_of
+
+    labels = files.read_label_volume(shared_data / "nmc_label_volumes" /
+                                     "inpainter_nmc_128cube.tif")[:40, :48, :48]
+    other = np.array([0, 200, 100], np.uint8)[labels]  # pore 0, AM 200, CBD 100
+    tifffile.imwrite(tmp_path / "seg.tif", other)
+    main([str(tmp_path / "seg.tif"), str(tmp_path / "seg.json"), "--voxel-um", "0.05", "0.04",
+          "0.04", "--values", "0", "200", "100", "--tortuosity-axes", "z"])
+    got = files.read_json(tmp_path / "seg.json")
+    want = metrics_of(labels, (0.05, 0.04, 0.04), MetricsSettings(tortuosity_axes=("z",)))[0]
+    for key in ("volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd", "tau_pore_z",
+                "particles_cut"):
+        assert got[key] == pytest.approx(want[key], nan_ok=True), key
+    assert got["voxel_size_um"] == [0.05, 0.04, 0.04] and got["source_sha256"]
+    assert (tmp_path / "seg_particles.tsv").is_file()
+    # fibrecon's own volume carries its calibration: no --voxel-um needed
+    files.write_volume(tmp_path / "own.tif", labels, (0.05, 0.04, 0.04))
+    main([str(tmp_path / "own.tif"), str(tmp_path / "own.json"), "--tortuosity-axes", "z"])
+    assert files.read_json(tmp_path / "own.json")["volume_fraction_pore"] == \
+        pytest.approx(want["volume_fraction_pore"])
+    with pytest.raises(SystemExit, match="give --voxel-um"):
+        main([str(tmp_path / "seg.tif"), str(tmp_path / "x.json"), "--values", "0", "200", "100"])
+    with pytest.raises(ValueError, match=r"holds values \[100\] besides"):
+        main([str(tmp_path / "seg.tif"), str(tmp_path / "x.json"), "--voxel-um", "1", "1", "1",
+              "--values", "0", "200", "50"])

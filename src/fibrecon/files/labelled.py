@@ -210,18 +210,29 @@ def find_annotations(folder, samples, shapes=None) -> list[Annotation]:
     return found
 
 
-def read_label_volume(path) -> np.ndarray:
+def read_label_volume(path, values=None, *, all_phases: bool = True) -> np.ndarray:
     """A 3D label volume of another origin as 0 pore, 1 AM, 2 CBD (uint8, (z, y, x)).
 
-    The file (TIFF, one page per slice) must hold exactly three distinct
-    values; in increasing order they are taken as pore, AM and CBD (so 0/1/2,
-    0/128/255 and 0/85/170 all read alike), the convention of the volumes in
-    ``../shared/data/nmc_label_volumes``.
+    Parameters
+    ----------
+    path : str or Path
+        A TIFF, one page per slice.
+    values : sequence of 3 numbers, optional
+        The file's values of pore, AM and CBD (e.g. ``(0, 255, 128)``). By
+        default, a file holding only values of 0, 1 and 2 is read as it is
+        (fibrecon's convention; a phase may be absent), and otherwise it must
+        hold exactly three distinct values, which in increasing order are taken
+        as pore, AM and CBD (so 0/128/255 and 0/85/170 read alike), the
+        convention of the volumes in ``../shared/data/nmc_label_volumes``.
+    all_phases : bool
+        Every phase must be present (training volumes); False lets a volume of
+        0, 1 and 2 lack one (metrics of a two-phase segmentation).
 
     Raises
     ------
     ValueError
-        Naming the file, when it is not 3D or does not hold three values.
+        Naming the file, when it is not 3D, does not hold three values, or
+        holds values other than the given ones.
     """
     import tifffile
 
@@ -232,8 +243,23 @@ def read_label_volume(path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable TIFF label volume ({e})") from e
     if raw.ndim != 3:
         raise ValueError(f"{path}: a label volume must be 3D (z, y, x), got shape {raw.shape}")
-    values = np.unique(raw)
-    if len(values) != 3:
+    found = np.unique(raw)
+    if values is not None:
+        values = np.asarray(values, dtype=raw.dtype)
+        if len(values) != 3 or len(np.unique(values)) != 3:
+            raise ValueError(f"{path}: give three distinct values (pore, AM, CBD), got "
+                             f"{values.tolist()}")
+        other = np.setdiff1d(found, values)
+        if other.size:
+            raise ValueError(f"{path}: holds values {other[:8].tolist()} besides the given "
+                             f"pore, AM, CBD values {values.tolist()}")
+        out = np.zeros(raw.shape, np.uint8)
+        for phase, value in enumerate(values):
+            out[raw == value] = phase
+        return out
+    if np.isin(found, (0, 1, 2)).all() and (len(found) == 3 or not all_phases):
+        return raw.astype(np.uint8)
+    if len(found) != 3:
         raise ValueError(f"{path}: a label volume must hold exactly 3 values (pore < AM < CBD), "
-                         f"found {len(values)}: {values[:8].tolist()}")
-    return np.searchsorted(values, raw).astype(np.uint8)
+                         f"found {len(found)}: {found[:8].tolist()}")
+    return np.searchsorted(found, raw).astype(np.uint8)
