@@ -36,6 +36,6 @@ rule all:
     input:
         "results/series/metrics.tsv",
         expand("results/volume/{sample}_orthoslices.png", sample=SAMPLES.index),
-        expand("results/qc/{sample}.png", sample=SAMPLES.index),
+        expand("results/qc/{sample}.png", sample=ACQUIRED),
         expand("results/records/{sample}.json", sample=SAMPLES.index),
     localrule: True

@@ -8,6 +8,7 @@ from fibrecon.metrics import series_metrics, summary_metrics  # noqa: E402
 from fibrecon.samples import (  # noqa: E402
     auto_model,
     check_workflow,
+    imported,
     load_sample_sheet,
     load_schema,
     process_columns,
@@ -38,8 +39,16 @@ def code(script):
     )
 
 
+# Samples given as a label volume made elsewhere (sheet column labels): they start at
+# the volume stage; everything before it (align .. segment, QC figure) is not theirs.
+IMPORTED = [s for s in SAMPLES.index if imported(SAMPLES, s)]
+ACQUIRED = [s for s in SAMPLES.index if s not in IMPORTED]
+
+
 def raw_folder(wildcards):
-    """Raw data of a sample: the sheet's folder, or the demo_stack output."""
+    """Raw data of a sample: the sheet's folder, the demo_stack output, or its label volume."""
+    if wildcards.sample in IMPORTED:
+        return ancient(SAMPLES.at[wildcards.sample, "labels"])
     raw = SAMPLES.at[wildcards.sample, "raw"]
     if raw == "simulated":
         return f"results/raw/{wildcards.sample}"
@@ -81,9 +90,7 @@ def model_for(sample):
 
 
 MODELS = (
-    {s: model_for(s) for s in SAMPLES.index}
-    if config["segment"]["method"] == "unet"
-    else {}
+    {s: model_for(s) for s in ACQUIRED} if config["segment"]["method"] == "unet" else {}
 )
 
 
@@ -111,7 +118,31 @@ def probability_inputs(*keys):
     return lambda wildcards: {
         k: PROBABILITIES_OUTPUT[k].format(sample=wildcards.sample)
         for k in keys
-        if k in PROBABILITIES_OUTPUT
+        if k in PROBABILITIES_OUTPUT and wildcards.sample not in IMPORTED
+    }
+
+
+def segmented_labels(wildcards):
+    """The label volume the volume stage cleans: the segment output, or an imported one."""
+    if wildcards.sample in IMPORTED:
+        return f"results/imported/{wildcards.sample}.tif"
+    return f"results/segmented/{wildcards.sample}.tif"
+
+
+def acquisition_info(wildcards):
+    """The aligned JSON (voxel size, instrument), or the imported volume's JSON."""
+    if wildcards.sample in IMPORTED:
+        return f"results/imported/{wildcards.sample}.json"
+    return f"results/aligned/{wildcards.sample}.json"
+
+
+def acquisition_figures(wildcards):
+    """The QC and drift figures of an acquired sample (an imported one has neither)."""
+    if wildcards.sample in IMPORTED:
+        return {}
+    return {
+        "qc": f"results/qc/{wildcards.sample}.png",
+        "drift": f"results/aligned/{wildcards.sample}_drift.png",
     }
 
 

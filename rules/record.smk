@@ -1,16 +1,15 @@
 rule record:
     input:
         unpack(probability_inputs("uncertainty")),
+        unpack(acquisition_figures),
         metrics="results/metrics/{sample}.json",
-        acquisition="results/aligned/{sample}.json",
+        acquisition=acquisition_info,
         raw=raw_folder,
         model=segment_model,
-        qc="results/qc/{sample}.png",
         psd="results/metrics/{sample}_psd.png",
         rve_figure="results/metrics/{sample}_rve.png",
         orthoslices="results/volume/{sample}_orthoslices.png",
         view_3d="results/volume/{sample}_3d.png",
-        drift="results/aligned/{sample}_drift.png",
         schema=str(SCHEMAS / "record.schema.json"),
         code=code("record"),
     output:

@@ -1,6 +1,23 @@
+rule import_labels:
+    input:
+        labels=raw_folder,
+        code=code("import_labels"),
+    output:
+        labels="results/imported/{sample}.tif",
+        info="results/imported/{sample}.json",
+    log:
+        "logs/import_labels/{sample}.log",
+    conda:
+        "../envs/volume.yaml"
+    params:
+        voxel=voxel_from_sheet,
+    script:
+        "../scripts/import_labels.py"
+
+
 rule volume:
     input:
-        labels="results/segmented/{sample}.tif",
+        labels=segmented_labels,
         code=code("volume"),
     output:
         volume="results/volume/{sample}.tif",

@@ -33,7 +33,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         files.read_json(inp.acquisition), snakemake.params.parameters,  # noqa: F821
         files.read_json(inp.metrics), model=model, inputs=inputs,
         figures={k: inp[k] for k in ("qc", "psd", "rve_figure", "orthoslices", "view_3d",
-                                     "drift")},
+                                     "drift") if inp.get(k)},
         uncertainty=uncertainty)
     jsonschema.validate(record, files.read_json(inp.schema))
     files.write_json(snakemake.output.record, record)  # noqa: F821

@@ -32,6 +32,7 @@ __all__ = [
     "parse_kvs",
     "parse_roi",
     "auto_model",
+    "imported",
     "shipped_model_name",
     "fit_roi",
     "merge_config",
@@ -43,7 +44,7 @@ __all__ = [
 #: Columns of the sample sheet that describe the acquisition; all others are
 #: process parameters.
 SHEET_COLUMNS = ("sample", "raw", "pattern", "kvs", "voxel_x_um", "voxel_y_um", "voxel_z_um",
-                 "roi")
+                 "roi", "labels")
 
 
 class ConfigError(ValueError):
@@ -286,6 +287,19 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
         if errors:
             msg = "; ".join(f"column '{_where(e)}': {e.message}" for e in errors[:5])
             raise ConfigError(f"{path}: sample '{rec['sample']}': {msg}")
+        rec["labels"] = str(rec.get("labels") or "").strip()
+        if rec["labels"]:  # a segmentation made elsewhere: the workflow starts at the volume
+            labels = Path(rec["labels"])
+            labels = labels if labels.is_absolute() else base / labels
+            if not labels.is_file():
+                raise ConfigError(f"{path}: sample '{rec['sample']}': column 'labels': "
+                                  f"{labels} is not a file")
+            rec.setdefault("raw", "")
+            rec.setdefault("kvs", "")
+        missing = [c for c in ("raw", "kvs") if c not in rec]
+        if missing:
+            raise ConfigError(f"{path}: sample '{rec['sample']}': column(s) {missing} empty or "
+                              "absent; give the acquisition (raw, kvs) or a label volume (labels)")
         try:
             rec["kvs"] = parse_kvs(rec["kvs"])
         except ValueError as exc:
@@ -298,12 +312,15 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
             parse_roi(rec["roi"])
         except ValueError as exc:
             raise ConfigError(f"{path}: sample '{rec['sample']}': column 'roi': {exc}") from None
-        if "{kv" not in str(rec.get("pattern", "{kv")) and len(rec["kvs"]) != 1:
+        if not rec["labels"] and not rec["kvs"]:
+            raise ConfigError(f"{path}: sample '{rec['sample']}': column 'kvs' is empty")
+        if not rec["labels"] and "{kv" not in str(rec.get("pattern", "{kv")) and \
+                len(rec["kvs"]) != 1:
             raise ConfigError(
                 f"{path}: sample '{rec['sample']}': column 'pattern': {rec['pattern']!r} has no "
                 f"{{kv}} field, which only a single-kV acquisition may leave out (kvs: "
                 f"{rec['kvs']}); name the files by kV, e.g. slice_{{slice:04d}}_{{kv}}kV.tif")
-        if rec["raw"] != "simulated":
+        if rec["raw"] not in ("simulated", ""):
             folder = Path(rec["raw"])
             folder = folder if folder.is_absolute() else base / folder
             if not folder.exists():
@@ -471,6 +488,11 @@ def check_particle_h_doubt(h: float, doubt: float) -> None:
                           "the doubt)")
 
 
+def imported(samples, sample: str) -> bool:
+    """Whether a sample comes as a label volume made elsewhere (sheet column ``labels``)."""
+    return "labels" in samples.columns and bool(samples.at[sample, "labels"])
+
+
 def check_workflow(config: dict, samples, *, model_path=None,
                    trained_model: str = "results/models/unet.pt", annotated=()) -> None:
     """Everything the workflow checks at start-up, before any job: demo consistency and the model.
@@ -516,7 +538,8 @@ def check_workflow(config: dict, samples, *, model_path=None,
     if wrong_dz:
         raise ConfigError(f"{sheet}: simulated sample(s) {wrong_dz}: voxel_z_um differs from the "
                           f"simulated slice thickness demo: voxel_size_um[0] = {dz}")
-    for s in samples.index:
+    acquired = [s for s in samples.index if not imported(samples, s)]
+    for s in acquired:
         missing = [kv for kv in selected_kvs(config, samples.at[s, "kvs"])
                    if kv not in [float(k) for k in samples.at[s, "kvs"]]]
         if missing:
@@ -534,8 +557,8 @@ def check_workflow(config: dict, samples, *, model_path=None,
     if config["segment"]["method"] != "unet":
         return
     models = model_path if isinstance(model_path, dict) else \
-        {s: model_path for s in samples.index}
-    trained = [s for s in samples.index if Path(models[s]).as_posix() == trained_model]
+        {s: model_path for s in acquired}
+    trained = [s for s in acquired if Path(models[s]).as_posix() == trained_model]
     if trained:
         absent = [v for v in config["train"].get("label_volumes", []) if not Path(v).is_file()]
         if absent:
@@ -550,7 +573,7 @@ def check_workflow(config: dict, samples, *, model_path=None,
     from fibrecon.modelcard import ModelCard, ModelCardError
 
     cards = {}
-    for s in samples.index:
+    for s in acquired:
         path = models[s]
         if s in trained:
             continue

@@ -221,6 +221,35 @@ def test_a_single_image_is_segmented_with_the_auto_model_and_its_metrics_stop_by
         (tmp_path / "logs" / "metrics" / "sem1.log").read_text()
 
 
+def test_a_label_volume_made_elsewhere_goes_from_the_volume_stage_to_the_series_table(
+        tmp_path, shared_data):
+    """Sheet column labels: a real-geometry NMC volume (MATBOX, values 0/1/2 written as
+    0/128/255, voxel size from its ImageJ calibration) runs volume -> metrics -> record ->
+    series with no acquisition stage; its record is valid and names the source file."""
+    import tifffile
+
+    vol = tifffile.imread(shared_data / "nmc_label_volumes" / "matbox_nmc1_251x301x301.tif")
+    vol = np.array([0, 128, 255], np.uint8)[vol[:32, :48, :48]]
+    (tmp_path / "data").mkdir()
+    tifffile.imwrite(tmp_path / "data" / "seg.tif", vol, imagej=True,
+                     resolution=(1 / 0.04, 1 / 0.04), metadata={"unit": "um", "spacing": 0.05})
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config" / "samples.tsv").write_text(
+        "sample\tlabels\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\tline_load\n"
+        "seg1\tdata/seg.tif\tfrom_metadata\tfrom_metadata\tfrom_metadata\t10\n")
+    snakemake(tmp_path, "--cores", "2")
+    table = fio.read_table(tmp_path / "results" / "series" / "metrics.tsv")
+    assert list(table["sample"]) == ["seg1"] and table["line_load"].tolist() == [10]
+    fractions = [(vol == v).mean() for v in (0, 128, 255)]
+    assert table["volume_fraction_pore"].iloc[0] == pytest.approx(fractions[0], abs=0.01)
+    record = fio.read_json(tmp_path / "results" / "records" / "seg1.json")
+    assert record["instrument"]["voxel_size_um"] == {"z": 0.05, "y": 0.04, "x": 0.04}
+    assert list(record["inputs"]) == ["seg.tif"] and "qc" not in record["figures"]
+    assert not (tmp_path / "results" / "aligned").exists()
+    assert not (tmp_path / "results" / "segmented").exists()
+
+
 def test_editing_a_library_module_reruns_every_rule_that_imports_it(tmp_path):
     """Editing extrema.py (imported by particles.py, imported by metrics.py) in a copy of
     the workflow makes metrics and everything after it pending, and nothing before.
