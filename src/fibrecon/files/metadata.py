@@ -239,9 +239,10 @@ def read_sem_metadata(path, image_shape=None) -> dict:
             if not (fei or sem):
                 tag = tif.pages.first.tags.get(TESCAN_TAG)
                 hdr = path.with_suffix(".hdr")
-                if tag is not None and isinstance(tag.value, (bytes, bytearray, str)):
+                if tag is not None and isinstance(tag.value, (bytes, bytearray, str, tuple,
+                                                              list, np.ndarray)):
                     value = tag.value.encode("latin-1") if isinstance(tag.value, str) \
-                        else tag.value
+                        else bytes(bytearray(tag.value))
                     tescan = (tescan_sections(value), f"tag {TESCAN_TAG}")
                 elif hdr.is_file() and hdr.read_bytes()[:64].lstrip().startswith(b"[MAIN]"):
                     tescan = (tescan_hdr_sections(hdr.read_text("latin-1")), hdr.name)
