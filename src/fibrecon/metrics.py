@@ -29,7 +29,7 @@ from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, percolation_doubt, segmentation_sd,
                                   shifted_volumes)
-from fibrecon.volume import VolumeSettings
+from fibrecon.volume import VolumeSettings, fraction_warnings
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
@@ -445,7 +445,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
                     if isinstance(v, (int, float))})
     out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
-    out["notes"] = _notes(out)
+    out["notes"] = _notes(out) + fraction_warnings(labels)  # the record and report show them
     for note in out["notes"]:
         if note.startswith(NO_WHOLE_PARTICLE):
             LOG.warning(note)

@@ -451,3 +451,17 @@ def test_metrics_command_line_on_a_label_volume_made_elsewhere(shared_data, tmp_
     with pytest.raises(ValueError, match=r"holds values \[100\] besides"):
         main([str(tmp_path / "seg.tif"), str(tmp_path / "x.json"), "--voxel-um", "1", "1", "1",
               "--values", "0", "200", "50"])
+
+
+def test_implausible_fractions_become_a_note_of_the_metrics():
+    """The volume log's warning on fractions outside those of cathodes also reaches the
+    metrics JSON's notes, which the record and the report carry."""
+    labels = np.ones((12, 12, 12), np.uint8)  # AM 11/12 = 0.917
+    labels[:, :, :1] = 0
+    m = sample_metrics(labels, (0.1, 0.1, 0.1), tortuosity_axes=("z",))[0]
+    assert any(n.startswith("phase fractions pore 0.083, am 0.917") for n in m["notes"])
+    fine = np.zeros((12, 12, 12), np.uint8)
+    fine[:, :, :4] = 1
+    fine[:, :, 4:5] = 2
+    notes = sample_metrics(fine, (0.1, 0.1, 0.1), tortuosity_axes=("z",))[0]["notes"]
+    assert not any(n.startswith("phase fractions") for n in notes)
