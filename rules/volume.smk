@@ -11,6 +11,7 @@ rule import_labels:
         "../envs/volume.yaml"
     params:
         voxel=voxel_from_sheet,
+        roi=sheet_value("roi"),
     script:
         "../scripts/import_labels.py"
 

@@ -236,16 +236,18 @@ def test_a_label_volume_made_elsewhere_goes_from_the_volume_stage_to_the_series_
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config" / "samples.tsv").write_text(
-        "sample\tlabels\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\tline_load\n"
-        "seg1\tdata/seg.tif\tfrom_metadata\tfrom_metadata\tfrom_metadata\t10\n")
+        "sample\tlabels\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\troi\tline_load\n"
+        "seg1\tdata/seg.tif\tfrom_metadata\tfrom_metadata\tfrom_metadata\t:, :, 0:40\t10\n")
     snakemake(tmp_path, "--cores", "2")
     table = fio.read_table(tmp_path / "results" / "series" / "metrics.tsv")
     assert list(table["sample"]) == ["seg1"] and table["line_load"].tolist() == [10]
-    fractions = [(vol == v).mean() for v in (0, 128, 255)]
+    fractions = [(vol[:, :, :40] == v).mean() for v in (0, 128, 255)]
     assert table["volume_fraction_pore"].iloc[0] == pytest.approx(fractions[0], abs=0.01)
     record = fio.read_json(tmp_path / "results" / "records" / "seg1.json")
     assert record["instrument"]["voxel_size_um"] == {"z": 0.05, "y": 0.04, "x": 0.04}
     assert list(record["inputs"]) == ["seg.tif"] and "qc" not in record["figures"]
+    assert record["instrument"]["roi"]["columns"] == [0, 40]
+    assert fio.read_json(tmp_path / "results" / "metrics" / "seg1.json")["shape"] == [32, 48, 40]
     assert not (tmp_path / "results" / "aligned").exists()
     assert not (tmp_path / "results" / "segmented").exists()
 
