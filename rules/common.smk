@@ -9,6 +9,7 @@ from fibrecon.samples import (  # noqa: E402
     auto_model,
     check_workflow,
     imported,
+    resolve_preprocess,
     load_sample_sheet,
     load_schema,
     process_columns,
@@ -92,6 +93,38 @@ def model_for(sample):
 MODELS = (
     {s: model_for(s) for s in ACQUIRED} if config["segment"]["method"] == "unet" else {}
 )
+
+
+def card_preprocess(path):
+    """A model file's training preprocessing (its card), or None where it does not exist yet."""
+    if not path or not Path(path).is_file():
+        return None
+    from fibrecon.modelcard import ModelCard
+
+    return ModelCard.read(path).data.get("preprocess")
+
+
+# Each sample's preprocessing: the config's, with denoise: auto taken from its model's card.
+_CARD_PREPROCESS = {m: card_preprocess(m) for m in set(MODELS.values())}
+PREPROCESS = {
+    s: resolve_preprocess(
+        config["preprocess"],
+        config["segment"]["method"],
+        _CARD_PREPROCESS.get(MODELS.get(s)),
+    )
+    for s in SAMPLES.index
+}
+# What train_model preprocesses its simulated stacks with: as its initial model was trained
+TRAIN_PREPROCESS = resolve_preprocess(
+    config["preprocess"],
+    "unet",
+    card_preprocess(resolve_model_path(config["train"]["init_model"] or "")),
+)
+
+
+def preprocess_settings(wildcards):
+    """A params function: the sample's preprocessing (denoise: auto decided)."""
+    return PREPROCESS[wildcards.sample]
 
 
 def segment_model(wildcards):

@@ -12,6 +12,6 @@ rule preprocess:
     conda:
         "../envs/preprocess.yaml"
     params:
-        settings=config["preprocess"],
+        settings=preprocess_settings,
     script:
         "../scripts/preprocess.py"

@@ -22,9 +22,9 @@ rule record:
         process=lambda wildcards: {
             c: SAMPLES.at[wildcards.sample, c] for c in PROCESS_COLUMNS
         },
-        parameters={
-            k: config[k]
-            for k in ("align", "preprocess", "segment", "volume", "metrics")
+        parameters=lambda wildcards: {
+            **{k: config[k] for k in ("align", "segment", "volume", "metrics")},
+            "preprocess": PREPROCESS[wildcards.sample],
         },
     script:
         "../scripts/record.py"

@@ -19,6 +19,6 @@ rule segment:
         settings=config["segment"],
         channels=segment_channels,
         kvs=sheet_value("kvs"),
-        preprocess=config["preprocess"],
+        preprocess=preprocess_settings,
     script:
         "../scripts/segment.py"

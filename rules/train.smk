@@ -18,7 +18,7 @@ rule train_model:
     params:
         # workers only sets the job's threads: changing it retrains nothing
         settings={k: v for k, v in config["train"].items() if k != "workers"},
-        preprocess=config["preprocess"],
+        preprocess=TRAIN_PREPROCESS,
         samples=list(ANNOTATIONS),
         sample_kvs={s: SAMPLES.at[s, "kvs"] for s in ANNOTATIONS},
     script:
