@@ -38,7 +38,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
                     extent, MIN_EDGE_VOXELS, snakemake.wildcards.sample,  # noqa: F821
                     snakemake.wildcards.sample)  # noqa: F821
     # the region of interest is checked against the images before any work
-    roi_z, roi_y, roi_x = fit_roi(parse_roi(p.roi), (raw.shape[0], *raw.shape[2:]),
+    roi_z, roi_y, roi_x = fit_roi(parse_roi(p.roi), extent,
                                   source=f"{raw_dir} (sample sheet column roi {p.roi!r})")
     try:
         alignment = register_stack(raw, settings, progress=progress("registering"))

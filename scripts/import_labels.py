@@ -32,6 +32,5 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     files.write_json(out.info, {
         "kvs": [], "voxel_size_um": voxel, "voxel_size_origin": origin,
         "source": str(path), "source_sha256": files.file_sha256(path), "roi": kept,
-        "instrument": {k: v for k, v in meta.items() if k != "origin"} | {
-            "origin": meta.get("origin", {})},
+        "instrument": meta,
     })

@@ -5,9 +5,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs cl
 
 import contextlib  # noqa: E402
 
-from fibrecon import MIN_EDGE_VOXELS, files  # noqa: E402
+from fibrecon import files  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
-from fibrecon.metrics import MetricsSettings, metrics_of  # noqa: E402
+from fibrecon.metrics import MetricsSettings, check_edges, metrics_of  # noqa: E402
 from fibrecon.plot import representative_volume, size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.volume import VolumeSettings  # noqa: E402
@@ -26,12 +26,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
             prob = stack.enter_context(files.VolumeReader(inp.probabilities))
             log.info("segmentation sd: boundaries moved by the model's calibrated shift %s "
                      "(log-probability units) along two directions", shift_sd)
-        if min(labels.shape) < MIN_EDGE_VOXELS:
-            raise ValueError(
-                f"{inp.volume} (sample {sample}): a volume of {labels.shape} (z, y, x) voxels; "
-                f"the 3D metrics need at least {MIN_EDGE_VOXELS} on every axis (its segmentation, "
-                f"QC figure and volume are made: snakemake results/qc/{sample}.png "
-                f"results/volume/{sample}.tif); acquire or keep (roi) more slices")
+        # before any work; its segmentation, QC figure and volume are made all the same
+        check_edges(labels.shape, f"{inp.volume} (sample {sample})")
         metrics, particles, aggregates, spread = metrics_of(
             labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd,
             family_scale=card.family_scale if card else None,

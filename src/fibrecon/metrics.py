@@ -337,6 +337,22 @@ def _stage(name: str):
              time.perf_counter() - start, peak_mb)
 
 
+def check_edges(shape, source: str = "label volume") -> None:
+    """Refuse a volume the metrics cannot take: not 3D, or an axis below :data:`MIN_EDGE_VOXELS`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` and the shape.
+    """
+    if len(shape) != 3 or min(shape) < MIN_EDGE_VOXELS:
+        raise ValueError(
+            f"{source}: a volume of {tuple(shape)} (z, y, x) voxels (shape {tuple(shape)} is "
+            f"smaller than the analysis needs: every axis needs at least {MIN_EDGE_VOXELS} voxels, "
+            "sub-volumes of a quarter of the edge for the representative-volume spread and a "
+            "path for the tortuosity solve)")
+
+
 def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
                    particle_h: float = 1.0, particle_sigma: float = 1.0,
@@ -398,11 +414,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     vs = tuple(float(v) for v in voxel_size)
     if len(vs) != 3 or min(vs) <= 0 or not all(np.isfinite(vs)):
         raise ValueError(f"voxel size must be three positive numbers (dz, dy, dx), got {voxel_size}")
-    if labels.ndim != 3 or min(labels.shape) < MIN_EDGE_VOXELS:
-        raise ValueError(
-            f"label volume of shape {labels.shape} is smaller than the analysis needs: every "
-            f"axis needs at least {MIN_EDGE_VOXELS} voxels (sub-volumes of a quarter of the edge "
-            "for the representative-volume spread, a path for the tortuosity solve)")
+    check_edges(labels.shape)
     phase_counts(labels, "label volume")
     out = {"shape": list(labels.shape), "voxel_size_um": list(vs)}
     for ax, a in AXES.items():
@@ -660,9 +672,7 @@ def main(argv=None) -> None:
                              "give --voxel-um DZ DY DX")
         voxel = (meta["slice_thickness_um"], *meta["pixel_size_um"])
         LOG.info("voxel size %s µm from %s", voxel, meta["origin"])
-    if min(labels.shape) < MIN_EDGE_VOXELS:
-        raise SystemExit(f"{path}: a volume of {labels.shape} (z, y, x) voxels; the metrics need "
-                         f"at least {MIN_EDGE_VOXELS} on every axis")
+    check_edges(labels.shape, str(path))
     settings = MetricsSettings(tortuosity_axes=tuple(args.tortuosity_axes),
                                electronic_network=args.electronic_network)
     metrics, particles, _, _ = metrics_of(labels, voxel, settings)

@@ -641,15 +641,8 @@ def resolve_preprocess(preprocess: dict, method: str = "unet", card_preprocess=N
     out = dict(preprocess)
     if out.get("denoise") != "auto":
         return out
-    if method != "unet":
-        out["denoise"] = "gaussian"
-    elif card_preprocess:
-        for key in ("denoise", "denoise_sigma", "denoise_radius_px"):
-            if key in card_preprocess:
-                out[key] = card_preprocess[key]
-        out.setdefault("denoise", "none")
-        if out["denoise"] == "auto":
-            out["denoise"] = "none"
-    else:
-        out["denoise"] = "none"
+    out["denoise"] = "gaussian" if method != "unet" else "none"
+    if method == "unet" and card_preprocess:
+        out.update({k: card_preprocess[k] for k in ("denoise", "denoise_sigma", "denoise_radius_px")
+                    if k in card_preprocess})
     return out

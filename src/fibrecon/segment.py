@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.filters import threshold_multiotsu
 
-from fibrecon import AM, CBD, PORE
+from fibrecon import PHASES
 from fibrecon.settings import StageSettings
 
 __all__ = ["SegmentSettings", "combine_channels", "sample_voxels", "multiotsu_thresholds", "label_slice",
@@ -73,7 +73,7 @@ class SegmentSettings(StageSettings):
 
 
 #: Phase names of ``grey_order`` and their label values.
-_PHASE_VALUES = {"pore": PORE, "am": AM, "cbd": CBD}
+_PHASE_VALUES = {name: value for value, name in PHASES.items()}
 
 
 def combine_channels(channels: np.ndarray, selected=None) -> np.ndarray:

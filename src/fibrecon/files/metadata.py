@@ -116,15 +116,13 @@ def tescan_sections(data: bytes) -> dict:
 
 def tescan_hdr_sections(text: str) -> dict:
     """Sections of a Tescan ``.hdr`` text (``[MAIN]``, ``[SEM]``, ...), each a dict of strings."""
-    sections, current = {}, None
+    lines, current = {}, None
     for line in text.replace("\r", "\n").split("\n"):
-        line = line.strip()
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1].strip().upper(), {})
-        elif current is not None and "=" in line:
-            key, _, value = line.partition("=")
-            current.setdefault(key.strip(), value.strip())
-    return sections
+        if line.strip().startswith("[") and line.strip().endswith("]"):
+            current = lines.setdefault(line.strip()[1:-1].strip().upper(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: _key_values("\n".join(body)) for name, body in lines.items()}
 
 
 def _calibrated_scale(tif, path: Path, warnings: list) -> tuple[str | None, dict, dict]:

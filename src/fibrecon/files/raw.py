@@ -177,24 +177,25 @@ def _page_info(path: Path) -> tuple[int, tuple, np.dtype]:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             n, shape, dtype = len(tif.pages), tuple(page.shape), np.dtype(page.dtype)
-            ij = tif.imagej_metadata or {}
-            series = tif.series[0] if tif.series else None
-            channels = int(ij.get("channels", 1) or 1)
-            if series is not None and tif.is_ome and "C" in series.axes:
-                channels = max(channels, int(series.shape[series.axes.index("C")]))
-            # axes beyond the image plane with more than one entry (e.g. tifffile's (z, c, y, x))
-            extra = [] if series is None else [
-                (ax, int(size)) for ax, size in zip(series.axes, series.shape)
-                if ax not in "YXS" and size > 1]
+            series, channels, extra = None, 1, []
+            if n > 1:  # only pages can interleave channels (one file per slice is read as is)
+                series = tif.series[0] if tif.series else None
+                channels = int((tif.imagej_metadata or {}).get("channels", 1) or 1)
+                if series is not None and tif.is_ome and "C" in series.axes:
+                    channels = max(channels, int(series.shape[series.axes.index("C")]))
+                # axes beyond the image plane with more than one entry (tifffile's (z, c, y, x))
+                extra = [] if series is None else [
+                    (ax, int(size)) for ax, size in zip(series.axes, series.shape)
+                    if ax not in "YXS" and size > 1]
     except Exception as exc:
         raise RawDataError(f"{path}: cannot be read as TIFF ({exc})") from exc
-    if n > 1 and len(extra) > 1 and channels == 1:
+    if len(extra) > 1 and channels == 1:
         raise RawDataError(
             f"{path}: holds a {tuple(series.shape)} array (axes {series.axes}, {n} pages), more "
             "than one axis besides the image plane; fibrecon reads one file (or one file per "
             "slice) per kV channel, its pages the slices in order: save each kV's (z, y, x) "
             "stack as its own file, named by the pattern's {kv}")
-    if n > 1 and channels > 1 and len(shape) == 2:
+    if channels > 1 and len(shape) == 2:
         raise RawDataError(
             f"{path}: a hyperstack of {channels} channels ({n} pages): fibrecon reads one file "
             "(or one file per slice) per kV channel; split the channels (Fiji: Image > Color > "
