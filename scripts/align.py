@@ -7,7 +7,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibrecon import MIN_EDGE_VOXELS, files  # noqa: E402
-from fibrecon.align import AlignSettings, aligned_slices, register_stack  # noqa: E402
+from fibrecon.align import (AlignSettings, aligned_slices, fill_border_warning,  # noqa: E402
+                            register_stack, roi_window)
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import fit_roi, parse_roi, resolve_voxel_size  # noqa: E402
@@ -45,24 +46,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     except ValueError as exc:
         raise ValueError(f"{raw_dir}: {exc}") from exc
     plan, result, (rows, cols) = alignment.plan, alignment.result, alignment.window
-    if alignment.fill_borders:
-        fb = alignment.fill_borders
-        log.warning("%d of %d slices carry borders of one fill value (up to %d px; a stack "
-                    "aligned or padded before?): %s, window [y0, y1, x0, x1] %s free of them",
-                    fb["slices"], len(raw), fb["widest_px"],
-                    "the output is cut to it" if settings.frame == "crop"
-                    else "kept (frame: pad), they will be segmented as pore", fb["window"])
+    border_warning = fill_border_warning(alignment.fill_borders, settings.frame, len(raw))
+    if border_warning:
+        log.warning("%s", border_warning)
     if p.roi:  # registered on whole slices, written for the region of interest only
-        covered = (rows, cols)
-        rows, cols = (slice(max(a.start, r.start), min(a.stop, r.stop))
-                      for a, r in zip(covered, (roi_y, roi_x)))
-        if rows.stop <= rows.start or cols.stop <= cols.start:
-            raise ValueError(f"{raw_dir}: roi {p.roi!r} lies outside rows {covered[0].start}:"
-                             f"{covered[0].stop}, columns {covered[1].start}:{covered[1].stop} "
-                             "that every slice covers after the drift correction")
-        lost = [f"{axis} {r.start}:{r.stop} -> {a.start}:{a.stop}"
-                for axis, r, a in zip(("rows", "columns"), (roi_y, roi_x), (rows, cols))
-                if (r.start, r.stop) != (a.start, a.stop)]
+        try:
+            (rows, cols), lost = roi_window((rows, cols), roi_y, roi_x)
+        except ValueError as exc:
+            raise ValueError(f"{raw_dir}: roi {p.roi!r}: {exc}") from exc
         if lost:
             log.warning("roi %r reaches beyond the region every slice covers after the drift "
                         "correction; cut to it: %s", p.roi, "; ".join(lost))

@@ -767,6 +767,57 @@ def _without_fill_borders(watch: _BorderWatch, drift: np.ndarray, shape_yx):
             "window": [max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)]}
 
 
+def fill_border_warning(fill_borders: dict | None, frame: str, n_slices: int) -> str | None:
+    """The align log's warning about fill borders (:attr:`Alignment.fill_borders`), or None."""
+    if not fill_borders:
+        return None
+    what = ("the output is cut to it" if frame == "crop"
+            else "kept (frame: pad), they will be segmented as pore")
+    return (f"{fill_borders['slices']} of {n_slices} slices carry borders of one fill value (up "
+            f"to {fill_borders['widest_px']} px; a stack aligned or padded before?): {what}, "
+            f"window [y0, y1, x0, x1] {fill_borders['window']} free of them")
+
+
+def roi_window(window, roi_rows: slice, roi_cols: slice):
+    """The output window cut to a region of interest, and what the region lost to it.
+
+    Parameters
+    ----------
+    window : tuple of slice
+        Rows and columns every slice covers (:attr:`Alignment.window`).
+    roi_rows, roi_cols : slice
+        The sheet's region of interest (:func:`fibrecon.samples.fit_roi`).
+
+    Returns
+    -------
+    window : tuple of slice
+    lost : list of str
+        Where the region reaches beyond the covered window, each with both
+        ranges (for a warning); empty when it fits.
+
+    Raises
+    ------
+    ValueError
+        The region lies wholly outside the covered window.
+
+    Examples
+    --------
+    >>> roi_window((slice(3, 60), slice(0, 64)), slice(0, 40), slice(10, 20))
+    ((slice(3, 40, None), slice(10, 20, None)), ['rows 0:40 -> 3:40'])
+    """
+    cut = tuple(slice(max(a.start, r.start), min(a.stop, r.stop))
+                for a, r in zip(window, (roi_rows, roi_cols)))
+    if any(c.stop <= c.start for c in cut):
+        raise ValueError(f"the region of interest (rows {roi_rows.start}:{roi_rows.stop}, "
+                         f"columns {roi_cols.start}:{roi_cols.stop}) lies outside rows "
+                         f"{window[0].start}:{window[0].stop}, columns {window[1].start}:"
+                         f"{window[1].stop} that every slice covers after the drift correction")
+    lost = [f"{axis} {r.start}:{r.stop} -> {c.start}:{c.stop}"
+            for axis, r, c in zip(("rows", "columns"), (roi_rows, roi_cols), cut)
+            if (r.start, r.stop) != (c.start, c.stop)]
+    return cut, lost
+
+
 def register_stack(stack, settings: AlignSettings | None = None, *, progress=None) -> Alignment:
     """The align stage: plan the registration, measure the drift, choose the output window.
 

@@ -156,9 +156,29 @@ def test_fill_borders_of_a_stack_aligned_before_are_cut_and_none_are_found_in_re
     truth = common_region(s.drift_px, (128, 128))
     assert rows.stop - rows.start >= truth[0].stop - truth[0].start - 4
     assert cols.stop - cols.start >= truth[1].stop - truth[1].start - 4
+    from fibrecon.align import fill_border_warning
+
+    warning = fill_border_warning(fb, "crop", len(padded))
+    assert f"{fb['slices']} of 24 slices" in warning and f"up to {fb['widest_px']} px" in warning
+    assert "the output is cut to it" in warning and str(fb["window"]) in warning
+    assert "segmented as pore" in fill_border_warning(fb, "pad", len(padded))
     assert register_stack(s.raw, settings).fill_borders is None  # a raw stack has none
+    assert fill_border_warning(None, "crop", 24) is None
     for name in ("sem_images/nmc_cathode_sem_682x1024.tif",
                  "instrument_tiffs/FEI-Helios-Ebeam-16bits.tif"):
         image = tifffile.imread(shared_data / name)
         image = image[:-29] if "FEI" in name else image  # its data bar, cut by the raw reader
         assert fill_border(image) == (0, 0, 0, 0), name
+
+
+def test_a_region_of_interest_beyond_the_covered_window_is_cut_with_both_ranges_or_refused():
+    from fibrecon.align import roi_window
+
+    window = (slice(4, 100), slice(2, 120))
+    assert roi_window(window, slice(10, 50), slice(20, 60)) == \
+        ((slice(10, 50), slice(20, 60)), [])
+    cut, lost = roi_window(window, slice(0, 50), slice(20, 128))
+    assert cut == (slice(4, 50), slice(20, 120))
+    assert lost == ["rows 0:50 -> 4:50", "columns 20:128 -> 20:120"]
+    with pytest.raises(ValueError, match="lies outside rows 4:100"):
+        roi_window(window, slice(0, 3), slice(0, 10))
