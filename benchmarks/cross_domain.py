@@ -8,6 +8,9 @@ SliceGAN NMC, every appearance drawn at random). It runs in rounds of
 an interrupted run resumes where it stopped (CPU training in the background);
 the committed checkpoint ``resources/models/training/unet_1kV_3kV_randomised.pt``
 resumes the same way when given as ``--init`` (with the same data settings).
+The kV channels, the neighbour-slice context and the preprocessing (e.g. the
+1 kV model's Gaussian filter) come from the ``--init`` model's card, so a
+single-kV model is continued on the inputs it was made for.
 
 ``evaluate`` scores models, and multi-Otsu, on four test domains none of them
 was trained on, each built by different means:
@@ -26,7 +29,9 @@ c. ``foreign_cbd_bright``: the same with the CBD brighter than the AM;
 d. ``nanoct``: the 12 real nano-CT slices of ``../shared/data/segmentpy_nmc_nanoct``
    zero-shot (one channel, given to every kV and context input).
 
-Per-phase IoU over all voxels of a domain; the worst of a-c per phase is the
+Every model sees each domain rendered at its own kV channels and
+preprocessed as its card says (``model_preprocess``); multi-Otsu sees the
+stacks without preprocessing. Per-phase IoU over all voxels of a domain; the worst of a-c per phase is the
 figure the targets refer to (pore >= 0.93, AM >= 0.96, CBD >= 0.80).
 
 Run::
@@ -76,39 +81,47 @@ TARGETS = {"iou_pore": 0.93, "iou_am": 0.96, "iou_cbd": 0.80}
 
 
 # ----------------------------------------------------------------------------- test domains
-@functools.lru_cache(maxsize=1)
-def _simulator_test_stacks():
+@functools.lru_cache(maxsize=2)
+def _simulator_test_stacks(pre: PreprocessParams = PRE):
     import segmentation
-    return tuple(segmentation.test_stacks(PRE))
+    return tuple(segmentation.test_stacks(pre))
 
 
-def domain_stacks(domain: str, n_slices: int = 24):
-    """Test stacks of one domain: list of dicts with preprocessed ``images`` and ``labels``."""
+@functools.lru_cache(maxsize=3)
+def _foreign_raw(domain: str, n_slices: int):
+    """The rendered stacks of a foreign domain, before preprocessing: (name, raw, labels)."""
+    out = []
+    rng = np.random.default_rng({"foreign": 4242, "foreign_cbd_bright": 4343}.get(domain, 4444))
+    for name in TEST_VOLUMES:
+        vol = foreign.label_volume(name)
+        if domain == "foreign_fine":  # imaged at half the pixel size: a 128² window, x2
+            y0, x0 = (int(rng.integers(n - 128 + 1)) for n in vol.shape[1:])
+            vol = np.repeat(np.repeat(vol[:, y0:y0 + 128, x0:x0 + 128], 2, 1), 2, 2)
+        for strength in (1.0, 2.0):
+            lab = np.rot90(vol, int(rng.integers(4)), axes=(1, 2))
+            if rng.random() < 0.5:
+                lab = lab[:, ::-1]
+            z0 = int(rng.integers(0, len(lab) - n_slices - 24))
+            lab = np.ascontiguousarray(lab[z0:z0 + n_slices + 24])
+            st = foreign.render(lab, KVS, rng=rng, n_slices=n_slices, noise=strength,
+                                texture=strength, curtains=strength - 1.0,
+                                cbd_brighter=domain != "foreign", drift_step_px=0.0,
+                                shine=0.45 * strength)
+            out.append((f"{name.split('_')[0]}-x{strength:g}", st.raw, st.labels))
+    return tuple(out)
+
+
+def domain_stacks(domain: str, n_slices: int = 24, pre: PreprocessParams = PRE):
+    """Test stacks of one domain: list of dicts with ``images`` (preprocessed by ``pre``, as
+    the workflow does for a model trained with it; the nano-CT slices as read) and ``labels``."""
     if domain in ("simulator", "simulator_strong"):
         setting = "default" if domain == "simulator" else "strong"
         return [{"name": f"sim-{s['setting']}-{s['seed']}", "images": s["images"],
-                 "labels": s["labels"]} for s in _simulator_test_stacks() if s["setting"] == setting]
+                 "labels": s["labels"]} for s in _simulator_test_stacks(pre)
+                if s["setting"] == setting]
     if domain in ("foreign", "foreign_cbd_bright", "foreign_fine"):
-        out = []
-        rng = np.random.default_rng({"foreign": 4242, "foreign_cbd_bright": 4343}.get(domain, 4444))
-        for name in TEST_VOLUMES:
-            vol = foreign.label_volume(name)
-            if domain == "foreign_fine":  # imaged at half the pixel size: a 128² window, x2
-                y0, x0 = (int(rng.integers(n - 128 + 1)) for n in vol.shape[1:])
-                vol = np.repeat(np.repeat(vol[:, y0:y0 + 128, x0:x0 + 128], 2, 1), 2, 2)
-            for strength in (1.0, 2.0):
-                lab = np.rot90(vol, int(rng.integers(4)), axes=(1, 2))
-                if rng.random() < 0.5:
-                    lab = lab[:, ::-1]
-                z0 = int(rng.integers(0, len(lab) - n_slices - 24))
-                lab = np.ascontiguousarray(lab[z0:z0 + n_slices + 24])
-                st = foreign.render(lab, KVS, rng=rng, n_slices=n_slices, noise=strength,
-                                    texture=strength, curtains=strength - 1.0,
-                                    cbd_brighter=domain != "foreign", drift_step_px=0.0,
-                                    shine=0.45 * strength)
-                out.append({"name": f"{name.split('_')[0]}-x{strength:g}",
-                            "images": preprocess_stack(st.raw, PRE), "labels": st.labels})
-        return out
+        return [{"name": name, "images": preprocess_stack(raw, pre), "labels": labels}
+                for name, raw, labels in _foreign_raw(domain, n_slices)]
     if domain == "nanoct":
         import real_segmentation as rs
         out = []
@@ -130,6 +143,11 @@ def labeller(net, card):
         return predict_probabilities(model, context_image(images, z, channels, card["context"]),
                                      multiple=multiple, tile=1024, device="cpu").argmax(0)
     return labels
+
+
+def model_preprocess(card) -> PreprocessParams:
+    """The preprocessing a model was trained with (the workflow's ``denoise: auto``)."""
+    return PreprocessParams.from_record(card["preprocess"])
 
 
 def score(net, card, stacks) -> dict:
@@ -165,13 +183,14 @@ def real_sem(nets, figure=None) -> dict:
     img = np.asarray(img, np.float32)
     if img.ndim == 3:
         img = img[..., 0] if img.shape[-1] in (3, 4) else img[0]
-    stack = np.repeat(preprocess_stack(img[None, None], PRE), 2, axis=1)
     out, labels = {}, {}
     for name, (net, card) in nets.items():
+        stack = np.repeat(preprocess_stack(img[None, None], model_preprocess(card)), 2, axis=1)
         labels[name] = labeller(net, card)(stack, 0)
         out[name] = {p: round(float((labels[name] == i).mean()), 4)
                      for i, p in enumerate(("pore", "am", "cbd"))}
-    labels["multiotsu"] = segment_multiotsu(stack)[0]
+    labels["multiotsu"] = segment_multiotsu(np.repeat(preprocess_stack(img[None, None], PRE),
+                                                      2, axis=1))[0]
     out["multiotsu"] = {p: round(float((labels["multiotsu"] == i).mean()), 4)
                         for i, p in enumerate(("pore", "am", "cbd"))}
     if figure:
@@ -206,8 +225,9 @@ def cmd_evaluate(args):
     nets = {k: load_model(v) for k, v in models.items()}
     for domain in args.domains:
         t = time.perf_counter()
+        row = {k: score(net, card, domain_stacks(domain, pre=model_preprocess(card)))
+               for k, (net, card) in nets.items()}
         stacks = domain_stacks(domain)
-        row = {k: score(net, card, stacks) for k, (net, card) in nets.items()}
         row["multiotsu"] = score_multiotsu(stacks)
         results["domains"][domain] = {"stacks": [s["name"] for s in stacks], "iou": row,
                                       "voxels": int(sum(s["labels"].size for s in stacks))}
@@ -276,27 +296,31 @@ def cmd_train(args):
     # a checkpoint of these rounds (OUT/latest.pt, or the committed one given as --init) resumes
     resumed = "rounds_done" in start[1]
     done = int(start[1]["rounds_done"]) if resumed else 0
-    base = TrainSettings(kvs=KVS, stacks=args.sim_stacks, randomised_stacks=args.rand_stacks,
+    init_card = start[1]["init"] if resumed else start[1]
+    # the channels and the preprocessing of the model the rounds start from (1 + 3 kV with
+    # none for the shipped default, 1 kV with its Gaussian for unet_1kV.pt)
+    kvs = [float(k) for k in init_card["kvs"]]
+    pre = PreprocessParams.from_record(init_card["preprocess"])
+    base = TrainSettings(kvs=kvs, context=init_card["context"], stacks=args.sim_stacks, randomised_stacks=args.rand_stacks,
                          label_volumes=tuple(str(foreign.DATA / "nmc_label_volumes" / v)
                                              for v in TRAIN_VOLUMES),
                          steps=args.steps, learning_rate=args.learning_rate, seed=args.seed,
                          batch_size=args.batch, workers=1)
     t0 = time.perf_counter()
-    data = synthetic_stacks(base.stacks, base.stack_shape, base.voxel_size_um, KVS, PRE, base.seed)
-    data += randomised_stacks(base.randomised_stacks, base.stack_shape, KVS, PRE, base.seed,
+    data = synthetic_stacks(base.stacks, base.stack_shape, base.voxel_size_um, kvs, pre, base.seed)
+    data += randomised_stacks(base.randomised_stacks, base.stack_shape, kvs, pre, base.seed,
                               base.label_volumes, base.randomised_pixel_um)
     print(f"{time.perf_counter() - t0:.0f} s: {len(data)} stacks", flush=True)
-    init_card = start[1]["init"] if resumed else start[1]
     net = start[0]
     for r in range(done, args.rounds):
         # new patches each round; the stacks were made above (randomised ones included)
         s = replace(base, seed=base.seed + 100 * r, randomised_stacks=0)
-        net, card = train_model(s, PRE, init=(net, init_card), simulated=(data, KVS),
+        net, card = train_model(s, pre, init=(net, init_card), simulated=(data, kvs),
                                 progress_bar=False)
         card["init"] = init_card  # one level: the model the rounds started from
         card["rounds_done"] = r + 1
         card["settings"]["randomised_stacks"] = base.randomised_stacks
-        card["name"] = "unet_1kV_3kV"
+        card["name"] = init_card.get("name", Path(args.init).stem)
         card["training_data"]["randomised"] = {
             **randomised_record(base, data[base.stacks:], base.stacks),
             "rounds": r + 1, "steps_per_round": base.steps}

@@ -72,8 +72,8 @@ def probabilities(net, card, images) -> np.ndarray:
                      for im in context_images(images, range(images.shape[1]), card["context"])])
 
 
-def foreign_stacks(rng, shape=TEST_SHAPE):
-    """Real-geometry label volumes rendered by benchmarks/foreign.py: (name, raw, labels)."""
+def foreign_stacks(rng, shape=TEST_SHAPE, kvs=(1.0, 3.0)):
+    """Real-geometry label volumes rendered by benchmarks/foreign.py (channels ``kvs``): (name, raw, labels)."""
     out = []
     for name, cbd_brighter in (("matbox_nmc1_251x301x301.tif", False),
                                ("inpainter_nmc_128cube.tif", False),
@@ -84,7 +84,7 @@ def foreign_stacks(rng, shape=TEST_SHAPE):
                                                               shape[2] + 24)))
         z0 = int(rng.integers(0, vol.shape[0] - nz + 1))
         crop = vol[z0:z0 + nz, :ny, :nx]
-        s = render(crop, rng=rng, n_slices=nz - 8, drift_step_px=0.0, shine=0.5,
+        s = render(crop, kvs, rng=rng, n_slices=nz - 8, drift_step_px=0.0, shine=0.5,
                    cbd_brighter=cbd_brighter)
         out.append((f"{name.split('_')[0]}{' CBD brighter' if cbd_brighter else ''}",
                     s.raw, s.labels))
@@ -102,6 +102,8 @@ def main(argv=None):
                     help="another draw of test stacks (simulator and foreign crops); only the "
                          f"default {TEST_SEED} writes RESULTS.md, others print and write "
                          "benchmarks/uncertainty_seed<N>.json")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the report from the JSON of the last run (no segmentation)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
@@ -163,43 +165,52 @@ def main(argv=None):
     if sigma is None:
         raise SystemExit(f"{args.model}: not calibrated (run with --write-card)")
     default_draw = args.test_seed == TEST_SEED
-    rng = np.random.default_rng(42 if default_draw else args.test_seed)  # the foreign crops
-    draw = np.random.default_rng(args.test_seed)
-    cases = []
-    for _ in range(args.test_stacks):
-        st = draw_settings(draw)
-        st["d50_um"] = float(draw.uniform(*D50_RANGE_UM))
-        seed = int(draw.integers(2**31))
-        img, lab = synthetic_stack(st, TEST_SHAPE, 0.05, kvs, pre, seed)
-        cases.append((f"simulator seed {seed}", img.astype(np.float32), lab))
-    cases += [(name, preprocess_stack(raw, pre).astype(np.float32), lab)
-              for name, raw, lab in foreign_stacks(rng)]
-    rows = []
-    for name, images, truth in cases:
-        prob = calibrate(probabilities(net, card, images).transpose(1, 0, 2, 3),
-                         temperature).transpose(1, 0, 2, 3)
-        labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), MIN_VOXELS)
-        measured = volume_metrics(labels, VOXEL, **kwargs)[0]
-        sd = segmentation_uncertainty(labels, prob, sigma, VOXEL, measured, family_scale,
-                                      **kwargs)[0]
-        true = volume_metrics(truth, VOXEL, **kwargs)[0]
-        row = {"case": name}
-        for k in COVERED:
-            row[k] = (measured[k], sd.get(f"{k}_sd_segmentation", float("nan")), true[k])
-        rows.append(row)
-        print(name, {k: tuple(round(float(v), 4) for v in row[k]) for k in COVERED[:4]},
-              flush=True)
+    # the shipped 1 + 3 kV model keeps the historical names; any other model its own
+    tag = "" if Path(args.model).resolve() == MODEL.resolve() else f"_{Path(args.model).stem}"
+    out = ROOT / "benchmarks" / (f"uncertainty{tag}.json" if default_draw
+                                 else f"uncertainty{tag}_seed{args.test_seed}.json")
+    if args.report_only:  # the cases of the last run, from its JSON
+        data = json.loads(out.read_text())
+        rows = [{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items()}
+                for r in data["rows"]]
+        elapsed = float(data.get("elapsed_s", float("nan")))
+    else:
+        rng = np.random.default_rng(42 if default_draw else args.test_seed)  # the foreign crops
+        draw = np.random.default_rng(args.test_seed)
+        cases = []
+        for _ in range(args.test_stacks):
+            st = draw_settings(draw)
+            st["d50_um"] = float(draw.uniform(*D50_RANGE_UM))
+            seed = int(draw.integers(2**31))
+            img, lab = synthetic_stack(st, TEST_SHAPE, 0.05, kvs, pre, seed)
+            cases.append((f"simulator seed {seed}", img.astype(np.float32), lab))
+        cases += [(name, preprocess_stack(raw, pre).astype(np.float32), lab)
+                  for name, raw, lab in foreign_stacks(rng, kvs=kvs)]
+        rows = []
+        for name, images, truth in cases:
+            prob = calibrate(probabilities(net, card, images).transpose(1, 0, 2, 3),
+                             temperature).transpose(1, 0, 2, 3)
+            labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), MIN_VOXELS)
+            measured = volume_metrics(labels, VOXEL, **kwargs)[0]
+            sd = segmentation_uncertainty(labels, prob, sigma, VOXEL, measured, family_scale,
+                                          **kwargs)[0]
+            true = volume_metrics(truth, VOXEL, **kwargs)[0]
+            row = {"case": name}
+            for k in COVERED:
+                row[k] = (measured[k], sd.get(f"{k}_sd_segmentation", float("nan")), true[k])
+            rows.append(row)
+            print(name, {k: tuple(round(float(v), 4) for v in row[k]) for k in COVERED[:4]},
+                  flush=True)
     groups = {"simulator": [r for r in rows if r["case"].startswith("simulator")],
               "foreign": [r for r in rows if not r["case"].startswith("simulator")]}
     summary = {k: {g: coverage([r[k] for r in part]) for g, part in groups.items()}
                for k in COVERED}
-    elapsed = time.perf_counter() - t0
-    out = ROOT / "benchmarks" / ("uncertainty.json" if default_draw
-                                 else f"uncertainty_seed{args.test_seed}.json")
-    out.write_text(json.dumps({"model": str(args.model), "temperature": temperature,
-                               "boundary_shift_sd": sigma, "rows": rows,
-                               "coverage": summary}, indent=1, default=float))
-    lines = [f"Model `{Path(args.model).relative_to(ROOT)}`, calibration T = {temperature:.3f}, "
+    if not args.report_only:
+        elapsed = time.perf_counter() - t0
+        out.write_text(json.dumps({"model": str(args.model), "temperature": temperature,
+                                   "boundary_shift_sd": sigma, "rows": rows, "elapsed_s": elapsed,
+                                   "coverage": summary}, indent=1, default=float))
+    lines = [f"Model `{Path(args.model).resolve().relative_to(ROOT)}`, calibration T = {temperature:.3f}, "
              f"boundary-shift sd = {sigma} (pore-AM, CBD-others), widening per family "
              f"{family_scale} (fitted on "
              f"{card['calibration']['data']}). "
@@ -230,12 +241,14 @@ def main(argv=None):
     for r in rows:
         lines.append(f"| {r['case']} | " + " | ".join(
             f"{r[k][0]:.3f} ± {r[k][1]:.3f} ({r[k][2]:.3f})" for k in COVERED[:4]) + " |")
-    lines += ["", f"Command: `.venv/bin/python benchmarks/uncertainty.py"
+    model_arg = "" if not tag else f" --model {Path(args.model).resolve().relative_to(ROOT)}"
+    lines += ["", f"Command: `.venv/bin/python benchmarks/uncertainty.py{model_arg}"
               f"{' --write-card' if args.write_card else ''}"
               f"{'' if default_draw else f' --test-seed {args.test_seed}'}` "
-              f"({elapsed / 60:.1f} min on 2 CPU cores)."]
+              + (f"({elapsed / 60:.1f} min on 2 CPU cores)." if np.isfinite(elapsed) else "")]
     if default_draw:
-        write_section("Segmentation uncertainty: calibration and coverage", "\n".join(lines))
+        title = "Segmentation uncertainty: calibration and coverage"
+        write_section(title + (f" ({Path(args.model).name})" if tag else ""), "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,3 +243,16 @@ def test_resampled_prediction_is_on_the_data_grid_and_only_coarser_data_are_resa
     assert sy == pytest.approx(0.08 / card.working_pixel_um) and sy > 1
     assert "expect lower accuracy" in card.pixel_size_note((0.08, 0.08), "m.pt")
     assert "expect lower accuracy" not in card.pixel_size_note((0.02, 0.02), "m.pt")
+
+
+@pytest.mark.parametrize("name", ["unet_1kV.pt", "unet_1kV_3kV.pt"])
+def test_every_shipped_model_is_calibrated_so_auto_gives_a_segmentation_sd(name):
+    """``segment.model: auto`` picks either shipped model; without a calibration in its card
+    (temperature, boundary-shift sd, widening) every ``<metric>_sd_segmentation`` would be
+    NaN (benchmarks/uncertainty.py --model ... --write-card fits it)."""
+    card = ModelCard.read(Path(SHIPPED).parent / name)
+    cal = card.data["calibration"]
+    assert 1.0 <= card.temperature < 3.0, cal  # a softmax is over-confident, not under-
+    assert len(cal["boundary_shift_sd"]) == 2 and all(abs(v) > 0 for v in cal["boundary_shift_sd"])
+    assert set(cal["family_scale"]) >= {"volume_fraction", "d50"}
+    assert "simulator stacks" in cal["data"]
