@@ -8,7 +8,7 @@ and its per-job times moved by 10-20 % between two clean runs of the same
 code here):
 
 * without the segmentation sd (no probabilities);
-* with it, the boundary shifts only (``particle_h_doubt_px: 0``);
+* with it, the boundary shifts only (``particle_h_doubt_um: 0``);
 * with it, the defaults (boundary shifts and the particle separation doubt).
 
 Prints one row per sample and the means; ``benchmarks/RESULTS.md`` holds the
@@ -56,7 +56,7 @@ def main(argv=None):
             sd = dict(probabilities=prob, boundary_shift_sd=card.boundary_shift_sd,
                       family_scale=card.family_scale)
             row = (timed(labels, voxel, MetricsSettings()),
-                   timed(labels, voxel, MetricsSettings(particle_h_doubt_px=0.0), **sd),
+                   timed(labels, voxel, MetricsSettings(particle_h_doubt_um=0.0), **sd),
                    timed(labels, voxel, MetricsSettings(), **sd))
         rows.append(row)
         print(f"| {sample} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | "

@@ -116,8 +116,8 @@ def main(argv=None):
     # a tight solver tolerance for truth and measurement alike, so that the solver's own
     # error (about 1 % at the default 0.01) does not count as a segmentation error
     kwargs = dict(tortuosity_axes=s.tortuosity_axes, electronic_phases=(2,), device="cpu",
-                  conv_crit=1e-3, particle_h=s.particle_h_px,
-                  particle_sigma=s.particle_sigma_px, dispersion_block_um=s.dispersion_block_um,
+                  conv_crit=1e-3, particle_h_um=s.particle_h_um,
+                  particle_sigma_um=s.particle_sigma_um, dispersion_block_um=s.dispersion_block_um,
                   quiet=True)
     if args.write_card:
         draw = np.random.default_rng(9001)

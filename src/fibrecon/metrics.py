@@ -53,21 +53,22 @@ class MetricsSettings(StageSettings):
         ``"cpu"`` or ``"cuda"`` (taufactor).
     conv_crit : float
         Convergence criterion of the tortuosity solver.
-    particle_h_px, particle_sigma_px : float
-        Watershed marker height and distance-map smoothing of the particle split.
-    particle_h_doubt_px : float
+    particle_h_um, particle_sigma_um : float
+        Watershed marker height and distance-map smoothing of the particle split,
+        micrometres (:func:`fibrecon.particles.separate_particles`).
+    particle_h_doubt_um : float
         How far the segmentation may move a saddle of the distance map against
-        its peaks (voxels): the segmentation sd of the particle metrics also
+        its peaks (micrometres): the segmentation sd of the particle metrics also
         holds their change when the particles are separated with
-        ``particle_h_px -+ particle_h_doubt_px`` (:func:`segmentation_uncertainty`);
-        0 leaves it out. Below ``particle_h_px``.
+        ``particle_h_um -+ particle_h_doubt_um`` (:func:`segmentation_uncertainty`);
+        0 leaves it out. Below ``particle_h_um``.
     dispersion_block_um : float
         Block size of the local AM-fraction variation.
 
     Raises
     ------
     fibrecon.samples.ConfigError
-        ``particle_h_doubt_px`` negative or not below ``particle_h_px``.
+        ``particle_h_doubt_um`` negative or not below ``particle_h_um``.
     """
 
     SECTION = "metrics"
@@ -75,15 +76,15 @@ class MetricsSettings(StageSettings):
     electronic_network: str = "cbd"
     device: str = "cpu"
     conv_crit: float = 0.01
-    particle_h_px: float = 1.0
-    particle_sigma_px: float = 1.0
-    particle_h_doubt_px: float = 0.5
+    particle_h_um: float = 0.05
+    particle_sigma_um: float = 0.05
+    particle_h_doubt_um: float = 0.025
     dispersion_block_um: float = 2.0
 
     def __post_init__(self):
         from fibrecon.samples import check_particle_h_doubt
 
-        check_particle_h_doubt(self.particle_h_px, self.particle_h_doubt_px)
+        check_particle_h_doubt(self.particle_h_um, self.particle_h_doubt_um)
 
 
 #: The start of the note (and warning) for a volume without any whole particle.
@@ -187,7 +188,8 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
     return out
 
 
-def particle_metrics(labels: np.ndarray, voxel_size, *, h=1.0, sigma: float = 1.0):
+def particle_metrics(labels: np.ndarray, voxel_size, *, h=MetricsSettings.particle_h_um,
+                     sigma: float = MetricsSettings.particle_sigma_um):
     """Separate the AM into particles and measure them (:func:`particle_statistics`).
 
     ``h`` may be a sequence of marker heights: one separation each, sharing
@@ -355,11 +357,12 @@ def check_edges(shape, source: str = "label volume") -> None:
 
 def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y", "x"),
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
-                   particle_h: float = 1.0, particle_sigma: float = 1.0,
+                   particle_h_um: float = MetricsSettings.particle_h_um,
+                   particle_sigma_um: float = MetricsSettings.particle_sigma_um,
                    dispersion_block_um: float = 2.0, probabilities=None,
                    boundary_shift_sd=None, family_scale=None,
                    min_object_voxels: int = VolumeSettings.min_object_voxels,
-                   particle_h_doubt: float = MetricsSettings.particle_h_doubt_px):
+                   particle_h_doubt_um: float = MetricsSettings.particle_h_doubt_um):
     """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
@@ -374,7 +377,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         The electronic network: ``(2,)`` CBD alone, ``(1, 2)`` CBD and AM.
     device, conv_crit
         For :func:`fibrecon.tortuosity.tortuosity_factor`.
-    particle_h, particle_sigma
+    particle_h_um, particle_sigma_um
         Particle separation (:func:`fibrecon.particles.separate_particles`).
     dispersion_block_um : float
         Block size of the local-AM-fraction coefficient of variation.
@@ -394,9 +397,9 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         The volume stage's island cleaning (``volume: min_object_voxels``),
         applied to the boundary-shifted volumes as it was to ``labels``
         (:func:`fibrecon.uncertainty.shifted_volumes`).
-    particle_h_doubt : float
+    particle_h_doubt_um : float
         The particle separation's doubt in the segmentation sd
-        (:func:`segmentation_uncertainty`, ``metrics: particle_h_doubt_px``).
+        (:func:`segmentation_uncertainty`, ``metrics: particle_h_doubt_um``).
 
     Returns
     -------
@@ -420,11 +423,11 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     for ax, a in AXES.items():
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
     kwargs = dict(tortuosity_axes=tortuosity_axes, electronic_phases=electronic_phases,
-                  device=device, conv_crit=conv_crit, particle_h=particle_h,
-                  particle_sigma=particle_sigma, dispersion_block_um=dispersion_block_um)
+                  device=device, conv_crit=conv_crit, particle_h_um=particle_h_um,
+                  particle_sigma_um=particle_sigma_um, dispersion_block_um=dispersion_block_um)
     with_sd = probabilities is not None and boundary_shift_sd is not None
-    doubt_h = (particle_h - particle_h_doubt, particle_h + particle_h_doubt) \
-        if with_sd and particle_h_doubt > 0 else ()
+    doubt_h = (particle_h_um - particle_h_doubt_um, particle_h_um + particle_h_doubt_um) \
+        if with_sd and particle_h_doubt_um > 0 else ()
     scalars, particles, aggregates, separated = volume_metrics(labels, vs, also_h=doubt_h,
                                                                **kwargs)
     out.update(scalars)
@@ -443,7 +446,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
             sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
                                                   family_scale,
                                                   min_object_voxels=min_object_voxels,
-                                                  h_doubt=particle_h_doubt,
+                                                  h_doubt=particle_h_doubt_um,
                                                   separated=separated or None, **kwargs)
         out.update(sds)
         out["boundary_shift_sd"] = sigma.tolist()
@@ -470,7 +473,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
 def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                              family_scale=None, *,
                              min_object_voxels: int = VolumeSettings.min_object_voxels,
-                             h_doubt: float = MetricsSettings.particle_h_doubt_px,
+                             h_doubt: float = MetricsSettings.particle_h_doubt_um,
                              separated=None, **kwargs) -> tuple[dict, list]:
     """Every scalar metric's segmentation sd, and the tortuosities whose percolation is in doubt.
 
@@ -484,7 +487,7 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
 
     The particle metrics get a second source of doubt, added in quadrature:
     their change when ``labels`` is separated into particles with the marker
-    height ``particle_h -+ h_doubt``. A boundary shift moves the peaks and the
+    height ``particle_h_um -+ h_doubt``. A boundary shift moves the peaks and the
     saddles of the distance map together, so it hardly merges or splits
     particles; a network that closes or opens the neck between two particles
     moves a saddle alone. On 12 held-out simulator stacks the boundary shift
@@ -504,9 +507,9 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
         The island cleaning of the shifted volumes
         (:func:`fibrecon.uncertainty.shifted_volumes`).
     h_doubt : float
-        ``metrics: particle_h_doubt_px``; 0 leaves the separation doubt out.
+        ``metrics: particle_h_doubt_um``; 0 leaves the separation doubt out.
     separated : list of dict, optional
-        The particle metrics of ``labels`` at ``particle_h -+ h_doubt``,
+        The particle metrics of ``labels`` at ``particle_h_um -+ h_doubt``,
         already computed (:func:`volume_metrics` ``also_h``); computed here
         if not given.
     **kwargs
@@ -524,9 +527,9 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                                         min_object_voxels=min_object_voxels)]
     if h_doubt > 0:  # the same labels, split into particles with a saddle moved by h_doubt
         if separated is None:
-            h = kwargs["particle_h"]
+            h = kwargs["particle_h_um"]
             separated = [values for values, _ in particle_metrics(
-                labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma"])]
+                labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma_um"])]
         shifted += [{**baseline, **values} for values in separated]
     phases = kwargs["electronic_phases"]
     doubt = sorted(percolation_doubt(labels, probabilities, sigma,
@@ -539,7 +542,7 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
 
 
 def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases, device,
-                   conv_crit, particle_h, particle_sigma, dispersion_block_um,
+                   conv_crit, particle_h_um, particle_sigma_um, dispersion_block_um,
                    quiet: bool = False, tau_tol: float = 1e-4, also_h=()):
     """The scalar metrics of one label volume (every metric but profiles and spreads).
 
@@ -551,7 +554,7 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
     :data:`fibrecon.tortuosity.SPREAD_TOL`.
 
     ``also_h``: further marker heights whose particle metrics are returned
-    too, from the same distance map and flooding as ``particle_h``'s (the
+    too, from the same distance map and flooding as ``particle_h_um``'s (the
     separation doubt of :func:`segmentation_uncertainty`: one flooding
     instead of two).
 
@@ -569,7 +572,7 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
     # particles and dispersion
     with stage("particles"):
         (particle_values, particles), *also = particle_metrics(
-            labels, vs, h=(particle_h, *also_h), sigma=particle_sigma)
+            labels, vs, h=(particle_h_um, *also_h), sigma=particle_sigma_um)
     out.update(particle_values)
     with stage("dispersion"):
         out.update(dispersion_metrics(labels, vs, block_um=dispersion_block_um))
@@ -626,11 +629,11 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
     electronic = (CBD,) if s.electronic_network == "cbd" else (AM, CBD)
     return sample_metrics(labels, voxel_size, tortuosity_axes=tuple(s.tortuosity_axes),
                           electronic_phases=electronic, device=s.device, conv_crit=s.conv_crit,
-                          particle_h=s.particle_h_px, particle_sigma=s.particle_sigma_px,
+                          particle_h_um=s.particle_h_um, particle_sigma_um=s.particle_sigma_um,
                           dispersion_block_um=s.dispersion_block_um,
                           probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
                           family_scale=family_scale, min_object_voxels=min_object_voxels,
-                          particle_h_doubt=s.particle_h_doubt_px)
+                          particle_h_doubt_um=s.particle_h_doubt_um)
 
 
 def main(argv=None) -> None:

@@ -467,7 +467,7 @@ def selected_kvs(config: dict, kvs) -> list[float]:
 
 
 def check_particle_h_doubt(h: float, doubt: float) -> None:
-    """Refuse a separation doubt the marker height cannot take (``metrics: particle_h_doubt_px``).
+    """Refuse a separation doubt the marker height cannot take (``metrics: particle_h_doubt_um``).
 
     Raises
     ------
@@ -477,15 +477,15 @@ def check_particle_h_doubt(h: float, doubt: float) -> None:
 
     Examples
     --------
-    >>> check_particle_h_doubt(1.0, 0.5)
-    >>> check_particle_h_doubt(1.0, 1.0)
+    >>> check_particle_h_doubt(0.05, 0.025)
+    >>> check_particle_h_doubt(0.05, 0.05)
     Traceback (most recent call last):
     ...
-    fibrecon.samples.ConfigError: metrics: particle_h_doubt_px = 1.0 must be >= 0 and below particle_h_px = 1.0 (the particles are separated again with h -+ the doubt)
+    fibrecon.samples.ConfigError: metrics: particle_h_doubt_um = 0.05 must be >= 0 and below particle_h_um = 0.05 (the particles are separated again with h -+ the doubt)
     """
     if not 0 <= doubt < h:
-        raise ConfigError(f"metrics: particle_h_doubt_px = {doubt} must be >= 0 and below "
-                          f"particle_h_px = {h} (the particles are separated again with h -+ "
+        raise ConfigError(f"metrics: particle_h_doubt_um = {doubt} must be >= 0 and below "
+                          f"particle_h_um = {h} (the particles are separated again with h -+ "
                           "the doubt)")
 
 
@@ -546,8 +546,8 @@ def check_workflow(config: dict, samples, *, model_path=None,
         if missing:
             raise ConfigError(f"segment: channels: kV {missing} not acquired for sample '{s}' "
                               f"(its kvs: {samples.at[s, 'kvs']})")
-    check_particle_h_doubt(config["metrics"]["particle_h_px"],
-                           config["metrics"]["particle_h_doubt_px"])
+    check_particle_h_doubt(config["metrics"]["particle_h_um"],
+                           config["metrics"]["particle_h_doubt_um"])
     for s in annotated:
         missing = [float(k) for k in config["train"]["kvs"]
                    if float(k) not in [float(v) for v in samples.at[s, "kvs"]]]

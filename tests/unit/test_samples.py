@@ -221,11 +221,11 @@ def test_check_workflow_names_what_does_not_fit(repo, tmp_path, config, config_s
                                           "sample 'demo_p40'"):
         check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row), model_path=shipped)
     cfg["segment"]["channels"] = "all"
-    cfg["metrics"]["particle_h_doubt_px"] = 1.5  # h - doubt < 0: refused before any job
-    with pytest.raises(ConfigError, match=r"particle_h_doubt_px = 1.5 must be >= 0 and below "
-                                          r"particle_h_px = 1.0"):
+    cfg["metrics"]["particle_h_doubt_um"] = 0.075  # h - doubt < 0: refused before any job
+    with pytest.raises(ConfigError, match=r"particle_h_doubt_um = 0.075 must be >= 0 and below "
+                                          r"particle_h_um = 0.05"):
         check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row), model_path=shipped)
-    cfg["metrics"]["particle_h_doubt_px"] = 0.5
+    cfg["metrics"]["particle_h_doubt_um"] = 0.025
     with pytest.raises(ModelCardError, match="segment: model: .*nowhere.pt: model file not found"):
         check_workflow(cfg, _sheet_rows(tmp_path, sheet_schema, row),
                        model_path=tmp_path / "nowhere.pt")

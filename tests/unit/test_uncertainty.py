@@ -195,21 +195,22 @@ def _ball_pairs(distances, radii=(6, 5)):
 
 
 def test_the_particle_metrics_sd_holds_the_separation_doubt_in_quadrature():
-    """A pair whose neck splits it at h = 0.5 and not at h = 1: a boundary shift cannot tell
+    """A pair whose neck splits it at h = 0.5 voxel and not at 1: a boundary shift cannot tell
     (the probabilities are sure), the separation doubt can; other metrics keep their sd."""
     from fibrecon.metrics import MetricsSettings, particle_metrics
 
     labels = _ball_pairs([9, 20, 20])  # one fragile pair, two pairs apart
-    vs = (0.1, 0.1, 0.1)
-    counts = [particle_metrics(labels, vs, h=h)[0]["particles_whole"] for h in (0.5, 1.0, 1.5)]
+    vs = (0.05, 0.05, 0.05)  # the defaults: h 0.05 -+ 0.025 um, 1 -+ 0.5 voxel
+    counts = [particle_metrics(labels, vs, h=h)[0]["particles_whole"]
+              for h in (0.025, 0.05, 0.075)]
     assert counts == [6, 5, 5]  # the geometry the test is about
     prob = np.where(np.arange(3)[None, :, None, None] == labels[:, None], 0.98, 0.01)
     prob = prob.astype(np.float32)
     args = dict(probabilities=prob, boundary_shift_sd=(0.5, 0.5))
-    shift_only, *_ = metrics_of(labels, vs, MetricsSettings(particle_h_doubt_px=0.0), **args)
+    shift_only, *_ = metrics_of(labels, vs, MetricsSettings(particle_h_doubt_um=0.0), **args)
     both, *_ = metrics_of(labels, vs, **args)
     assert shift_only["particles_whole_sd_segmentation"] == 0  # sure boundaries: no doubt
-    d50 = {h: particle_metrics(labels, vs, h=h)[0]["d50_um"] for h in (0.5, 1.5)}
+    d50 = {h: particle_metrics(labels, vs, h=h)[0]["d50_um"] for h in (0.025, 0.075)}
     expected = np.sqrt(shift_only["d50_um_sd_segmentation"] ** 2
                        + sum((v - both["d50_um"]) ** 2 for v in d50.values()))
     assert both["d50_um_sd_segmentation"] == pytest.approx(expected, rel=1e-9)
@@ -218,10 +219,10 @@ def test_the_particle_metrics_sd_holds_the_separation_doubt_in_quadrature():
         assert both[f"{key}_sd_segmentation"] == shift_only[f"{key}_sd_segmentation"], key
 
 
-@pytest.mark.parametrize("doubt", [1.0, -0.1])
+@pytest.mark.parametrize("doubt", [0.05, -0.005])
 def test_a_separation_doubt_the_marker_height_cannot_take_is_a_named_error(doubt):
     from fibrecon.metrics import MetricsSettings
     from fibrecon.samples import ConfigError
 
-    with pytest.raises(ConfigError, match="particle_h_doubt_px"):
-        MetricsSettings.from_config({"particle_h_px": 1.0, "particle_h_doubt_px": doubt})
+    with pytest.raises(ConfigError, match="particle_h_doubt_um"):
+        MetricsSettings.from_config({"particle_h_um": 0.05, "particle_h_doubt_um": doubt})
