@@ -4,8 +4,9 @@ Run: ``.venv/bin/python benchmarks/voxel_size.py`` (``make bench`` does; about 5
 minutes on 2 cores). Writes the section "Segmentation across pixel sizes" of
 benchmarks/RESULTS.md.
 
-One microstructure (fibrecon's simulator: 6.4 x 6.4 um in y, x, 64 slices of
-50 nm, d50 1.5 um, generated once on a 20 nm grid in y and x and taken to the
+One microstructure (fibrecon's simulator: 9.6 x 9.6 um in y, x, 96 slices of
+50 nm, d50 1.0 um, so that the d50 rests on about 150 whole particles;
+generated once on a 20 nm grid in y and x and taken to the
 coarser grids by nearest-neighbour sampling) is imaged at 20, 35, 50 and 80 nm
 pixels (no drift), preprocessed with the workflow's defaults and segmented by
 the shipped U-Net (trained at 50 nm) as the segment job does: as it is, and
@@ -38,7 +39,7 @@ from fibrecon.simulate import generate_microstructure, image_stack, kv_response 
 from fibrecon.unet import load_model  # noqa: E402
 
 MODEL = ROOT / "resources" / "models" / "unet_1kV_3kV.pt"
-EXTENT_UM, SLICES, DZ = 6.4, 64, 0.05
+EXTENT_UM, SLICES, DZ, D50_UM = 9.6, 96, 0.05, 1.0
 
 
 def segmented(net, card, images, scale):
@@ -56,7 +57,7 @@ def one_microstructure(fine_px=0.020, seed=5):
     m = int(round(margin_um / fine_px))
     extra = int(np.ceil(3 * kv_response(3.0)["depth_um"] / DZ)) + 2
     micro = generate_microstructure((SLICES + extra, n + 2 * m, n + 2 * m), (DZ, fine_px, fine_px),
-                                    porosity=0.33, d50_um=1.5, rng=rng,
+                                    porosity=0.33, d50_um=D50_UM, rng=rng,
                                     roi=(slice(0, SLICES), slice(m, m + n), slice(m, m + n)))
     return micro, margin_um
 
@@ -119,7 +120,8 @@ def main():
         raw, truth = at_pixel_size(micro, margin_um, 0.020, px)
         images = preprocess_stack(raw, PreprocessParams())
         voxel = (DZ, px, px)
-        truth_d50 = particle_metrics(truth, voxel)[0]["d50_um"]
+        true_particles = particle_metrics(truth, voxel)[0]
+        truth_d50 = true_particles["d50_um"]
         working = card.working_pixel_um
         for mode, scale in (("as it is", None), ("resampled", (px / working, px / working))):
             if mode == "resampled" and abs(px - working) < 1e-9:
@@ -127,23 +129,26 @@ def main():
                 continue
             labels = segmented(net, card, images, scale)
             iou = iou_from_confusion(confusion_counts(labels, truth))
-            d50 = particle_metrics(labels, voxel)[0]["d50_um"]
-            rows.append((px, mode, iou["iou_pore"], iou["iou_am"], iou["iou_cbd"], d50,
-                         truth_d50))
+            found = particle_metrics(labels, voxel)[0]
+            rows.append((px, mode, iou["iou_pore"], iou["iou_am"], iou["iou_cbd"],
+                         found["d50_um"], truth_d50, found["particles_whole"],
+                         true_particles["particles_whole"]))
         print(px, rows[-2:], f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
-    lines = ["One microstructure (fibrecon's simulator, 6.4 x 6.4 um x 64 slices of 50 nm, d50 "
-             "1.5 um, generated once on a 20 nm grid and sampled onto the coarser ones; imaged "
+    lines = [f"One microstructure (fibrecon's simulator, {EXTENT_UM} x {EXTENT_UM} um x {SLICES} "
+             f"slices of 50 nm, d50 {D50_UM} um, generated once on a 20 nm grid and sampled onto the coarser ones; imaged "
              "without drift) at four pixel sizes, preprocessed with the workflow's defaults and "
              "segmented by the shipped U-Net (trained at 50 nm; its card's range "
              f"{card.pixel_size_range_um[0] * 1e3:.0f}-{card.pixel_size_range_um[1] * 1e3:.1f} nm), "
              "as it is and resampled to the working pixel size (probabilities back). d50: whole "
-             "particles of the segmentation (truth: of the true labels at that pixel size). "
+             "particles of the segmentation (truth: of the true labels at that pixel size), "
+             "separated with the workflow's defaults (lengths in micrometres). "
              "`.venv/bin/python benchmarks/voxel_size.py`.", "",
-             "| pixel size | segmentation | IoU pore | IoU AM | IoU CBD | d50 (um) | true d50 (um) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for px, mode, ip, ia, ic, d50, td50 in rows:
+             "| pixel size | segmentation | IoU pore | IoU AM | IoU CBD | d50 (um) | true d50 (um) "
+             "| whole particles (truth) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for px, mode, ip, ia, ic, d50, td50, n, tn in rows:
         lines.append(f"| {px * 1e3:.0f} nm | {mode} | {ip:.3f} | {ia:.3f} | {ic:.3f} | "
-                     f"{d50:.3f} | {td50:.3f} |")
+                     f"{d50:.3f} | {td50:.3f} | {n} ({tn}) |")
     auto = [r for r in rows if r[0] <= 0.05 and r[1] == ("as it is" if r[0] <= 0.05 else "")]
     spread = {k: max(r[i] for r in auto) - min(r[i] for r in auto) for k, i in
               (("pore", 2), ("AM", 3), ("CBD", 4))}
