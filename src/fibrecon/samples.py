@@ -88,10 +88,20 @@ def _where(error) -> str:
     return path or "(top level)"
 
 
+#: Keys that were renamed, with what the old value means now (named in the error).
+RENAMED_KEYS = {
+    "particle_h_px": "metrics: particle_h_um (micrometres; 1 voxel at 50 nm = 0.05)",
+    "particle_sigma_px": "metrics: particle_sigma_um (micrometres; 1 voxel at 50 nm = 0.05)",
+    "particle_h_doubt_px": "metrics: particle_h_doubt_um (micrometres; 0.5 voxel at 50 nm = 0.025)",
+}
+
+
 def _check(instance, schema, source: str) -> None:
     errors = sorted(_validator_class()(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{source}: key '{_where(e)}': {e.message}" for e in errors[:10]]
+        lines += [f"{source}: '{old}' is now {new}" for old, new in RENAMED_KEYS.items()
+                  if any(f"'{old}'" in e.message for e in errors)]
         raise ConfigError("invalid configuration\n  " + "\n  ".join(lines))
 
 

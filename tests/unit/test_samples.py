@@ -57,6 +57,9 @@ def test_defaults_are_filled(config_schema):
     (lambda c: c["preprocess"].update(denoise_sigma="strong"), "key 'preprocess/denoise_sigma'"),
     (lambda c: c["align"].update(upsample_factor=0), "key 'align/upsample_factor'"),
     (lambda c: c["demo"].update(voxel_size_um=[0.06, 0, 0.06]), "key 'demo/voxel_size_um/1'"),
+    # a key renamed when the particle separation went from voxels to micrometres
+    (lambda c: c["metrics"].update(particle_h_px=1.0),
+     r"(?s)'particle_h_px' was unexpected.*'particle_h_px' is now metrics: particle_h_um"),
 ])
 def test_bad_config_names_the_key(config, config_schema, edit, message):
     bad = copy.deepcopy(config)
