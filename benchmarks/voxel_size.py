@@ -106,7 +106,11 @@ def main():
     ap.add_argument("--finer", help="pixel sizes in nm finer than the default grid, e.g. 10,20: "
                     "IoU only, printed (no RESULTS.md section)")
     ap.add_argument("--slices", type=int, default=SLICES)
+    ap.add_argument("--model", default=None, help="another model than the shipped one: the "
+                    "table is printed, no RESULTS.md section is written")
     args = ap.parse_args()
+    global MODEL
+    MODEL = Path(args.model) if args.model else MODEL
     if args.finer:
         finer([float(v) for v in args.finer.split(",")], args.slices)
         return
@@ -164,7 +168,8 @@ def main():
               " across these grids). Coarser than trained (80 nm), enlarging to the working size "
               f"raises CBD IoU {coarse[0][4]:.3f} -> {coarse[1][4]:.3f} and AM "
               f"{coarse[0][3]:.3f} -> {coarse[1][3]:.3f}."]
-    write_section("Segmentation across pixel sizes", "\n".join(lines))
+    if not args.model:
+        write_section("Segmentation across pixel sizes", "\n".join(lines))
     print("\n".join(lines))
 
 
