@@ -257,6 +257,12 @@ def main(argv=None):
                          "test slices themselves (in-sample): how far the labels carry from "
                          "slice to slice")
     args = ap.parse_args(argv)
+    try:  # the peer method; checked before minutes of fine-tuning
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise SystemExit("benchmarks/label_efficiency.py needs scikit-learn (the random forest "
+                         "it is measured against): .venv/bin/pip install -c requirements.txt "
+                         "-r benchmarks/requirements.txt (make bench does)") from None
     torch.set_num_threads(2)
     if args.ceiling:
         for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
