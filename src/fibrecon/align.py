@@ -354,11 +354,13 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
 
 
 #: What registering on the structure itself costs (benchmarks/RESULTS.md,
-#: "Registration without a fiducial"): the drift error grows like a random walk.
+#: "Registration without a fiducial"): the drift error is mostly a slow linear lean,
+#: the net inclination of the structure in view, which no estimator on the content removes.
 STRUCTURE_REGISTRATION_NOTE = (
     "no fiducial window and no static cap found: registering on the structure itself, which "
-    "follows inclined particle surfaces as if they were drift; expect about 1-3 px RMS drift "
-    "error per 100 slices on isotropic structure and more where the structure is inclined "
+    "follows inclined particle surfaces as if they were drift; expect a slow lean of about "
+    "0.02-0.03 px per slice (1.4-3.5 px RMS over 100-200 slices) on isotropic structure and "
+    "more where the structure is inclined as a whole "
     "(benchmarks/RESULTS.md, 'Registration without a fiducial'); set align: fiducial_window to "
     "a region that does not change with z where the images have one")
 
