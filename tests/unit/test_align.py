@@ -112,7 +112,7 @@ def test_registration_without_fiducial_on_a_small_stack_is_logged_and_bounded():
     s = simulate_sample((32, 192, 192), porosity=0.35, seed=13)
     plan = plan_registration(s.raw, "auto")
     assert plan.window is None and plan.note == STRUCTURE_REGISTRATION_NOTE
-    assert "expect about" in plan.note
+    assert "expect a slow lean of about" in plan.note
     drift = estimate_drift(s.raw, window=None, downsample=1).drift
     err = np.linalg.norm(drift - s.drift_px, axis=1)
     assert np.sqrt(np.mean(err**2)) <= 1.5, np.sqrt(np.mean(err**2))
