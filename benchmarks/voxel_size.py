@@ -76,13 +76,13 @@ def at_pixel_size(micro, margin_um, fine_px, px, seed=7):
     return raw, labels[:SLICES, m:labels.shape[1] - m, m:labels.shape[2] - m]
 
 
-def finer(pixel_sizes_nm, slices: int):
+def finer(pixel_sizes_nm, slices: int, model=MODEL):
     """IoU at pixel sizes finer than the default grid (e.g. 10 nm): as it is and resampled."""
     global SLICES
     SLICES = slices
-    net, _ = load_model(MODEL)
+    net, _ = load_model(model)
     net = prepare_for_inference(net, "cpu")
-    card = ModelCard.read(MODEL)
+    card = ModelCard.read(model)
     fine = min(pixel_sizes_nm) / 1e3
     micro, margin_um = one_microstructure(fine_px=fine)
     for px in (v / 1e3 for v in pixel_sizes_nm):
@@ -109,14 +109,13 @@ def main():
     ap.add_argument("--model", default=None, help="another model than the shipped one: the "
                     "table is printed, no RESULTS.md section is written")
     args = ap.parse_args()
-    global MODEL
-    MODEL = Path(args.model) if args.model else MODEL
+    model = Path(args.model) if args.model else MODEL
     if args.finer:
-        finer([float(v) for v in args.finer.split(",")], args.slices)
+        finer([float(v) for v in args.finer.split(",")], args.slices, model)
         return
-    net, _ = load_model(MODEL)
+    net, _ = load_model(model)
     net = prepare_for_inference(net, "cpu")
-    card = ModelCard.read(MODEL)
+    card = ModelCard.read(model)
     micro, margin_um = one_microstructure()
     rows = []
     for px in (0.020, 0.035, 0.050, 0.080):

@@ -21,7 +21,7 @@ from fibrecon import AM, CBD, MIN_EDGE_VOXELS, PHASES, PORE, phase_counts
 from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_fraction,
                           thickness_summary)
 from fibrecon.interfaces import interface_areas
-from fibrecon.particles import (correlation_length, local_fraction_cv,
+from fibrecon.particles import (H_UM, SIGMA_UM, correlation_length, local_fraction_cv,
                                 nearest_neighbour_distances, particle_table, particles_in_box,
                                 separate_particles, size_summary, two_point_correlation)
 from fibrecon.rve import subvolume_spread
@@ -76,8 +76,8 @@ class MetricsSettings(StageSettings):
     electronic_network: str = "cbd"
     device: str = "cpu"
     conv_crit: float = 0.01
-    particle_h_um: float = 0.05
-    particle_sigma_um: float = 0.05
+    particle_h_um: float = H_UM
+    particle_sigma_um: float = SIGMA_UM
     particle_h_doubt_um: float = 0.025
     dispersion_block_um: float = 2.0
 
