@@ -40,6 +40,25 @@ __all__ = [
 H_UM, SIGMA_UM, CLOSE_UM = 0.05, 0.05, 0.1
 
 
+def coarse_voxel_scale(voxel_size, h_um: float = H_UM) -> float:
+    """The factor (>= 1) that brings the marker height ``h_um`` up to one voxel.
+
+    A digitised distance map has no heights finer than a voxel: below one
+    voxel the markers seed spurious maxima and the split breaks particles up
+    (a simulated electrode at 200 nm voxels, d50 4.9 um: h of a quarter voxel
+    gave 335 particles and d50 0.39 um, one voxel 148 and 4.58 um, the truth
+    141). The metrics stage multiplies the marker heights and the smoothing
+    by this factor and logs it (:func:`fibrecon.metrics.sample_metrics`); the
+    crack closing stays as it is (enlarged too, it merged neighbours: 96).
+
+    Examples
+    --------
+    >>> coarse_voxel_scale((0.05, 0.05, 0.05)), coarse_voxel_scale((0.2, 0.2, 0.2))
+    (1.0, 4.0)
+    """
+    return max(1.0, float(min(voxel_size)) / float(h_um))
+
+
 def separate_particles(am: np.ndarray, voxel_size, *, h: float = H_UM, sigma: float = SIGMA_UM,
                        close_um: float = CLOSE_UM) -> np.ndarray:
     """Split the active-material phase into particles by marker-controlled watershed.
