@@ -43,8 +43,9 @@ from fibrecon.metrics import (MetricsSettings, segmentation_uncertainty,  # noqa
                               volume_metrics)
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.training import draw_settings, synthetic_stack  # noqa: E402
-from fibrecon.uncertainty import (calibrate, coverage, error_scale, fit_shift_sd,  # noqa: E402
-                                  fit_temperature, metric_family)
+from fibrecon.uncertainty import (calibrate, coverage, domain_widening,  # noqa: E402
+                                  error_scale, fit_shift_sd, fit_temperature, metric_family,
+                                  uncertain_share)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 from fibrecon.volume import VolumeSettings, relabel_small_islands  # noqa: E402
 
@@ -136,11 +137,16 @@ def main(argv=None):
             p = calibrate(p.transpose(1, 0, 2, 3), temperature).transpose(1, 0, 2, 3)
             cases.append((relabel_small_islands(p.argmax(1).astype(np.uint8), MIN_VOXELS), p, lab))
         sigma = fit_shift_sd(cases)
+        # the calibration stacks' share of uncertain voxels: a stack less sure than them gets
+        # its shift widened by the ratio (fibrecon.uncertainty.domain_widening), here as there
+        shares = [uncertain_share(p) for _, p, _ in cases]
+        base_share = float(np.average(shares, weights=[lab.size for lab, _, _ in cases]))
         # the metrics of every calibration stack, shifted and true, for the widening below
         triples = []
-        for labels, p, truth in cases:
+        for (labels, p, truth), share in zip(cases, shares):
             m0 = volume_metrics(labels, VOXEL, **kwargs)[0]
-            sd = segmentation_uncertainty(labels, p, sigma, VOXEL, m0, **kwargs)[0]
+            sd = segmentation_uncertainty(labels, p, sigma * domain_widening(share, base_share),
+                                          VOXEL, m0, **kwargs)[0]
             t = volume_metrics(truth, VOXEL, **kwargs)[0]
             triples += [((m0[k], sd.get(f"{k}_sd_segmentation", np.nan), t[k]), k)
                         for k in COVERED]
@@ -155,13 +161,15 @@ def main(argv=None):
             "boundary_shift_sd": [round(float(v), 4) for v in sigma],
             "data": f"{len(cal)} simulator stacks (32, 192, 192), seed 9001, d50 1-2.5 µm, "
                     "random microstructure and artifacts (benchmarks/uncertainty.py)",
-            "family_scale": family_scale}
+            "family_scale": family_scale,
+            "uncertain_share": round(base_share, 4)}
         save_model(args.model, raw_net, card)
         print(f"calibration: T = {temperature:.3f}, boundary shift sd = {sigma.round(3)}",
               flush=True)
     temperature = card.get("calibration", {}).get("temperature", 1.0)
     sigma = card.get("calibration", {}).get("boundary_shift_sd")
     family_scale = card.get("calibration", {}).get("family_scale", {})
+    base_share = card.get("calibration", {}).get("uncertain_share")
     if sigma is None:
         raise SystemExit(f"{args.model}: not calibrated (run with --write-card)")
     default_draw = args.test_seed == TEST_SEED
@@ -192,10 +200,11 @@ def main(argv=None):
                              temperature).transpose(1, 0, 2, 3)
             labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), MIN_VOXELS)
             measured = volume_metrics(labels, VOXEL, **kwargs)[0]
-            sd = segmentation_uncertainty(labels, prob, sigma, VOXEL, measured, family_scale,
-                                          **kwargs)[0]
+            widen = domain_widening(uncertain_share(prob), base_share)
+            sd = segmentation_uncertainty(labels, prob, np.asarray(sigma) * widen, VOXEL,
+                                          measured, family_scale, **kwargs)[0]
             true = volume_metrics(truth, VOXEL, **kwargs)[0]
-            row = {"case": name}
+            row = {"case": name, "widening": round(widen, 3)}
             for k in COVERED:
                 row[k] = (measured[k], sd.get(f"{k}_sd_segmentation", float("nan")), true[k])
             rows.append(row)
@@ -220,7 +229,10 @@ def main(argv=None):
              "taufactor; one with CBD brighter than AM), no drift. A metric is covered when "
              "abs(measured - true) <= 2 sd_segmentation (both infinite, or an infinite sd, count "
              "as covered for a network that may not percolate); tortuosity solved to 1e-3 for "
-             "truth and measurement alike.", "",
+             "truth and measurement alike. Each stack's shift sd is widened by max(1, its share "
+             "of uncertain voxels / the calibration stacks' "
+             f"{base_share if base_share is not None else 'share (not recorded: no widening)'}) "
+             "(`fibrecon.uncertainty.domain_widening`, as the workflow's metrics stage does).", "",
              "An infinite sd means the network percolates within +-2 sd of the boundary "
              "doubt on one side and not on the other (`percolation_in_doubt`); the columns "
              "'inf sd' count those cases.", "",
@@ -237,9 +249,9 @@ def main(argv=None):
                       f"{np.median(ratios):.2f}" if ratios else "-"]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "Per case (measured ± sd_segmentation, truth), volume fractions and d50:", "",
-              "| case | pore | AM | CBD | d50 µm |", "| --- | --- | --- | --- | --- |"]
+              "| case | widening | pore | AM | CBD | d50 µm |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['case']} | " + " | ".join(
+        lines.append(f"| {r['case']} | {r.get('widening', 1.0):.2f} | " + " | ".join(
             f"{r[k][0]:.3f} ± {r[k][1]:.3f} ({r[k][2]:.3f})" for k in COVERED[:4]) + " |")
     model_arg = "" if not tag else f" --model {Path(args.model).resolve().relative_to(ROOT)}"
     lines += ["", f"Command: `.venv/bin/python benchmarks/uncertainty.py{model_arg}"

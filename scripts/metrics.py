@@ -31,6 +31,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         metrics, particles, aggregates, spread = metrics_of(
             labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd,
             family_scale=card.family_scale if card else None,
+            calibration_uncertain_share=card.uncertain_share if card else None,
             min_object_voxels=VolumeSettings.from_config(
                 snakemake.params.volume).min_object_voxels)  # noqa: F821
     metrics = {"sample": sample, **metrics}

@@ -28,7 +28,8 @@ from fibrecon.particles import (CLOSE_UM, H_UM, SIGMA_UM, coarse_voxel_scale, co
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
-from fibrecon.uncertainty import (SHIFT_DIRECTIONS, percolation_doubt, segmentation_sd,
+from fibrecon.uncertainty import (SHIFT_DIRECTIONS, WIDENING_WARN_ABOVE, domain_widening,
+                                  percolation_doubt, segmentation_sd, uncertain_share,
                                   shifted_volumes)
 from fibrecon.volume import VolumeSettings, fraction_warnings
 
@@ -363,7 +364,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                    dispersion_block_um: float = 2.0, probabilities=None,
                    boundary_shift_sd=None, family_scale=None,
                    min_object_voxels: int = VolumeSettings.min_object_voxels,
-                   particle_h_doubt_um: float = MetricsSettings.particle_h_doubt_um):
+                   particle_h_doubt_um: float = MetricsSettings.particle_h_doubt_um,
+                   calibration_uncertain_share=None):
     """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
@@ -401,6 +403,12 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     particle_h_doubt_um : float
         The particle separation's doubt in the segmentation sd
         (:func:`segmentation_uncertainty`, ``metrics: particle_h_doubt_um``).
+    calibration_uncertain_share : float, optional
+        The card's ``calibration: uncertain_share``: where this stack leaves
+        more voxels uncertain than the calibration stacks did, the boundary
+        shift is widened by the ratio (:func:`fibrecon.uncertainty.domain_widening`;
+        ``segmentation_doubt`` in the result and a note; a warning above
+        :data:`fibrecon.uncertainty.WIDENING_WARN_ABOVE`).
 
     Returns
     -------
@@ -458,6 +466,21 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
     if with_sd:
         sigma = np.broadcast_to(np.asarray(boundary_shift_sd, float), (len(SHIFT_DIRECTIONS),))
+        share = uncertain_share(probabilities)
+        widen = domain_widening(share, calibration_uncertain_share)
+        sigma = sigma * widen
+        out["segmentation_doubt"] = {"uncertain_share": round(share, 4),
+                                     "calibration_uncertain_share": calibration_uncertain_share,
+                                     "widening": round(widen, 3)}
+        if widen > 1:
+            coarse.append(
+                f"{100 * share:.1f} % of the voxels are uncertain against "
+                f"{100 * calibration_uncertain_share:.1f} % on the model's calibration stacks: "
+                f"the segmentation sd is widened x{widen:.2f} (fine particles, noise or images "
+                "unlike the training data make a less sure network)"
+                + ("; check the QC figure and correct a few slices (results/annotate/<sample>/)"
+                   if widen > WIDENING_WARN_ABOVE else ""))
+            (LOG.warning if widen > WIDENING_WARN_ABOVE else LOG.info)(coarse[-1])
         with _stage("segmentation uncertainty"):
             sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
                                                   family_scale,
@@ -615,7 +638,10 @@ def _notes(out: dict) -> list[str]:
     notes = [f"phase {name} is absent: its size, thickness and network metrics are NaN or inf"
              for name in PHASES.values() if out.get(f"volume_fraction_{name}") == 0]
     for key, value in out.items():
-        if key.startswith("tau_") and value == float("inf"):
+        # the value itself, not its error bars (an infinite sd_segmentation is percolation in
+        # doubt, noted below, not a network that does not connect)
+        if key.startswith("tau_") and not key.endswith(("_sd_segmentation", "_sd_half_edge")) \
+                and value == float("inf"):
             network, axis = key[4:].rsplit("_", 1)
             notes.append(f"the {network} network does not connect the two faces normal to "
                          f"{axis}: {key} = inf (no transport), relative value 0")
@@ -632,10 +658,12 @@ def _notes(out: dict) -> list[str]:
 
 def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None, *,
                probabilities=None, boundary_shift_sd=None, family_scale=None,
-               min_object_voxels: int = VolumeSettings.min_object_voxels):
+               min_object_voxels: int = VolumeSettings.min_object_voxels,
+               calibration_uncertain_share=None):
     """The metrics stage: :func:`sample_metrics` with a stage's settings.
 
-    ``min_object_voxels`` is the volume stage's (``volume: min_object_voxels``).
+    ``min_object_voxels`` is the volume stage's (``volume: min_object_voxels``);
+    ``calibration_uncertain_share`` the model card's (:func:`sample_metrics`).
 
     Returns
     -------
@@ -649,7 +677,8 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
                           dispersion_block_um=s.dispersion_block_um,
                           probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
                           family_scale=family_scale, min_object_voxels=min_object_voxels,
-                          particle_h_doubt_um=s.particle_h_doubt_um)
+                          particle_h_doubt_um=s.particle_h_doubt_um,
+                          calibration_uncertain_share=calibration_uncertain_share)
 
 
 def main(argv=None) -> None:

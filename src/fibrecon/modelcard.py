@@ -84,6 +84,13 @@ class ModelCard:
         return tuple(float(v) for v in np.broadcast_to(np.asarray(value, float), (2,)))
 
     @property
+    def uncertain_share(self) -> float | None:
+        """Share of uncertain voxels on the calibration stacks (card ``calibration:
+        uncertain_share``; :func:`fibrecon.uncertainty.domain_widening`); None if not recorded."""
+        value = self.data.get("calibration", {}).get("uncertain_share")
+        return None if value is None else float(value)
+
+    @property
     def family_scale(self) -> dict:
         """Widening factor of the segmentation sd per metric family (card ``calibration:
         family_scale``; :func:`fibrecon.uncertainty.metric_family`); empty if not calibrated."""

@@ -122,6 +122,8 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
         "inputs": inputs,
         "metrics": metric_entries(metrics),
         "segmentation_uncertainty": uncertainty,
+        # the metrics stage's domain-shift widening of the segmentation sd (domain_widening)
+        "segmentation_doubt": metrics.get("segmentation_doubt"),
         "notes": list(metrics.get("notes", [])),
         "figures": {k: str(Path(v)) for k, v in figures.items()},
     }

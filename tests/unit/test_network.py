@@ -256,3 +256,5 @@ def test_every_shipped_model_is_calibrated_so_auto_gives_a_segmentation_sd(name)
     assert len(cal["boundary_shift_sd"]) == 2 and all(abs(v) > 0 for v in cal["boundary_shift_sd"])
     assert set(cal["family_scale"]) >= {"volume_fraction", "d50"}
     assert "simulator stacks" in cal["data"]
+    # the baseline of the domain-shift widening (fibrecon.uncertainty.domain_widening)
+    assert 0.0 < card.uncertain_share < 0.5, cal

@@ -14,7 +14,8 @@ from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage, fit_bou
                                   fraction_sd,
                                   percolation_doubt,
                                   fit_temperature, normalised_entropy, shifted_labels,
-                                  slice_uncertainty, suggest_slices, uncertain_fractions)
+                                  slice_uncertainty, suggest_slices, uncertain_fractions,
+                                  uncertain_share)
 
 
 def softmax(z, axis=0):
@@ -74,6 +75,33 @@ def test_every_scalar_metric_gets_a_segmentation_sd_and_uncertain_boundaries_wid
     assert entry["error"] == sure["volume_fraction_pore_sd_half_edge"]
 
 
+def test_a_stack_less_sure_than_the_calibration_stacks_gets_a_wider_sd_and_a_warning(caplog):
+    """The card records the calibration stacks' share of uncertain voxels; a stack with three
+    times that share has its boundary shift widened x3 (wider sd, a note, a logged warning
+    with both shares: above 2x); a stack as sure as the calibration's is left alone."""
+    prob = smooth_probabilities((16, 40, 40), seed=2)
+    labels = prob.argmax(1).astype(np.uint8)
+    share = uncertain_share(prob)
+    assert 0 < share < 1
+    vs, shift = (0.1, 0.1, 0.1), (0.3, 0.3)
+    same, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
+                          calibration_uncertain_share=share)
+    plain, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift)
+    assert same["segmentation_doubt"]["widening"] == 1.0
+    assert same["volume_fraction_pore_sd_segmentation"] == plain["volume_fraction_pore_sd_segmentation"]
+    assert not any("the segmentation sd is widened" in n for n in same["notes"])
+    caplog.clear()
+    shifted, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
+                             calibration_uncertain_share=share / 3)
+    assert shifted["segmentation_doubt"]["widening"] == pytest.approx(3.0, rel=1e-3)
+    np.testing.assert_allclose(shifted["boundary_shift_sd"], [0.9, 0.9], rtol=1e-3)
+    assert shifted["volume_fraction_pore_sd_segmentation"] > \
+        1.5 * same["volume_fraction_pore_sd_segmentation"] > 0
+    (note,) = [n for n in shifted["notes"] if "the segmentation sd is widened" in n]
+    assert "widened x3.00" in note and f"{100 * share:.1f} %" in note
+    assert "widened x3.00" in caplog.text and "WARNING" in caplog.text
+
+
 def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd(caplog):
     """A CBD rod along x cut by one unsure voxel: the tortuosity is finite or inf within 2 sd."""
     labels = np.ones((8, 8, 12), np.uint8)  # AM
@@ -90,6 +118,9 @@ def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd(caplog):
     assert out["tau_electronic_x"] == np.inf and out["tau_electronic_x_sd_segmentation"] == np.inf
     assert out["percolation_in_doubt"] == ["tau_electronic_x"]
     assert any("spanning path within +-2 sd" in n for n in out["notes"])
+    # the infinite sd is that note, not "a network that does not connect" (the sd's own key)
+    assert not any("_sd network" in n or "sd_segmentation = inf (no transport)" in n
+                   for n in out["notes"]), out["notes"]
     assert "1 tortuosity factor(s) ['tau_electronic_x']" in caplog.text  # a warning, with the value
 
 
