@@ -38,6 +38,11 @@ Run::
 
     .venv/bin/python benchmarks/cross_domain.py train --out .bench/transfer [--rounds 6]
     .venv/bin/python benchmarks/cross_domain.py evaluate MODEL [MODEL ...] [--write]
+    .venv/bin/python benchmarks/cross_domain.py signals [MODEL] [--write]
+
+``signals`` asks whether a stack the network fails on can be told without
+labels: per stack, IoU beside the share of uncertain voxels and the label
+changes under an x-mirror.
 """
 
 from __future__ import annotations
@@ -286,6 +291,57 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- label-free signals
+def cmd_signals(args):
+    """Can a stack the network fails on be told without labels? Per stack of every domain:
+    IoU, the share of uncertain voxels (calibrated top probability < 0.8) overall and among
+    the voxels predicted CBD, and the share whose label changes when the slice is mirrored
+    in x (every 8th slice)."""
+    from fibrecon.uncertainty import UNCERTAIN_BELOW, calibrate
+
+    torch.set_num_threads(2)
+    net, card = load_model(args.model)
+    model = prepare_for_inference(net, "cpu")
+    temperature = card.get("calibration", {}).get("temperature", 1.0)
+    channels = [KVS.index(float(k)) for k in card["kvs"]]
+    lines = [f"Model `{Path(args.model).resolve().relative_to(ROOT)}`; every 8th slice of each "
+             "stack. Uncertain: calibrated top probability below "
+             f"{UNCERTAIN_BELOW}; flip: share of voxels whose label changes when the slice is "
+             "mirrored in x. Command: `.venv/bin/python benchmarks/cross_domain.py signals"
+             + ("" if Path(args.model).resolve() == SHIPPED.resolve() else f" {args.model}")
+             + "`.", "",
+             "| domain | stack | IoU pore | AM | CBD | uncertain | uncertain among CBD | flip |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for domain in DOMAINS:
+        for st in domain_stacks(domain, pre=model_preprocess(card)):
+            cm = torch.zeros(3, 3, dtype=torch.long)
+            unsure = unsure_cbd = n_cbd = flips = total = 0
+            for z in range(0, len(st["labels"]), 8):
+                image = context_image(st["images"], z, channels, card["context"])
+                prob = calibrate(predict_probabilities(model, image, multiple=net.multiple,
+                                                       tile=1024, device="cpu"), temperature)
+                mirrored = predict_probabilities(model, np.ascontiguousarray(image[..., ::-1]),
+                                                 multiple=net.multiple, tile=1024,
+                                                 device="cpu")[..., ::-1]
+                lab = prob.argmax(0)
+                low = prob.max(0) < UNCERTAIN_BELOW
+                unsure += int(low.sum())
+                unsure_cbd += int(low[lab == 2].sum())
+                n_cbd += int((lab == 2).sum())
+                flips += int((mirrored.argmax(0) != lab).sum())
+                total += lab.size
+                cm += confusion(torch.from_numpy(lab), torch.from_numpy(
+                    st["labels"][z].astype(np.int64)))
+            iou = iou_from_confusion(cm)
+            lines.append(f"| {domain} | {st['name']} | {iou['iou_pore']:.3f} | {iou['iou_am']:.3f} "
+                         f"| {iou['iou_cbd']:.3f} | {unsure / total:.3f} | "
+                         f"{unsure_cbd / max(n_cbd, 1):.3f} | {flips / total:.3f} |")
+            print(lines[-1], flush=True)
+    if args.write:
+        write_section("Segmentation across domains: label-free signals", "\n".join(lines))
+    print("\n".join(lines))
+
+
 # ----------------------------------------------------------------------------- training
 def cmd_train(args):
     torch.set_num_threads(2)
@@ -350,8 +406,12 @@ def main(argv=None):
     e.add_argument("--write", action="store_true", help="write the RESULTS.md section")
     e.add_argument("--sem", action="store_true", help="also the real SEM image (fractions)")
     e.add_argument("--figure", default=None, help="PNG of the real SEM image and each labelling")
+    g = sub.add_parser("signals", help="per stack: IoU beside label-free signals (uncertain "
+                                        "share, flip disagreement)")
+    g.add_argument("model", nargs="?", default=str(SHIPPED))
+    g.add_argument("--write", action="store_true", help="write the RESULTS.md section")
     args = ap.parse_args(argv)
-    {"train": cmd_train, "evaluate": cmd_evaluate}[args.cmd](args)
+    {"train": cmd_train, "evaluate": cmd_evaluate, "signals": cmd_signals}[args.cmd](args)
 
 
 if __name__ == "__main__":

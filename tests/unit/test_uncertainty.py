@@ -180,6 +180,12 @@ def test_a_large_share_of_uncertain_voxels_is_a_warning_with_the_number():
     assert uncertainty_warnings({"uncertain_fraction": 0.12}) == []
     (message,) = uncertainty_warnings({"uncertain_fraction": 0.4})
     assert "40.0 % of the voxels are uncertain" in message
+    # the CBD's own share: above half of the voxels predicted CBD (foreign renders 0.45-0.88,
+    # the simulator's held-out stacks 0.13-0.37)
+    assert uncertainty_warnings({"uncertain_fraction": 0.1, "uncertain_fraction_cbd": 0.37}) == []
+    (message,) = uncertainty_warnings({"uncertain_fraction": 0.1, "uncertain_fraction_cbd": 0.67})
+    assert "67.0 % of the voxels predicted CBD are uncertain" in message
+    assert len(uncertainty_warnings({"uncertain_fraction": 0.3, "uncertain_fraction_cbd": 0.6})) == 2
 
 
 def test_shifted_volumes_are_cleaned_of_islands_as_the_volume_stage_cleaned_the_labels(caplog):
