@@ -45,7 +45,7 @@ from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.training import draw_settings, synthetic_stack  # noqa: E402
 from fibrecon.uncertainty import (calibrate, coverage, domain_widening,  # noqa: E402
                                   error_scale, fit_shift_sd, fit_temperature, metric_family,
-                                  uncertain_share)
+                                  slice_uncertainty, uncertain_fractions)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 from fibrecon.volume import VolumeSettings, relabel_small_islands  # noqa: E402
 
@@ -71,6 +71,14 @@ def probabilities(net, card, images) -> np.ndarray:
     m = 2 ** card["architecture"]["depth"]
     return np.stack([predict_probabilities(net, im, multiple=m)
                      for im in context_images(images, range(images.shape[1]), card["context"])])
+
+
+def uncertain_share(prob) -> float:
+    """A stack's share of uncertain voxels, counted as the segment stage counts it."""
+    import pandas as pd
+
+    return uncertain_fractions(pd.DataFrame([slice_uncertainty(p) for p in prob]))[
+        "uncertain_fraction"]
 
 
 def foreign_stacks(rng, shape=TEST_SHAPE, kvs=(1.0, 3.0)):

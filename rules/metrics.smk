@@ -1,6 +1,6 @@
 rule metrics:
     input:
-        unpack(probability_inputs("probabilities")),
+        unpack(probability_inputs("probabilities", "uncertainty")),
         volume="results/volume/{sample}.tif",
         model=segment_model,
         code=code("metrics"),

@@ -10,6 +10,7 @@ from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.metrics import MetricsSettings, check_edges, metrics_of  # noqa: E402
 from fibrecon.plot import representative_volume, size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
+from fibrecon.uncertainty import uncertain_fractions  # noqa: E402
 from fibrecon.volume import VolumeSettings  # noqa: E402
 
 settings = MetricsSettings.from_config(snakemake.params.settings)  # noqa: F821
@@ -31,6 +32,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         metrics, particles, aggregates, spread = metrics_of(
             labels, voxel, settings, probabilities=prob, boundary_shift_sd=shift_sd,
             family_scale=card.family_scale if card else None,
+            # the share the segment stage counted (its table), against the card's
+            uncertain_share=uncertain_fractions(files.read_table(inp.uncertainty))[
+                "uncertain_fraction"] if inp.get("uncertainty") else None,
             calibration_uncertain_share=card.uncertain_share if card else None,
             min_object_voxels=VolumeSettings.from_config(
                 snakemake.params.volume).min_object_voxels)  # noqa: F821

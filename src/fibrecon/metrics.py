@@ -29,8 +29,7 @@ from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, WIDENING_WARN_ABOVE, domain_widening,
-                                  percolation_doubt, segmentation_sd, uncertain_share,
-                                  shifted_volumes)
+                                  percolation_doubt, segmentation_sd, shifted_volumes)
 from fibrecon.volume import VolumeSettings, fraction_warnings
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
@@ -365,7 +364,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                    boundary_shift_sd=None, family_scale=None,
                    min_object_voxels: int = VolumeSettings.min_object_voxels,
                    particle_h_doubt_um: float = MetricsSettings.particle_h_doubt_um,
-                   calibration_uncertain_share=None):
+                   uncertain_share=None, calibration_uncertain_share=None):
     """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
@@ -403,12 +402,15 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     particle_h_doubt_um : float
         The particle separation's doubt in the segmentation sd
         (:func:`segmentation_uncertainty`, ``metrics: particle_h_doubt_um``).
-    calibration_uncertain_share : float, optional
-        The card's ``calibration: uncertain_share``: where this stack leaves
-        more voxels uncertain than the calibration stacks did, the boundary
-        shift is widened by the ratio (:func:`fibrecon.uncertainty.domain_widening`;
+    uncertain_share, calibration_uncertain_share : float, optional
+        The sample's share of uncertain voxels (the segment stage's table,
+        :func:`fibrecon.uncertainty.uncertain_fractions`) and the card's
+        ``calibration: uncertain_share``: where the sample leaves more voxels
+        uncertain than the calibration stacks did, the boundary shift is
+        widened by the ratio (:func:`fibrecon.uncertainty.domain_widening`;
         ``segmentation_doubt`` in the result and a note; a warning above
-        :data:`fibrecon.uncertainty.WIDENING_WARN_ABOVE`).
+        :data:`fibrecon.uncertainty.WIDENING_WARN_ABOVE`). Either missing: no
+        widening.
 
     Returns
     -------
@@ -429,15 +431,15 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     check_edges(labels.shape)
     phase_counts(labels, "label volume")
     out = {"shape": list(labels.shape), "voxel_size_um": list(vs)}
-    scale, coarse = coarse_voxel_scale(vs, particle_h_um), []
+    scale, first_notes = coarse_voxel_scale(vs, particle_h_um), []
     if scale > 1:  # no heights below a voxel: the marker heights and smoothing enlarged alike
-        coarse.append(
+        first_notes.append(
             f"the voxel ({min(vs):g} um) is coarser than metrics: particle_h_um = "
             f"{particle_h_um:g} um, and a distance map has no heights finer than a voxel: the "
             f"particle split uses its lengths x{scale:.3g} (h {particle_h_um * scale:g}, "
             f"sigma {particle_sigma_um * scale:g}, doubt {particle_h_doubt_um * scale:g} um); "
             "set as they are, they would break particles up")
-        LOG.warning(coarse[0])
+        LOG.warning(first_notes[-1])
         particle_h_um, particle_sigma_um = particle_h_um * scale, particle_sigma_um * scale
         particle_h_doubt_um *= scale
     # the crack closing stays 0.1 um: enlarged too, it merged neighbours (96 particles for
@@ -466,21 +468,21 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out[f"{row['metric']}_sd_half_edge"] = row["sd"]
     if with_sd:
         sigma = np.broadcast_to(np.asarray(boundary_shift_sd, float), (len(SHIFT_DIRECTIONS),))
-        share = uncertain_share(probabilities)
+        share = float("nan") if uncertain_share is None else float(uncertain_share)
         widen = domain_widening(share, calibration_uncertain_share)
         sigma = sigma * widen
         out["segmentation_doubt"] = {"uncertain_share": round(share, 4),
                                      "calibration_uncertain_share": calibration_uncertain_share,
                                      "widening": round(widen, 3)}
         if widen > 1:
-            coarse.append(
+            first_notes.append(
                 f"{100 * share:.1f} % of the voxels are uncertain against "
                 f"{100 * calibration_uncertain_share:.1f} % on the model's calibration stacks: "
                 f"the segmentation sd is widened x{widen:.2f} (fine particles, noise or images "
                 "unlike the training data make a less sure network)"
                 + ("; check the QC figure and correct a few slices (results/annotate/<sample>/)"
                    if widen > WIDENING_WARN_ABOVE else ""))
-            (LOG.warning if widen > WIDENING_WARN_ABOVE else LOG.info)(coarse[-1])
+            (LOG.warning if widen > WIDENING_WARN_ABOVE else LOG.info)(first_notes[-1])
         with _stage("segmentation uncertainty"):
             sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
                                                   family_scale,
@@ -499,7 +501,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         out.update({f"{k}_sd_segmentation": float("nan") for k, v in scalars.items()
                     if isinstance(v, (int, float))})
     out["electronic_network_phases"] = [PHASES[p] for p in electronic_phases]
-    out["notes"] = coarse + _notes(out) + fraction_warnings(labels)  # record and report show them
+    out["notes"] = first_notes + _notes(out) + fraction_warnings(labels)  # record and report show them
     for note in out["notes"]:
         if note.startswith(NO_WHOLE_PARTICLE):
             LOG.warning(note)
@@ -659,11 +661,12 @@ def _notes(out: dict) -> list[str]:
 def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None, *,
                probabilities=None, boundary_shift_sd=None, family_scale=None,
                min_object_voxels: int = VolumeSettings.min_object_voxels,
-               calibration_uncertain_share=None):
+               uncertain_share=None, calibration_uncertain_share=None):
     """The metrics stage: :func:`sample_metrics` with a stage's settings.
 
     ``min_object_voxels`` is the volume stage's (``volume: min_object_voxels``);
-    ``calibration_uncertain_share`` the model card's (:func:`sample_metrics`).
+    ``uncertain_share`` the segment stage's, ``calibration_uncertain_share`` the model
+    card's (:func:`sample_metrics`).
 
     Returns
     -------
@@ -678,6 +681,7 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
                           probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
                           family_scale=family_scale, min_object_voxels=min_object_voxels,
                           particle_h_doubt_um=s.particle_h_doubt_um,
+                          uncertain_share=uncertain_share,
                           calibration_uncertain_share=calibration_uncertain_share)
 
 

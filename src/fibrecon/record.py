@@ -122,7 +122,7 @@ def build_record(sample: str, process: dict, acquisition: dict, parameters: dict
         "inputs": inputs,
         "metrics": metric_entries(metrics),
         "segmentation_uncertainty": uncertainty,
-        # the metrics stage's domain-shift widening of the segmentation sd (domain_widening)
+        # the metrics stage's widening of the segmentation sd (fibrecon.uncertainty.domain_widening)
         "segmentation_doubt": metrics.get("segmentation_doubt"),
         "notes": list(metrics.get("notes", [])),
         "figures": {k: str(Path(v)) for k, v in figures.items()},

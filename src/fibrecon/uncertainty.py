@@ -51,7 +51,7 @@ __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "per
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "UNCERTAIN_CBD_WARN_ABOVE",
            "uncertainty_warnings",
-           "uncertain_share", "domain_widening", "WIDENING_WARN_ABOVE",
+           "domain_widening", "WIDENING_WARN_ABOVE",
            "suggest_slices", "shifted_labels", "shifted_volumes", "fit_boundary_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
            "error_scale", "covered", "coverage"]
@@ -251,35 +251,13 @@ def uncertainty_warnings(shares: dict, limit: float = UNCERTAIN_WARN_ABOVE,
 WIDENING_WARN_ABOVE = 2.0
 
 
-def uncertain_share(prob, below: float = UNCERTAIN_BELOW) -> float:
-    """Share of the voxels whose calibrated top probability is below ``below``.
-
-    Parameters
-    ----------
-    prob : array-like, (z, classes, y, x)
-        Calibrated probabilities; read one slice at a time (a lazily read
-        volume is never loaded whole).
-
-    Examples
-    --------
-    >>> p = np.zeros((2, 3, 1, 2)); p[:, 0] = [[0.9, 0.5]]; p[:, 1] = [[0.1, 0.5]]
-    >>> uncertain_share(p)
-    0.5
-    """
-    unsure = total = 0
-    for z in range(len(prob)):
-        top = np.asarray(prob[z], np.float32).max(axis=0)
-        unsure += int((top < below).sum())
-        total += top.size
-    return unsure / total if total else float("nan")
-
-
 def domain_widening(share: float, calibration_share) -> float:
     """How much wider the segmentation sd of a stack is than the calibration's.
 
     The boundary-shift sd of a model card is fitted on simulator stacks whose
     pooled share of uncertain voxels is ``calibration_share`` (card
-    ``calibration: uncertain_share``). A stack that leaves more voxels
+    ``calibration: uncertain_share``); ``share`` is a sample's
+    (``uncertain_fraction`` of :func:`uncertain_fractions`). A stack that leaves more voxels
     uncertain (finer particles, so more boundary; more noise; or images
     unlike the training data) has larger segmentation errors than the pooled
     fit says, so its shift sd is scaled by ``max(1, share / calibration_share)``:

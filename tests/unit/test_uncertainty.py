@@ -14,8 +14,7 @@ from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage, fit_bou
                                   fraction_sd,
                                   percolation_doubt,
                                   fit_temperature, normalised_entropy, shifted_labels,
-                                  slice_uncertainty, suggest_slices, uncertain_fractions,
-                                  uncertain_share)
+                                  slice_uncertainty, suggest_slices, uncertain_fractions)
 
 
 def softmax(z, axis=0):
@@ -81,18 +80,20 @@ def test_a_stack_less_sure_than_the_calibration_stacks_gets_a_wider_sd_and_a_war
     with both shares: above 2x); a stack as sure as the calibration's is left alone."""
     prob = smooth_probabilities((16, 40, 40), seed=2)
     labels = prob.argmax(1).astype(np.uint8)
-    share = uncertain_share(prob)
+    # the share as the segment stage's table gives it
+    share = uncertain_fractions(pd.DataFrame([slice_uncertainty(p) for p in prob]))[
+        "uncertain_fraction"]
     assert 0 < share < 1
     vs, shift = (0.1, 0.1, 0.1), (0.3, 0.3)
     same, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
-                          calibration_uncertain_share=share)
+                          uncertain_share=share, calibration_uncertain_share=share)
     plain, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift)
     assert same["segmentation_doubt"]["widening"] == 1.0
     assert same["volume_fraction_pore_sd_segmentation"] == plain["volume_fraction_pore_sd_segmentation"]
     assert not any("the segmentation sd is widened" in n for n in same["notes"])
     caplog.clear()
     shifted, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
-                             calibration_uncertain_share=share / 3)
+                             uncertain_share=share, calibration_uncertain_share=share / 3)
     assert shifted["segmentation_doubt"]["widening"] == pytest.approx(3.0, rel=1e-3)
     np.testing.assert_allclose(shifted["boundary_shift_sd"], [0.9, 0.9], rtol=1e-3)
     assert shifted["volume_fraction_pore_sd_segmentation"] > \
