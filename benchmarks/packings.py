@@ -26,7 +26,7 @@ boundary, for truth and split alike. Scores: whole-particle count, d10 / d50
 found whole particle against the truth particle it overlaps most), and the
 share of true whole particles recovered within 10 % of their diameter.
 
-Run: ``.venv/bin/python benchmarks/packings.py [--write]`` (about 6 minutes
+Run: ``.venv/bin/python benchmarks/packings.py [--write]`` (about 9 minutes
 on 2 cores); ``--write`` puts the table in the section "Particle sizing on
 packings made by other means" of benchmarks/RESULTS.md.
 """
