@@ -13,10 +13,11 @@ known, and scores the split on them beside porespy's SNOW partitioning:
   convex-ish secondary particles, as NMC / NCA SEM shows them);
 - ``superellipsoid``: rounded boxes (exponent 3-5), faceted grains;
 - ``bimodal``: a blend of large and small particles (1 : 3 in diameter);
-- ``agglomerate``: each particle a cluster of primary grains (spheres of a
-  fifth of its size) with gaps between them, the secondary particle the unit;
+- ``agglomerate``: each particle a dense cluster of 60-90 primary grains
+  (spheres of about a quarter of its diameter), the secondary particle the unit;
 - ``calendered``: potatoes flattened by 30 % along z and pressed together;
-- ``anisotropic``: potatoes on FIB-SEM voxels of 30 x 20 x 20 nm.
+- ``anisotropic``: potatoes on FIB-SEM voxels of 40 x 25 x 25 nm (d50 1.6 um);
+- ``potato``, ``agglomerate``, ``calendered`` again at d50 1.2 um.
 
 A voxel belongs to the particle whose normalised shape function is lowest
 there (``f_i(x) <= 1`` inside particle ``i``). Truth per particle: the
@@ -47,8 +48,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import write_section  # noqa: E402
 
 from fibrecon.metrics import MetricsSettings  # noqa: E402
-from fibrecon.particles import (coarse_voxel_scale, particle_table, separate_particles,  # noqa: E402
-                                size_summary, snow_particles)
+from fibrecon.particles import (particle_table, separate_particles, size_summary,  # noqa: E402
+                                snow_particles, split_lengths)
 from fibrecon.uncertainty import segmentation_sd  # noqa: E402
 
 SHAPE_UM = (6.4, 12.8, 12.8)
@@ -229,14 +230,13 @@ def fibrecon_split(am: np.ndarray, vs):
     Returns the particle ids of the split at the default height and that sd (um).
     """
     cfg = MetricsSettings()
-    scale = coarse_voxel_scale(vs, cfg.particle_h_um)
-    h, doubt = cfg.particle_h_um * scale, cfg.particle_h_doubt_um * scale
-    splits = separate_particles(am, vs, h=(h, h - doubt, h + doubt),
-                                sigma=cfg.particle_sigma_um * scale)
+    lengths = split_lengths(vs, cfg.particle_h_um, cfg.particle_sigma_um, cfg.particle_h_doubt_um)
+    h, doubt = lengths["h"], lengths["doubt"]
+    splits = separate_particles(am, vs, h=(h, h - doubt, h + doubt), sigma=lengths["sigma"])
     volume = am.size * float(np.prod(vs))
-    stats = [size_summary(particle_table(sp, vs, sphericity=False), volume) for sp in splits]
-    sd = segmentation_sd({"d50_um": stats[0]["d50_um"]},
-                         [{"d50_um": st["d50_um"]} for st in stats[1:]])["d50_um_sd_segmentation"]
+    d50 = [{"d50_um": size_summary(particle_table(sp, vs, sphericity=False), volume)["d50_um"]}
+           for sp in splits]
+    sd = segmentation_sd(d50[0], d50[1:])["d50_um_sd_segmentation"]
     return splits[0], sd
 
 

@@ -21,10 +21,11 @@ from fibrecon import AM, CBD, MIN_EDGE_VOXELS, PHASES, PORE, phase_counts
 from fibrecon.cbd import (aggregate_table, am_surface_coverage, percolating_fraction,
                           thickness_summary)
 from fibrecon.interfaces import interface_areas
-from fibrecon.particles import (CLOSE_UM, H_UM, SIGMA_UM, coarse_voxel_scale, correlation_length,
-                                local_fraction_cv,
+from fibrecon.particles import (CLOSE_UM, H_UM, SIGMA_UM,
+                                correlation_length, local_fraction_cv,
                                 nearest_neighbour_distances, particle_table, particles_in_box,
-                                separate_particles, size_summary, two_point_correlation)
+                                separate_particles, size_summary, split_lengths,
+                                two_point_correlation)
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
@@ -431,7 +432,9 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     check_edges(labels.shape)
     phase_counts(labels, "label volume")
     out = {"shape": list(labels.shape), "voxel_size_um": list(vs)}
-    scale, first_notes = coarse_voxel_scale(vs, particle_h_um), []
+    lengths, first_notes = split_lengths(vs, particle_h_um, particle_sigma_um,
+                                         particle_h_doubt_um), []
+    scale = lengths["scale"]
     if scale > 1:  # no heights below a voxel: the marker heights and smoothing enlarged alike
         first_notes.append(
             f"the voxel ({min(vs):g} um) is coarser than metrics: particle_h_um = "
@@ -440,8 +443,8 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
             f"sigma {particle_sigma_um * scale:g}, doubt {particle_h_doubt_um * scale:g} um); "
             "set as they are, they would break particles up")
         LOG.warning(first_notes[-1])
-        particle_h_um, particle_sigma_um = particle_h_um * scale, particle_sigma_um * scale
-        particle_h_doubt_um *= scale
+    particle_h_um, particle_sigma_um = lengths["h"], lengths["sigma"]
+    particle_h_doubt_um = lengths["doubt"]
     # the crack closing stays 0.1 um: enlarged too, it merged neighbours (96 particles for
     # 141 at 200 nm voxels against 148 unenlarged)
     out["particle_split_um"] = {"h": particle_h_um, "sigma": particle_sigma_um,

@@ -23,6 +23,7 @@ from skimage import measure
 __all__ = [
     "separate_particles",
     "snow_particles",
+    "split_lengths",
     "particle_table",
     "particles_in_box",
     "BOX_COLUMNS",
@@ -57,6 +58,22 @@ def coarse_voxel_scale(voxel_size, h_um: float = H_UM) -> float:
     (1.0, 4.0)
     """
     return max(1.0, float(min(voxel_size)) / float(h_um))
+
+
+def split_lengths(voxel_size, h_um: float, sigma_um: float, doubt_um: float) -> dict:
+    """The particle split's lengths as the metrics stage uses them on ``voxel_size``.
+
+    Marker height, smoothing and height doubt, each multiplied by
+    :func:`coarse_voxel_scale` (>= 1, so no height is finer than a voxel).
+
+    Examples
+    --------
+    >>> split_lengths((0.2, 0.2, 0.2), 0.05, 0.05, 0.025)
+    {'scale': 4.0, 'h': 0.2, 'sigma': 0.2, 'doubt': 0.1}
+    """
+    scale = coarse_voxel_scale(voxel_size, h_um)
+    return {"scale": scale, "h": h_um * scale, "sigma": sigma_um * scale,
+            "doubt": doubt_um * scale}
 
 
 def separate_particles(am: np.ndarray, voxel_size, *, h: float = H_UM, sigma: float = SIGMA_UM,
