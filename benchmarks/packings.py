@@ -29,7 +29,8 @@ share of true whole particles recovered within 10 % of their diameter.
 
 Run: ``.venv/bin/python benchmarks/packings.py [--write]`` (about 9 minutes
 on 2 cores); ``--write`` puts the table in the section "Particle sizing on
-packings made by other means" of benchmarks/RESULTS.md.
+packings made by other means" of benchmarks/RESULTS.md. ``--close-um 0.1``
+runs the split with the crack closing it had until 2026-12-04 (printed only).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import write_section  # noqa: E402
 
 from fibrecon.metrics import MetricsSettings  # noqa: E402
-from fibrecon.particles import (particle_table, separate_particles, size_summary,  # noqa: E402
-                                snow_particles, split_lengths)
+from fibrecon.particles import (CLOSE_UM, particle_table, separate_particles,  # noqa: E402
+                                size_summary, snow_particles, split_lengths)
 from fibrecon.uncertainty import segmentation_sd  # noqa: E402
 
 SHAPE_UM = (6.4, 12.8, 12.8)
@@ -223,16 +224,18 @@ CASES = [
 ]
 
 
-def fibrecon_split(am: np.ndarray, vs):
+def fibrecon_split(am: np.ndarray, vs, close_um: float = CLOSE_UM):
     """The split as the metrics stage makes it (its defaults and voxel scaling), and the part
     of the d50 segmentation sd that comes from the separation (marker height -+ its doubt).
 
     Returns the particle ids of the split at the default height and that sd (um).
+    ``close_um``: the crack closing (the library's default unless given).
     """
     cfg = MetricsSettings()
     lengths = split_lengths(vs, cfg.particle_h_um, cfg.particle_sigma_um, cfg.particle_h_doubt_um)
     h, doubt = lengths["h"], lengths["doubt"]
-    splits = separate_particles(am, vs, h=(h, h - doubt, h + doubt), sigma=lengths["sigma"])
+    splits = separate_particles(am, vs, h=(h, h - doubt, h + doubt), sigma=lengths["sigma"],
+                                close_um=close_um)
     volume = am.size * float(np.prod(vs))
     d50 = [{"d50_um": size_summary(particle_table(sp, vs, sphericity=False), volume)["d50_um"]}
            for sp in splits]
@@ -266,7 +269,7 @@ def individual(found_inst, truth_inst, found, truth):
             len(recovered) / max(len(whole_truth), 1))
 
 
-def run(cases=CASES):
+def run(cases=CASES, close_um: float = CLOSE_UM):
     """The table: every case of ``cases``, fibrecon's split beside SNOW."""
     lines = ["Packings by `benchmarks/packings.py` (a generator written apart from fibrecon's "
              "simulator; 6.4 x 12.8 x 12.8 um, 50 nm voxels unless stated, AM only, every "
@@ -291,7 +294,7 @@ def run(cases=CASES):
             t = time.perf_counter()
             sd_cell = "-"
             if name == "fibrecon":
-                inst, sd = fibrecon_split(am, vs)
+                inst, sd = fibrecon_split(am, vs, close_um)
                 sd_cell = f"{sd:.3f}"
             else:
                 inst = snow_particles(am)
@@ -325,11 +328,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--only", nargs="*", help="case names (the first word: potato, ...)")
+    ap.add_argument("--close-um", type=float, default=CLOSE_UM,
+                    help="the split's crack closing in um (default: the library's; 0.1 was the "
+                    "default until 2026-12-04); with another value the table is printed only")
     args = ap.parse_args(argv)
     cases = [c for c in CASES if not args.only or c[0].split(",")[0] in args.only]
-    section = run(cases)
+    section = run(cases, args.close_um)
     print(section)
-    if args.write:
+    if args.write and args.close_um == CLOSE_UM:
         write_section("Particle sizing on packings made by other means", section)
 
 
