@@ -58,6 +58,11 @@ class MetricsSettings(StageSettings):
     particle_h_um, particle_sigma_um : float
         Watershed marker height and distance-map smoothing of the particle split,
         micrometres (:func:`fibrecon.particles.separate_particles`).
+    particle_close_um : float
+        Crack closing of the particle split (micrometres, 0: none; voids
+        enclosed by a particle are filled either way). Closing bridges the
+        necks of pressed or small particles as well: set it only for particles
+        cracked through (:func:`fibrecon.particles.separate_particles`).
     particle_h_doubt_um : float
         How far the segmentation may move a saddle of the distance map against
         its peaks (micrometres): the segmentation sd of the particle metrics also
@@ -80,6 +85,7 @@ class MetricsSettings(StageSettings):
     conv_crit: float = 0.01
     particle_h_um: float = H_UM
     particle_sigma_um: float = SIGMA_UM
+    particle_close_um: float = CLOSE_UM
     particle_h_doubt_um: float = 0.025
     dispersion_block_um: float = 2.0
 
@@ -191,7 +197,8 @@ def transport(labels: np.ndarray, phases, voxel_size, axes, *, name: str = "netw
 
 
 def particle_metrics(labels: np.ndarray, voxel_size, *, h=MetricsSettings.particle_h_um,
-                     sigma: float = MetricsSettings.particle_sigma_um):
+                     sigma: float = MetricsSettings.particle_sigma_um,
+                     close_um: float = MetricsSettings.particle_close_um):
     """Separate the AM into particles and measure them (:func:`particle_statistics`).
 
     ``h`` may be a sequence of marker heights: one separation each, sharing
@@ -206,7 +213,7 @@ def particle_metrics(labels: np.ndarray, voxel_size, *, h=MetricsSettings.partic
         A list of these (metrics, particles) pairs for a sequence ``h``.
     """
     volume = labels.size * float(np.prod(voxel_size))
-    splits = separate_particles(labels == AM, voxel_size, h=h, sigma=sigma)
+    splits = separate_particles(labels == AM, voxel_size, h=h, sigma=sigma, close_um=close_um)
     out = []
     for split in (splits if np.ndim(h) else [splits]):
         particles = particle_table(split, voxel_size)
@@ -361,6 +368,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                    electronic_phases=(CBD,), device: str = "cpu", conv_crit: float = 1e-2,
                    particle_h_um: float = MetricsSettings.particle_h_um,
                    particle_sigma_um: float = MetricsSettings.particle_sigma_um,
+                   particle_close_um: float = MetricsSettings.particle_close_um,
                    dispersion_block_um: float = 2.0, probabilities=None,
                    boundary_shift_sd=None, family_scale=None,
                    min_object_voxels: int = VolumeSettings.min_object_voxels,
@@ -446,12 +454,13 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     particle_h_um, particle_sigma_um = lengths["h"], lengths["sigma"]
     particle_h_doubt_um = lengths["doubt"]
     out["particle_split_um"] = {"h": particle_h_um, "sigma": particle_sigma_um,
-                                "closing": CLOSE_UM, "doubt": particle_h_doubt_um}
+                                "closing": particle_close_um, "doubt": particle_h_doubt_um}
     for ax, a in AXES.items():
         out[f"porosity_profile_{ax}"] = fraction_profile(labels, PORE, a).tolist()
     kwargs = dict(tortuosity_axes=tortuosity_axes, electronic_phases=electronic_phases,
                   device=device, conv_crit=conv_crit, particle_h_um=particle_h_um,
-                  particle_sigma_um=particle_sigma_um, dispersion_block_um=dispersion_block_um)
+                  particle_sigma_um=particle_sigma_um, particle_close_um=particle_close_um,
+                  dispersion_block_um=dispersion_block_um)
     with_sd = probabilities is not None and boundary_shift_sd is not None
     doubt_h = (particle_h_um - particle_h_doubt_um, particle_h_um + particle_h_doubt_um) \
         if with_sd and particle_h_doubt_um > 0 else ()
@@ -571,7 +580,8 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
         if separated is None:
             h = kwargs["particle_h_um"]
             separated = [values for values, _ in particle_metrics(
-                labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma_um"])]
+                labels, vs, h=(h - h_doubt, h + h_doubt), sigma=kwargs["particle_sigma_um"],
+                close_um=kwargs.get("particle_close_um", CLOSE_UM))]
         shifted += [{**baseline, **values} for values in separated]
     phases = kwargs["electronic_phases"]
     doubt = sorted(percolation_doubt(labels, probabilities, sigma,
@@ -585,7 +595,8 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
 
 def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases, device,
                    conv_crit, particle_h_um, particle_sigma_um, dispersion_block_um,
-                   quiet: bool = False, tau_tol: float = 1e-4, also_h=()):
+                   particle_close_um: float = CLOSE_UM, quiet: bool = False,
+                   tau_tol: float = 1e-4, also_h=()):
     """The scalar metrics of one label volume (every metric but profiles and spreads).
 
     A volume whose boundaries were moved (the segmentation sd) is separated
@@ -614,7 +625,8 @@ def volume_metrics(labels: np.ndarray, vs, *, tortuosity_axes, electronic_phases
     # particles and dispersion
     with stage("particles"):
         (particle_values, particles), *also = particle_metrics(
-            labels, vs, h=(particle_h_um, *also_h), sigma=particle_sigma_um)
+            labels, vs, h=(particle_h_um, *also_h), sigma=particle_sigma_um,
+            close_um=particle_close_um)
     out.update(particle_values)
     with stage("dispersion"):
         out.update(dispersion_metrics(labels, vs, block_um=dispersion_block_um))
@@ -678,6 +690,7 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
     return sample_metrics(labels, voxel_size, tortuosity_axes=tuple(s.tortuosity_axes),
                           electronic_phases=electronic, device=s.device, conv_crit=s.conv_crit,
                           particle_h_um=s.particle_h_um, particle_sigma_um=s.particle_sigma_um,
+                          particle_close_um=s.particle_close_um,
                           dispersion_block_um=s.dispersion_block_um,
                           probabilities=probabilities, boundary_shift_sd=boundary_shift_sd,
                           family_scale=family_scale, min_object_voxels=min_object_voxels,

@@ -37,9 +37,9 @@ __all__ = [
 
 #: The particle split's lengths, micrometres (1 and 1 voxel at 50 nm): the marker height and
 #: the distance-map smoothing (``metrics:`` ``particle_h_um``, ``particle_sigma_um``); and the
-#: crack closing, 0: none, enclosed voids are filled only (not a setting; 0.1 um, the default
-#: until 2026-12-04, bridged the necks of pressed and small particles: see
-#: :func:`separate_particles`).
+#: crack closing (``metrics: particle_close_um``), 0: none, enclosed voids are filled only
+#: (0.1 um, the default until 2026-12-04, bridged the necks of pressed and small particles:
+#: see :func:`separate_particles`).
 H_UM, SIGMA_UM, CLOSE_UM = 0.05, 0.05, 0.0
 
 
@@ -133,10 +133,12 @@ def separate_particles(am: np.ndarray, voxel_size, *, h: float = H_UM, sigma: fl
     stack holding 3 whole particles, -1.2 % against -8.1 % (a crack open to
     the surface splits a particle), and the dense agglomerates at 2 um,
     +0.3 % against -2.8 % (119 / 109).
-    Measured on simulator stacks with known particles (``benchmarks/metrics.py``):
-    d50 within 2 % of the truth, where porespy's SNOW partitioning (Gostick
-    2017, default ``r_max=4, sigma=0.4``) over-segments cracked, rough
-    particles (d50 32 % low); SNOW stays the cross-check in the tests.
+    Measured on simulator stacks with known particles (``benchmarks/metrics.py``,
+    200 x 300 x 300 voxels): d50 -0.7 % (124 of 126 whole particles) at d50
+    2 um and -5.4 % (27 for 23: cracked particles split) at 3 um, where
+    porespy's SNOW partitioning (Gostick 2017, default ``r_max=4,
+    sigma=0.4``) over-segments cracked, rough particles (d50 33-51 % low);
+    SNOW stays the cross-check in the tests.
     The distance transform is the ``edt`` package's (float32, multi-threaded;
     scipy's holds a 12-byte-per-voxel feature transform), the markers come
     from :func:`fibrecon.extrema.h_maxima` (scikit-image's result at a
