@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/align_preprocess.py
 	$(BIN)/python benchmarks/registration.py
+	$(BIN)/python benchmarks/registration.py --spread
 	$(BIN)/python benchmarks/voxel_size.py
 	$(BIN)/python benchmarks/single_kv.py
 	$(BIN)/python benchmarks/contrast_microstructures.py

@@ -7,8 +7,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibrecon import MIN_EDGE_VOXELS, files  # noqa: E402
-from fibrecon.align import (AlignSettings, aligned_slices, fill_border_warning,  # noqa: E402
-                            register_stack, roi_window)
+from fibrecon.align import (AlignSettings, aligned_slices, drift_sd_message,  # noqa: E402
+                            drift_sd_summary, fill_border_warning, register_stack, roi_window)
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import fit_roi, parse_roi, resolve_voxel_size  # noqa: E402
@@ -63,6 +63,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     # the whole image (structure registration) and a detected cap (rows dropped) are worth a look
     (log.info if plan.source == "config" else log.warning)("%s", plan.note)
     drift = result.drift
+    spread = drift_sd_summary(alignment.drift_sd, settings.spread_tiles)
+    message = drift_sd_message(spread)
+    if message is not None:
+        (log.warning if message[0] else log.info)("%s", message[1])
+    elif plan.window is None and settings.spread_tiles >= 2:
+        log.info("images too small for %dx%d tiles of at least 32 px: the drift error of the "
+                 "registration on the structure is not estimated", settings.spread_tiles,
+                 settings.spread_tiles)
     if result.flagged.any():
         log.warning("flagged slices (too little structure or no reliable match): %s",
                     np.flatnonzero(result.flagged).tolist())
@@ -77,7 +85,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         shape, raw.dtype, voxel, channels=True)
     files.write_table(out.shifts, pd.DataFrame({
         "slice": range(len(drift)), "drift_y_px": drift[:, 0], "drift_x_px": drift[:, 1],
-        "quality": result.quality, "flagged": result.flagged}))
+        "quality": result.quality, "flagged": result.flagged,
+        "drift_sd_px": (np.full(len(drift), np.nan) if alignment.drift_sd is None
+                        else alignment.drift_sd)}))
     files.write_json(out.info, {
         "kvs": p.kvs,
         "voxel_size_um": voxel,
@@ -89,10 +99,11 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
                 "rows": [rows.start, rows.stop], "columns": [cols.start, cols.stop]},
         "databar": raw.databar,
         "registration": {"window": plan.window, "source": plan.source,
-                         "trim_top_px": plan.trim_top},
+                         "trim_top_px": plan.trim_top, "drift_sd": spread},
         "fill_borders": alignment.fill_borders,
         "flagged_slices": np.flatnonzero(result.flagged).tolist(),
         "instrument": raw.metadata,
     })
     files.write_figure(out.qc, drift_figure(drift, result.quality, result.flagged,
-                                         title=snakemake.wildcards.sample))  # noqa: F821
+                                         title=snakemake.wildcards.sample,  # noqa: F821
+                                         sd=alignment.drift_sd))

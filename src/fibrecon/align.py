@@ -39,6 +39,7 @@ __all__ = [
     "registration_image",
     "estimate_drift",
     "estimate_drift_consecutive",
+    "estimate_drift_spread",
     "common_region",
     "shift_image",
     "aligned_slices",
@@ -70,6 +71,10 @@ class AlignSettings(StageSettings):
         No-data value when ``frame`` is ``"pad"``.
     min_quality : float
         Pairs matched worse are ignored; slices without a better one are flagged.
+    spread_tiles : int
+        Without a fiducial window, the image is also registered as
+        ``spread_tiles`` x ``spread_tiles`` independent tiles and their spread
+        estimates the drift error (:func:`estimate_drift_spread`); 0 or 1: off.
     """
 
     SECTION = "align"
@@ -82,6 +87,7 @@ class AlignSettings(StageSettings):
     frame: str = "crop"
     pad_value: float = 0
     min_quality: float = 0.05
+    spread_tiles: int = 3
 
 
 @dataclass
@@ -256,9 +262,13 @@ def estimate_drift(
     return DriftResult(drift, quality, flagged, np.column_stack([pairs, weights]))
 
 
+#: Stacks with fewer slices are not searched for a static cap (:func:`find_static_band`).
+MIN_CAP_SLICES = 16
+
+
 def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction: float = 0.5,
                      far_ratio: float = 1.6, noise_ratio: float = 0.45,
-                     min_quality: float = 0.1):
+                     min_quality: float = 0.1, min_slices: int = MIN_CAP_SLICES):
     """Rows at the top of every slice that hardly change with z: a protective cap to register on.
 
     A FIB-SEM cross-section usually shows the protective (Pt) cap above the
@@ -272,7 +282,9 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     changes but noise, large where the structure changes), and the variance
     across the spread slices over the row's noise variance (median absolute
     difference of neighbouring pixels), which must be below ``noise_ratio``
-    times that of the median row of the lower half (or 2.5). Only the top is
+    times that of the median row of the lower half (or 2.5). Where more than
+    a quarter of the lower half's rows pass both tests too, the structure
+    changes too little over the stack to tell a cap from it: None. Only the top is
     searched: a static band at the bottom is a data bar, which does not
     drift with the sample (:func:`fibrecon.files.detect_databar`).
 
@@ -291,6 +303,11 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     min_quality : float
         The top rows must match between slices at least this well (phase
         correlation, 0..1): a featureless band cannot carry registration.
+    min_slices : int
+        Shorter stacks are not searched: over a few slices the electrode
+        itself hardly changes, and a top region of it passed for a cap (8
+        slices of 100² simulated images without a cap: rows 0-8 and 0-24 of
+        2 of 3 stacks; none from 16 slices on).
 
     Returns
     -------
@@ -302,12 +319,12 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     >>> rng = np.random.default_rng(1)
     >>> cap = ndi.gaussian_filter(rng.random((20, 96)), 2)
     >>> stack = [np.vstack([cap, ndi.gaussian_filter(rng.random((76, 96)), 2)])
-    ...          + 0.01 * rng.standard_normal((96, 96)) for _ in range(8)]
+    ...          + 0.01 * rng.standard_normal((96, 96)) for _ in range(16)]
     >>> find_static_band(stack)
     (0, 20)
     """
     nz = len(stack)
-    if nz < 4:
+    if nz < max(4, min_slices):
         return None
 
     def read(z):
@@ -342,6 +359,10 @@ def find_static_band(stack, *, samples: int = 8, min_rows: int = 8, max_fraction
     to_noise = far / np.maximum(noise, 1e-12)
     static = (far < far_ratio * np.maximum(near, 1e-12)) & \
         (to_noise < max(2.5, noise_ratio * float(np.median(to_noise[ny // 2:]))))
+    if static[ny // 2:].mean() > 0.25:
+        # the electrode below changes as little over the sampled slices (a short stack, or
+        # one finely sliced): a static top cannot be told from it
+        return None
     for skip in range(edge + 1):  # the first rows may be filled from the edge by the shift
         rows = skip
         while rows < ny and static[rows]:
@@ -417,7 +438,11 @@ def plan_registration(stack, fiducial_window="auto", trim_top_px: int = 0) -> Re
     if fiducial_window == "auto":
         band = find_static_band(stack)
         if band is None:
-            return RegistrationPlan(None, trim_top_px, "whole image", STRUCTURE_REGISTRATION_NOTE)
+            note = (f"only {len(stack)} slices, too few to tell a static cap from the electrode "
+                    f"(from {MIN_CAP_SLICES} on a cap is searched); "
+                    if len(stack) < MIN_CAP_SLICES else "")
+            return RegistrationPlan(None, trim_top_px, "whole image",
+                                    note + STRUCTURE_REGISTRATION_NOTE)
         rows = band[1]
         return RegistrationPlan((0, rows, 0, nx), max(trim_top_px, rows), "static band",
                                 f"static cap found in rows 0-{rows} (they hardly change with z): "
@@ -517,6 +542,80 @@ def _solve_path(nz: int, pairs: np.ndarray, weights: np.ndarray) -> np.ndarray:
         rhs = np.concatenate([pairs[:, 2 + axis], np.zeros(len(smooth))]) * w
         drift[1:, axis] = splinalg.lsqr(a, rhs, atol=1e-12, btol=1e-12)[0]
     return drift
+
+
+def estimate_drift_spread(stack, tiles: int = 2, *, min_tile_px: int = 32, progress=None,
+                          **kwargs) -> np.ndarray | None:
+    """How far a registration on the structure may be off: the spread of tile registrations.
+
+    Without a fiducial, the measured drift is the true drift plus the mean
+    apparent motion of the structures in view (inclined surfaces seem to move
+    from slice to slice), an error that accumulates along z. The image is cut
+    into ``tiles`` x ``tiles`` windows, each registered on its own
+    (:func:`estimate_drift`, same settings): each tile sees other structures,
+    so their drift paths differ by their own errors, and the spread of the
+    tiles' paths about their mean estimates the error of the whole-image path,
+    slice by slice (the whole image averages the structures of all tiles).
+
+    Parameters
+    ----------
+    stack : sequence of ndarray
+        Slices (c, y, x) or (y, x), as for :func:`estimate_drift`.
+    tiles : int
+        Tiles per image axis (at least 2).
+    min_tile_px : int
+        Smallest tile edge in pixels of the registration image (after
+        ``downsample``); smaller images give None.
+    progress : callable, optional
+        Wraps each tile's slice loop.
+    **kwargs
+        Passed to :func:`estimate_drift` (not ``window``).
+
+    Returns
+    -------
+    ndarray of float, (z,) or None
+        Standard deviation (px, length of the 2D error) of the whole-image
+        drift of each slice, 0 at slice 0; None where the images are too
+        small for the tiles.
+
+    Notes
+    -----
+    With ``K = tiles**2`` paths ``d_k``, ``sd(z)^2 = sum_axes var_k(d_k(z)) / K``
+    (sample variance, ``K - 1`` degrees of freedom). It sees only what differs
+    between parts of the image: a structure inclined as a whole (every tile
+    leaning the same way) looks like drift in every tile and is not in the
+    estimate. Measured against the true error on six fiducial-free stacks in
+    ``benchmarks/registration.py`` (RESULTS.md, "Registration without a fiducial").
+
+    Examples
+    --------
+    A static texture moved by a known drift has no structure of its own to
+    follow, so the tiles agree:
+
+    >>> rng = np.random.default_rng(1)
+    >>> img = ndi.gaussian_filter(rng.random((160, 160)), 2)
+    >>> stack = np.stack([ndi.shift(img, (0.3 * z, -0.2 * z), mode="grid-wrap")
+    ...                   for z in range(6)])
+    >>> sd = estimate_drift_spread(stack, downsample=1)
+    >>> bool(sd.max() < 0.05)
+    True
+    """
+    if tiles < 2:
+        raise ValueError(f"estimate_drift_spread: tiles = {tiles}, need at least 2")
+    kwargs.pop("window", None)
+    ny, nx = np.shape(stack[0])[-2:]
+    ds = int(kwargs.get("downsample", AlignSettings.downsample))
+    if min(ny, nx) // (tiles * ds) < min_tile_px:
+        return None
+    paths = []
+    for i in range(tiles):
+        for j in range(tiles):
+            window = (i * ny // tiles, (i + 1) * ny // tiles, j * nx // tiles,
+                      (j + 1) * nx // tiles)
+            paths.append(estimate_drift(stack, window=window, progress=progress,
+                                        **kwargs).drift)
+    paths = np.asarray(paths)
+    return np.sqrt(paths.var(axis=0, ddof=1).sum(axis=-1) / len(paths))
 
 
 def estimate_drift_consecutive(stack, *, upsample_factor: int = 20, progress=None) -> np.ndarray:
@@ -669,12 +768,17 @@ class Alignment:
         and the ``window`` [y0, y1, x0, x1] of the slice-0 frame that holds
         no border in any slice (the output window was cut to it in crop
         mode); None when no slice has one.
+    drift_sd : ndarray of float, (z,), or None
+        Estimated error (px) of each slice's drift when the whole image was
+        registered (:func:`estimate_drift_spread`); None with a fiducial
+        window, with ``spread_tiles`` off or for images too small to tile.
     """
 
     plan: RegistrationPlan
     result: DriftResult
     window: tuple
     fill_borders: dict | None = None
+    drift_sd: np.ndarray | None = None
 
 
 def fill_border(image: np.ndarray, share: float = 0.9) -> tuple[int, int, int, int]:
@@ -769,6 +873,49 @@ def _without_fill_borders(watch: _BorderWatch, drift: np.ndarray, shape_yx):
             "window": [max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)]}
 
 
+#: Estimated drift error (px RMS over the slices) above which the align log warns: the
+#: accuracy issue 19 asks of a registration without a fiducial.
+DRIFT_SD_WARN_PX = 0.5
+
+
+def drift_sd_summary(drift_sd, tiles: int) -> dict | None:
+    """The estimated drift error for the aligned JSON: ``rms_px``, ``max_px``, ``max_slice``,
+    ``tiles``; None when it was not estimated.
+
+    Examples
+    --------
+    >>> drift_sd_summary(np.array([0.0, 0.3, 0.4]), 2)
+    {'rms_px': 0.289, 'max_px': 0.4, 'max_slice': 2, 'tiles': 2}
+    """
+    if drift_sd is None:
+        return None
+    sd = np.asarray(drift_sd, float)
+    return {"rms_px": round(float(np.sqrt(np.mean(sd**2))), 3),
+            "max_px": round(float(sd.max()), 3), "max_slice": int(sd.argmax()),
+            "tiles": int(tiles)}
+
+
+def drift_sd_message(summary: dict | None) -> tuple[bool, str] | None:
+    """(warn, sentence) for the align log from :func:`drift_sd_summary`; None if not estimated.
+
+    Examples
+    --------
+    >>> drift_sd_message({"rms_px": 1.2, "max_px": 2.0, "max_slice": 63, "tiles": 2})[0]
+    True
+    """
+    if summary is None:
+        return None
+    warn = summary["rms_px"] > DRIFT_SD_WARN_PX
+    t = summary["tiles"]
+    return warn, (
+        f"estimated drift error of the registration on the structure: {summary['rms_px']:.2f} px "
+        f"RMS, {summary['max_px']:.2f} px at slice {summary['max_slice']} (spread of {t}x{t} "
+        f"tiles registered on their own; column drift_sd_px of the shifts table)"
+        + (f"; above {DRIFT_SD_WARN_PX} px the volume is sheared by that much: give a fiducial "
+           "window if the images have a region that does not change with z" if warn else "")
+        + ". A lean of the structure as a whole is not in this estimate")
+
+
 def fill_border_warning(fill_borders: dict | None, frame: str, n_slices: int) -> str | None:
     """The align log's warning about fill borders (:attr:`Alignment.fill_borders`), or None."""
     if not fill_borders:
@@ -846,10 +993,13 @@ def register_stack(stack, settings: AlignSettings | None = None, *, progress=Non
     s = settings or AlignSettings()
     watch = _BorderWatch(stack)
     plan = plan_registration(watch, s.fiducial_window, s.trim_top_px)
-    result = estimate_drift(watch, upsample_factor=s.upsample_factor, references=s.references,
-                            window=plan.window, downsample=s.downsample,
-                            band_sigmas=tuple(s.bandpass_px), min_quality=s.min_quality,
-                            progress=progress)
+    kwargs = dict(upsample_factor=s.upsample_factor, references=s.references,
+                  downsample=s.downsample, band_sigmas=tuple(s.bandpass_px),
+                  min_quality=s.min_quality, progress=progress)
+    result = estimate_drift(watch, window=plan.window, **kwargs)
+    drift_sd = None
+    if plan.window is None and s.spread_tiles >= 2:  # on the structure: how far off may it be?
+        drift_sd = estimate_drift_spread(stack, s.spread_tiles, **kwargs)
     ny, nx = np.shape(stack[0])[-2:]
     rows, cols = (common_region(result.drift, (ny, nx)) if s.frame == "crop"
                   else (slice(0, ny), slice(0, nx)))
@@ -863,4 +1013,4 @@ def register_stack(stack, settings: AlignSettings | None = None, *, progress=Non
             raise ValueError(f"the fill borders of {borders['slices']} slices (up to "
                              f"{borders['widest_px']} px) leave no region that every slice "
                              "covers; set align: frame: pad to keep them")
-    return Alignment(plan, result, (rows, cols), borders)
+    return Alignment(plan, result, (rows, cols), borders, drift_sd)

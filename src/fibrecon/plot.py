@@ -237,12 +237,21 @@ def series_summary(table: "pandas.DataFrame", metrics, parameters, group: str = 
     return fig
 
 
-def drift_figure(drift: np.ndarray, quality: np.ndarray, flagged: np.ndarray, title: str = ""):
-    """QC of the alignment: drift path per slice and match quality, flagged slices marked."""
+def drift_figure(drift: np.ndarray, quality: np.ndarray, flagged: np.ndarray, title: str = "",
+                 sd: np.ndarray | None = None):
+    """QC of the alignment: drift path per slice and match quality, flagged slices marked.
+
+    ``sd`` (px per slice, :func:`fibrecon.align.estimate_drift_spread`) draws a band of
+    plus and minus 2 sd about each path.
+    """
     z = np.arange(len(drift))
     fig, (a, b) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, constrained_layout=True)
-    a.plot(z, drift[:, 0], label="y")
-    a.plot(z, drift[:, 1], label="x")
+    for axis, name in enumerate("yx"):
+        line, = a.plot(z, drift[:, axis], label=name)
+        if sd is not None:
+            a.fill_between(z, drift[:, axis] - 2 * sd, drift[:, axis] + 2 * sd,
+                           color=line.get_color(), alpha=0.2, linewidth=0,
+                           label=f"{name} ± 2 sd (structure)")
     a.set_ylabel("drift (px)")
     a.legend()
     b.plot(z, quality, color="0.3")

@@ -140,7 +140,7 @@ def test_a_user_sheet_without_a_cap_runs_on_the_generic_config_with_no_demo_sett
 
     from fibrecon.simulate import simulate_sample
 
-    s = simulate_sample((8, 72, 64), porosity=0.35, seed=3)
+    s = simulate_sample((8, 100, 100), porosity=0.35, seed=3)  # 33 px spread tiles
     simulated_files.write_acquisition(tmp_path / "data" / "user_a", s.raw, s.kvs, "img_{slice:03d}_{kv}kV.tif",
                           0.05, vendor="Zeiss")
     (tmp_path / "config").mkdir()
@@ -152,11 +152,17 @@ def test_a_user_sheet_without_a_cap_runs_on_the_generic_config_with_no_demo_sett
     assert "fiducial_window: auto" in (tmp_path / "config" / "config.yaml").read_text()
     snakemake(tmp_path, "--cores", "1", "results/aligned/user_a.json")
     info = fio.read_json(tmp_path / "results" / "aligned" / "user_a.json")
+    spread = info["registration"].pop("drift_sd")
     assert info["registration"] == {"window": None, "source": "whole image", "trim_top_px": 0}
+    # on the structure, the drift error is estimated from 2x2 tiles and written per slice
+    assert spread["tiles"] == 3 and spread["rms_px"] >= 0
+    shifts = fio.read_table(tmp_path / "results" / "aligned" / "user_a_shifts.tsv")
+    assert shifts["drift_sd_px"].iloc[0] == 0 and shifts["drift_sd_px"].notna().all()
     assert info["databar"]["rows"] == 0 and "none detected" in info["databar"]["origin"]
     assert info["origin_yx"][0] < 8  # no demo trim of 24 rows
     log = (tmp_path / "logs" / "align" / "user_a.log").read_text()
     assert "registering on the structure itself" in log and "WARNING" in log
+    assert "estimated drift error of the registration on the structure" in log
     assert yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())["align"][
         "trim_top_px"] == 0
 
