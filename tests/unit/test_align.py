@@ -208,3 +208,14 @@ def test_tile_spread_estimates_the_error_of_a_registration_on_the_structure():
     rigid = np.stack([ndi.shift(base, d, order=3)[2:-2, 2:-2] for d in truth])[:, None]
     assert estimate_drift_spread(rigid, 3, downsample=1).max() < 0.1
     assert estimate_drift_spread(rigid[:, :, :90, :90], 3, downsample=1) is None  # 30 px tiles
+
+
+def test_a_short_stack_is_not_searched_for_a_cap():
+    """Over 8 slices the electrode hardly changes: the top of a simulated stack without a cap
+    passed for a static cap (rows 0-8) before; from 16 slices on a cap is searched."""
+    from fibrecon.align import MIN_CAP_SLICES, plan_registration
+
+    s = simulate_sample((8, 100, 100), porosity=0.35, seed=3)
+    plan = plan_registration(s.raw, "auto")
+    assert plan.window is None and plan.source == "whole image"
+    assert "only 8 slices" in plan.note and str(MIN_CAP_SLICES) in plan.note
