@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/registration.py --spread
 	$(BIN)/python benchmarks/voxel_size.py
 	$(BIN)/python benchmarks/single_kv.py
+	$(BIN)/python benchmarks/kv_mismatch.py
 	$(BIN)/python benchmarks/contrast_microstructures.py
 	$(BIN)/python benchmarks/streaming_memory.py 1000
 	$(BIN)/python benchmarks/metrics.py

@@ -11,6 +11,7 @@ import pandas as pd  # noqa: E402
 from fibrecon import files  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
+from fibrecon.samples import kv_stand_in_note  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.segment import (SegmentSettings, combine_channels, label_slice,  # noqa: E402
                               multiotsu_thresholds, sample_voxels)
@@ -34,7 +35,12 @@ def network_labels(stack, log):
     device = resolve_device(settings.device)
     net, card = load_model(snakemake.input.model, device)  # noqa: F821
     model_card = ModelCard(card)
-    model_card.check([p.kvs[c] for c in p.channels], settings.tile_px, snakemake.input.model)  # noqa: F821
+    data_kvs = [float(p.kvs[c]) for c in p.channels]
+    model_card.check(data_kvs, settings.tile_px, snakemake.input.model,  # noqa: F821
+                     stand_in=settings.model == "auto")
+    stand_in = kv_stand_in_note(data_kvs, card["kvs"], snakemake.input.model)  # noqa: F821
+    if stand_in:
+        log.warning("%s", stand_in)
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
              snakemake.input.model, files.file_sha256(snakemake.input.model),  # noqa: F821
              card["kvs"], card["context"], device, settings.flip_average)

@@ -186,8 +186,12 @@ class ModelCard:
                 + ("; expect lower accuracy unless segment: resample is auto, or fine-tune / "
                    "retrain at this pixel size (train: voxel_size_um)" if coarser else ""))
 
-    def check(self, kvs, tile_px: int, model_path) -> None:
+    def check(self, kvs, tile_px: int, model_path, stand_in: bool = False) -> None:
         """Refuse a model whose kV channels differ from ``kvs`` or a tile below its receptive field.
+
+        With ``stand_in`` (a shipped model chosen by ``segment: model: auto`` for
+        kV values it was not trained for, :func:`fibrecon.samples.stand_in_model`)
+        as many channels in rising kV order are enough; the segment log warns.
 
         Raises
         ------
@@ -205,7 +209,8 @@ class ModelCard:
         fibrecon.modelcard.ModelCardError: m.pt: the model expects kV channels [1.0, 3.0] (in this order), but the configured channels are [3.0]; set segment: channels to [1.0, 3.0] or use a model trained for these channels (segment: model: auto takes the shipped one where there is one; rule train_model trains one)
         """
         want = [float(k) for k in kvs]
-        if want != self.kvs:
+        rising = all(b > a for a, b in zip(want, want[1:]))
+        if want != self.kvs and not (stand_in and rising and len(want) == len(self.kvs)):
             raise ModelCardError(
                 f"{model_path}: the model expects kV channels {self.kvs} (in this order), but "
                 f"the configured channels are {want}; set segment: channels to {self.kvs} or "

@@ -41,8 +41,9 @@ def test_train_model_rule_feeds_segment_and_probabilities_sum_to_one(tmp_path):
     (lambda c: c["segment"].update(channels=[3], model="resources/models/unet_1kV_3kV.pt"),
      "the model expects kV channels [1.0, 3.0] (in this order), but the configured channels "
      "are [3.0]"),
-    (lambda c: c["segment"].update(channels=[3]),  # model: auto
-     "segment: model: auto: no shipped model takes the kV channels [3.0] of sample 'tiny_a'"),
+    (lambda c: c["segment"].update(channels=[3, 1]),  # model: auto, channels not rising
+     "segment: model: auto: no shipped model takes the kV channels [3.0, 1.0] of sample "
+     "'tiny_a'"),
     (lambda c: c["segment"].update(tile_px=128), "tile_px = 128 is smaller than the receptive"),
     (lambda c: c["segment"].update(model="nowhere/model.pt"),
      "segment: model: nowhere/model.pt: model file not found"),

@@ -205,9 +205,10 @@ def test_a_region_of_interest_is_cut_after_registration_and_one_that_does_not_fi
 
 def test_a_single_image_is_segmented_with_the_auto_model_and_its_metrics_stop_by_name(
         tmp_path, shared_data):
-    """One real SEM image, single kV, a file name without kV: segment: model: auto takes the
-    shipped 1 kV model, the QC figure and volume are made, the align log warns that the 3D
-    metrics need 8 slices, and the metrics job stops naming the sample and its shape."""
+    """One real SEM image, single kV (2 kV, for which no model was trained), a file name
+    without kV: segment: model: auto takes the shipped 1 kV model as a stand-in and the log
+    says so, the QC figure and volume are made, the align log warns that the 3D metrics need 8
+    slices, and the metrics job stops naming the sample and its shape."""
     import shutil
 
     image = shared_data / "sem_images" / "nmc_cathode_sem_682x1024.tif"
@@ -217,9 +218,11 @@ def test_a_single_image_is_segmented_with_the_auto_model_and_its_metrics_stop_by
     (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
     (tmp_path / "config" / "samples.tsv").write_text(
         "sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\n"
-        f"sem1\tdata/sem\t{image.name}\t1\t0.02\t0.02\t0.02\n")
+        f"sem1\tdata/sem\t{image.name}\t2\t0.02\t0.02\t0.02\n")
     snakemake(tmp_path, "--cores", "2", "results/qc/sem1.png", "results/volume/sem1.tif")
-    assert "unet_1kV.pt" in (tmp_path / "logs" / "segment" / "sem1.log").read_text()
+    segment_log = (tmp_path / "logs" / "segment" / "sem1.log").read_text()
+    assert "unet_1kV.pt" in segment_log
+    assert "WARNING" in segment_log and "2 kV -> 1 kV" in segment_log
     assert "the 3D metrics need at least 8" in (tmp_path / "logs" / "align" / "sem1.log").read_text()
     result = snakemake(tmp_path, "--cores", "1", "results/metrics/sem1.json", check=False)
     assert result.returncode != 0

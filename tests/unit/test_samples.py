@@ -284,14 +284,21 @@ def test_model_auto_picks_the_shipped_model_of_each_samples_channels(repo, tmp_p
                                                                     sheet_schema, config,
                                                                     config_schema):
     """segment: model: auto (the default): 1 kV -> unet_1kV.pt, 1 + 3 kV -> unet_1kV_3kV.pt,
-    both accepted by check_workflow per sample; channels no shipped model takes are named."""
+    both accepted by check_workflow per sample; other kV values get the model with as many
+    channels as a stand-in; channels no shipped model can take are named."""
+    from fibrecon.modelcard import ModelCardError
     from fibrecon.samples import auto_model, check_workflow
 
     assert auto_model([1.0], repo).endswith("resources/models/unet_1kV.pt")
     assert auto_model([1.0, 3.0], repo).endswith("resources/models/unet_1kV_3kV.pt")
-    with pytest.raises(ConfigError, match=r"no shipped model takes the kV channels \[2.0, 5.0\] "
+    # other kV values: the shipped model with as many channels stands in (the log warns)
+    assert auto_model([2.0], repo).endswith("resources/models/unet_1kV.pt")
+    assert auto_model([2.0, 5.0], repo).endswith("resources/models/unet_1kV_3kV.pt")
+    with pytest.raises(ConfigError, match=r"no shipped model takes the kV channels \[3.0, 1.0\] "
                                           r"of sample 'x' \(shipped: \['unet_1kV.pt'"):
-        auto_model([2.0, 5.0], repo, "x")
+        auto_model([3.0, 1.0], repo, "x")  # not in rising order: which channel is which?
+    with pytest.raises(ConfigError, match=r"kV channels \[1.0, 2.0, 5.0\]"):
+        auto_model([1.0, 2.0, 5.0], repo, "x")
     cfg = validate_config(copy.deepcopy(config), config_schema)
     assert cfg["segment"]["model"] == "auto"
     rows = [["a", "simulated", "s_{slice}_{kv}kV.tif", "1,3", "from_metadata", "from_metadata",
@@ -301,3 +308,11 @@ def test_model_auto_picks_the_shipped_model_of_each_samples_channels(repo, tmp_p
     cfg["demo"]["samples"] = {"a": {"porosity": 0.4, "seed": 1}, "b": {"porosity": 0.3, "seed": 2}}
     models = {s: auto_model(sheet.at[s, "kvs"], repo, s) for s in sheet.index}
     check_workflow(cfg, sheet, model_path=models)
+    # a 2 + 5 kV sample passes with the stand-in under auto, not with the model named
+    rows[0][3] = "2,5"
+    sheet = _sheet_rows(tmp_path, sheet_schema, *rows)
+    models = {s: auto_model(sheet.at[s, "kvs"], repo, s) for s in sheet.index}
+    check_workflow(cfg, sheet, model_path=models)
+    with pytest.raises(ModelCardError, match=r"expects kV channels \[1.0, 3.0\]"):
+        check_workflow({**cfg, "segment": {**cfg["segment"], "model": models["a"]}}, sheet,
+                       model_path=models)
