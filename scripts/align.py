@@ -68,9 +68,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     if message is not None:
         (log.warning if message[0] else log.info)("%s", message[1])
     elif plan.window is None and settings.spread_tiles >= 2:
-        log.info("images too small for %dx%d tiles of at least 32 px: the drift error of the "
-                 "registration on the structure is not estimated", settings.spread_tiles,
-                 settings.spread_tiles)
+        log.info("images too small for %dx%d tiles of at least 32 px (after align: downsample "
+                 "%d): the drift error of the registration on the structure is not estimated",
+                 settings.spread_tiles, settings.spread_tiles, settings.downsample)
     if result.flagged.any():
         log.warning("flagged slices (too little structure or no reliable match): %s",
                     np.flatnonzero(result.flagged).tolist())
