@@ -7,8 +7,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fibrecon import MIN_EDGE_VOXELS, files  # noqa: E402
-from fibrecon.align import (AlignSettings, aligned_slices, drift_sd_message,  # noqa: E402
-                            drift_sd_summary, fill_border_warning, register_stack, roi_window)
+from fibrecon.align import (MIN_SPREAD_TILE_PX, AlignSettings, aligned_slices,  # noqa: E402
+                            drift_sd_message, drift_sd_summary, fill_border_warning,
+                            register_stack, roi_window)
 from fibrecon.plot import drift_figure  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import fit_roi, parse_roi, resolve_voxel_size  # noqa: E402
@@ -68,9 +69,10 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     if message is not None:
         (log.warning if message[0] else log.info)("%s", message[1])
     elif plan.window is None and settings.spread_tiles >= 2:
-        log.info("images too small for %dx%d tiles of at least 32 px (after align: downsample "
+        log.info("images too small for %dx%d tiles of at least %d px (after align: downsample "
                  "%d): the drift error of the registration on the structure is not estimated",
-                 settings.spread_tiles, settings.spread_tiles, settings.downsample)
+                 settings.spread_tiles, settings.spread_tiles, MIN_SPREAD_TILE_PX,
+                 settings.downsample)
     if result.flagged.any():
         log.warning("flagged slices (too little structure or no reliable match): %s",
                     np.flatnonzero(result.flagged).tolist())

@@ -544,8 +544,12 @@ def _solve_path(nz: int, pairs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return drift
 
 
-def estimate_drift_spread(stack, tiles: int = 2, *, min_tile_px: int = 32, progress=None,
-                          **kwargs) -> np.ndarray | None:
+#: Smallest tile edge (px of the registration image) :func:`estimate_drift_spread` uses.
+MIN_SPREAD_TILE_PX = 32
+
+
+def estimate_drift_spread(stack, tiles: int = 2, *, min_tile_px: int = MIN_SPREAD_TILE_PX,
+                          progress=None, **kwargs) -> np.ndarray | None:
     """How far a registration on the structure may be off: the spread of tile registrations.
 
     Without a fiducial, the measured drift is the true drift plus the mean

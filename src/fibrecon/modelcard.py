@@ -28,6 +28,20 @@ class ModelCardError(ValueError):
     """A model file whose card is missing or does not fit the configuration; names the file."""
 
 
+
+def kvs_can_stand_in(data_kvs, model_kvs) -> bool:
+    """Whether a model for ``model_kvs`` may stand in for data at ``data_kvs``: as many
+    channels, the data's in rising (positive) kV order, taken channel by channel.
+
+    Examples
+    --------
+    >>> kvs_can_stand_in([2.0, 5.0], [1.0, 3.0]), kvs_can_stand_in([3.0, 1.0], [1.0, 3.0])
+    (True, False)
+    """
+    data = [float(k) for k in data_kvs]
+    return (len(data) == len(model_kvs) and all(k > 0 for k in data)
+            and all(b > a for a, b in zip(data, data[1:])))
+
 @dataclass
 class ModelCard:
     """What a trained network takes and how it was made.
@@ -209,8 +223,7 @@ class ModelCard:
         fibrecon.modelcard.ModelCardError: m.pt: the model expects kV channels [1.0, 3.0] (in this order), but the configured channels are [3.0]; set segment: channels to [1.0, 3.0] or use a model trained for these channels (segment: model: auto takes the shipped one where there is one; rule train_model trains one)
         """
         want = [float(k) for k in kvs]
-        rising = all(b > a for a, b in zip(want, want[1:]))
-        if want != self.kvs and not (stand_in and rising and len(want) == len(self.kvs)):
+        if want != self.kvs and not (stand_in and kvs_can_stand_in(want, self.kvs)):
             raise ModelCardError(
                 f"{model_path}: the model expects kV channels {self.kvs} (in this order), but "
                 f"the configured channels are {want}; set segment: channels to {self.kvs} or "

@@ -640,11 +640,11 @@ def stand_in_model(kvs, shipped: dict) -> str | None:
     >>> stand_in_model([3.0, 1.0], shipped) is None, stand_in_model([1, 3, 5], shipped) is None
     (True, True)
     """
+    from fibrecon.modelcard import kvs_can_stand_in
+
     kvs = [float(k) for k in kvs]
-    if any(b <= a for a, b in zip(kvs, kvs[1:])) or any(k <= 0 for k in kvs):
-        return None
     fits = {name: float(np.abs(np.log(np.asarray(kvs) / np.asarray(m))).sum())
-            for name, m in shipped.items() if len(m) == len(kvs)}
+            for name, m in shipped.items() if kvs_can_stand_in(kvs, m)}
     return min(fits, key=fits.get) if fits else None
 
 
@@ -695,8 +695,8 @@ def kv_stand_in_note(data_kvs, model_kvs, model_path) -> str | None:
             f"{model_kvs}) stands in, channel by channel ({pairs}). Measured on simulated "
             "stacks (benchmarks/RESULTS.md, 'Shipped models at other kV'): within 0.01 IoU of "
             "the trained kV at 1.5-2 kV (one channel) and at 1 + 5 or 1.5 + 3 kV; 0.15 lower "
-            "pore and 0.17 lower CBD IoU at 5 kV alone. For the best accuracy at your kV, fine-tune on a few "
-            "annotated slices (README, 'Correcting the segmentation') or train a model "
+            "pore and 0.17 lower CBD IoU at 5 kV alone. For the best accuracy at your kV, "
+            "fine-tune on a few annotated slices (README, 'Correcting the segmentation') or train a model "
             "(rule train_model, train: kvs)")
 
 
