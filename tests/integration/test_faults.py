@@ -19,11 +19,9 @@ COMPARED = [
 ]
 
 
-def test_sigkill_mid_write_then_rerun_is_byte_identical(tmp_path):
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    write_setup(clean)
+def test_sigkill_mid_write_then_rerun_is_byte_identical(tmp_path, finished_series):
+    clean, killed = finished_series, tmp_path / "killed"  # clean: the same set-up, uninterrupted
     write_setup(killed)
-    snakemake(clean, "--cores", "2")
 
     env = with_faults(dict(os.environ), FIBRECON_FAULT_SLOW_WRITE=0.5)  # streamed writes crawl
     proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(killed), "--cores", "1"], env=env,

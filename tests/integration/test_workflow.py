@@ -14,10 +14,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("series")
-    write_setup(folder)
-    snakemake(folder, "--cores", "2")
+def series(tmp_path_factory, finished_series):
+    """A copy of the finished tiny series (conftest.py), which these tests edit and rerun."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("series") / "series"
+    shutil.copytree(finished_series, folder, symlinks=True)
     return folder
 
 

@@ -1,5 +1,7 @@
 """The demo series is sized for its metrics and its trends are the simulator's (issue 21)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,8 @@ from fibrecon.tortuosity import tortuosity_factor
 
 @pytest.fixture(scope="module")
 def demo():
-    from conftest import REPO
-
-    config = read_config(REPO / "config" / "config.yaml", REPO / "config" / "demo" / "config.yaml")
+    repo = Path(__file__).resolve().parents[2]
+    config = read_config(repo / "config" / "config.yaml", repo / "config" / "demo" / "config.yaml")
     d = config["demo"]
     truth = {}
     for name, sample in d["samples"].items():
