@@ -57,5 +57,21 @@ def test_disk_full_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
 
 def test_empty_folder_is_named(tmp_path):
     (tmp_path / "raw").mkdir()
-    with pytest.raises(files.RawDataError, match="no file matches pattern"):
+    with pytest.raises(files.RawDataError, match="no file matches pattern.*the folder is empty"):
         files.RawStack(tmp_path / "raw", "s_{slice}_{kv}kV.tif", [1])
+
+
+def test_a_pattern_that_matches_nothing_says_what_the_folder_holds(tmp_path):
+    """A typo in the pattern or a kV the sheet does not list: the error shows the files."""
+    (tmp_path / "raw").mkdir()
+    for z in range(3):
+        (tmp_path / "raw" / f"SEM Image - SliceImage - {z:03d}.tif").write_bytes(b"")
+        (tmp_path / "raw" / f"s_{z:03d}_2kV.tif").write_bytes(b"")
+    with pytest.raises(files.RawDataError, match=r"for 1 kV; files of the pattern exist at 2 kV"):
+        files.find_raw_files(tmp_path / "raw", "s_{slice:03d}_{kv}kV.tif", [1])
+    with pytest.raises(files.RawDataError,
+                       match=r"holds 6 file\(s\), e.g. 'SEM Image - SliceImage - 000.tif'"):
+        files.find_raw_files(tmp_path / "raw", "slice_{slice}.tif", [1])
+    # names with spaces are patterns like any other
+    found = files.find_raw_files(tmp_path / "raw", "SEM Image - SliceImage - {slice:03d}.tif", [2])
+    assert [f.slice for f in found[2.0]] == [0, 1, 2]

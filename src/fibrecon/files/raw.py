@@ -39,6 +39,25 @@ def _pattern_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
+def _what_is_there(names: list[str], other_kvs: set[float]) -> str:
+    """The end of a no-match error: what the folder holds instead.
+
+    >>> _what_is_there(["a.tif", "b.tif"], {5.0})
+    "files of the pattern exist at 5 kV, which the sheet's kvs do not name; the folder holds 2 file(s), e.g. 'a.tif', 'b.tif'"
+    >>> _what_is_there([], set())
+    'the folder is empty'
+    """
+    if not names:
+        return "the folder is empty"
+    said = []
+    if other_kvs:
+        said.append(f"files of the pattern exist at {', '.join(f'{k:g}' for k in sorted(other_kvs))}"
+                    " kV, which the sheet's kvs do not name")
+    said.append(f"the folder holds {len(names)} file(s), e.g. "
+                + ", ".join(repr(n) for n in names[:3]))
+    return "; ".join(said)
+
+
 def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
     """List the raw files of one sample, per acceleration voltage, in slice order.
 
@@ -74,20 +93,22 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
                            f"only a single-kV acquisition may leave out (kvs: {list(kvs)})")
     regex = _pattern_regex(pattern)
     per_kv: dict[float, list[SliceFile]] = {float(kv): [] for kv in kvs}
+    names, other_kvs = [], set()
     for p in sorted(folder.iterdir()):
+        names.append(p.name)
         m = regex.match(p.name)
         if not m:
             continue
         kv = float(m.group("kv")) if "kv" in m.groupdict() else float(kvs[0])
         if kv not in per_kv:
+            other_kvs.add(kv)
             continue
         idx = int(m.group("slice")) if "slice" in m.groupdict() else None
         per_kv[kv].append(SliceFile(p, idx, kv))
     for kv, files in per_kv.items():
         if not files:
-            raise RawDataError(
-                f"{folder}: no file matches pattern {pattern!r} for {kv:g} kV"
-            )
+            raise RawDataError(f"{folder}: no file matches pattern {pattern!r} for {kv:g} kV; "
+                               + _what_is_there(names, other_kvs))
         files.sort(key=lambda f: (f.slice is None, f.slice))
     if "{slice" in pattern:
         reference = None
