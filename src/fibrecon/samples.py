@@ -272,9 +272,10 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
     ------
     ConfigError
         Missing file, duplicate sample id, a schema violation (naming the
-        sample and column), a raw folder that does not exist, a kV list that
-        does not parse, or a process-parameter column that mixes numbers and
-        text.
+        sample and column), a raw folder that does not exist or whose file
+        names do not give every kV of the sheet without a gap in the slice
+        numbering (:func:`fibrecon.files.find_raw_files`), a kV list that does
+        not parse, or a process-parameter column that mixes numbers and text.
     """
     import pandas as pd
 
@@ -340,6 +341,14 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
                 raise ConfigError(
                     f"{path}: sample '{rec['sample']}': raw data folder {folder} does not exist"
                 )
+            if folder.is_dir():  # the file names alone: no pixel or header is read here
+                from fibrecon.files import RawDataError, find_raw_files
+
+                try:
+                    find_raw_files(folder, rec["pattern"], rec["kvs"])
+                except RawDataError as exc:
+                    raise ConfigError(f"{path}: sample '{rec['sample']}': columns 'raw', "
+                                      f"'pattern', 'kvs': {exc}") from None
         rows.append(rec)
     df = pd.DataFrame(rows).set_index("sample", drop=False)
     for col in process_columns(df):

@@ -77,8 +77,15 @@ def _sheet(tmp_path, *rows):
     return p
 
 
+def _raw_folder(folder, *names):
+    """A raw folder holding files of these names (empty: the sheet reads names only)."""
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"")
+
+
 def test_sheet_loads_with_process_columns(tmp_path, sheet_schema):
-    (tmp_path / "raw_a").mkdir()
+    _raw_folder(tmp_path / "raw_a", "slice_0000_1kV.tif", "slice_0000_3kV.tif")
     p = _sheet(tmp_path, "a\traw_a\t1,3\t0.01\t0.01\t0.02\t500\tPVDF",
                "b\tsimulated\t2\tfrom_metadata\tfrom_metadata\t0.02\t1000\tPVDF")
     df = load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
@@ -96,6 +103,24 @@ def test_duplicate_sample_id(tmp_path, sheet_schema):
 def test_missing_raw_folder_names_sample_and_folder(tmp_path, sheet_schema):
     p = _sheet(tmp_path, "a\tnot_there\t1\t1\t1\t1\t0\tx")
     with pytest.raises(ConfigError, match="sample 'a': raw data folder .*not_there does not exist"):
+        load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+
+
+def test_raw_files_that_do_not_fit_the_sheet_stop_at_start_up(tmp_path, sheet_schema):
+    """The file names are checked when the sheet is read, before any job: a kV the folder
+    does not hold, a gap in the slice numbering, an empty folder."""
+    _raw_folder(tmp_path / "raw_a", *(f"slice_{z:04d}_{kv}kV.tif" for z in (0, 1, 3)
+                                      for kv in (1, 5)))
+    p = _sheet(tmp_path, "a\traw_a\t1,3\t0.01\t0.01\t0.02\t0\tx")
+    with pytest.raises(ConfigError, match=r"sample 'a': columns 'raw', 'pattern', 'kvs': .*"
+                                          r"for 3 kV; files of the pattern exist at 5 kV"):
+        load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+    p = _sheet(tmp_path, "a\traw_a\t1,5\t0.01\t0.01\t0.02\t0\tx")
+    with pytest.raises(ConfigError, match=r"sample 'a': .*slice\(s\) \[2\] missing"):
+        load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
+    (tmp_path / "raw_b").mkdir()
+    p = _sheet(tmp_path, "b\traw_b\t1\t0.01\t0.01\t0.02\t0\tx")
+    with pytest.raises(ConfigError, match=r"sample 'b': .*the folder is empty"):
         load_sample_sheet(p, sheet_schema, base_dir=tmp_path)
 
 
@@ -242,7 +267,7 @@ def test_check_workflow_names_what_does_not_fit(repo, tmp_path, config, config_s
 
 
 def test_a_pattern_without_kv_is_for_a_single_kv_acquisition_only(tmp_path, sheet_schema):
-    (tmp_path / "raw_a").mkdir()
+    _raw_folder(tmp_path / "raw_a", "slice_0000.tif", "slice_0001.tif")
     p = tmp_path / "samples.tsv"
     p.write_text("sample\traw\tpattern\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\n"
                  "a\traw_a\tslice_{slice:04d}.tif\t2\t0.01\t0.01\t0.02\n")
@@ -267,7 +292,7 @@ def test_a_malformed_roi_names_the_sample_and_column(tmp_path, sheet_schema, roi
 def test_roi_is_not_a_process_parameter_and_fits_or_is_named(tmp_path, sheet_schema):
     from fibrecon.samples import fit_roi, parse_roi
 
-    (tmp_path / "raw_a").mkdir()
+    _raw_folder(tmp_path / "raw_a", "slice_0000_1kV.tif")
     p = tmp_path / "samples.tsv"
     p.write_text("sample\traw\tkvs\tvoxel_x_um\tvoxel_y_um\tvoxel_z_um\troi\tload\n"
                  "a\traw_a\t1\t0.01\t0.01\t0.02\t:, 100:900, \t5\n"
