@@ -32,7 +32,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The edit-test loop: unit tests and docstring examples only (about 1 minute);
+# The edit-test loop: unit tests and docstring examples only (about 4 minutes);
 # `make test` (what CI runs) adds the integration tests.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit src/fibrecon
