@@ -28,7 +28,6 @@ class ModelCardError(ValueError):
     """A model file whose card is missing or does not fit the configuration; names the file."""
 
 
-
 def kvs_can_stand_in(data_kvs, model_kvs) -> bool:
     """Whether a model for ``model_kvs`` may stand in for data at ``data_kvs``: as many
     channels, the data's in rising (positive) kV order, taken channel by channel.
@@ -41,6 +40,7 @@ def kvs_can_stand_in(data_kvs, model_kvs) -> bool:
     data = [float(k) for k in data_kvs]
     return (len(data) == len(model_kvs) and all(k > 0 for k in data)
             and all(b > a for a, b in zip(data, data[1:])))
+
 
 @dataclass
 class ModelCard:

@@ -279,6 +279,8 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
     """
     import pandas as pd
 
+    from fibrecon.files import RawDataError, find_raw_files
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: sample sheet does not exist")
@@ -342,8 +344,6 @@ def load_sample_sheet(path, schema: dict, base_dir=None) -> "pandas.DataFrame":
                     f"{path}: sample '{rec['sample']}': raw data folder {folder} does not exist"
                 )
             if folder.is_dir():  # the file names alone: no pixel or header is read here
-                from fibrecon.files import RawDataError, find_raw_files
-
                 try:
                     find_raw_files(folder, rec["pattern"], rec["kvs"])
                 except RawDataError as exc:
@@ -705,8 +705,8 @@ def kv_stand_in_note(data_kvs, model_kvs, model_path) -> str | None:
             "stacks (benchmarks/RESULTS.md, 'Shipped models at other kV'): within 0.01 IoU of "
             "the trained kV at 1.5-2 kV (one channel) and at 1 + 5 or 1.5 + 3 kV; 0.15 lower "
             "pore and 0.17 lower CBD IoU at 5 kV alone. For the best accuracy at your kV, "
-            "fine-tune on a few annotated slices (README, 'Correcting the segmentation') or train a model "
-            "(rule train_model, train: kvs)")
+            "fine-tune on a few annotated slices (README, 'Correcting the segmentation') or "
+            "train a model (rule train_model, train: kvs)")
 
 
 def resolve_preprocess(preprocess: dict, method: str = "unet", card_preprocess=None) -> dict:
