@@ -295,8 +295,13 @@ def report(results: dict) -> str:
 def cmd_signals(args):
     """Can a stack the network fails on be told without labels? Per stack of every domain:
     IoU, the share of uncertain voxels (calibrated top probability < 0.8) overall and among
-    the voxels predicted CBD, and the share whose label changes when the slice is mirrored
-    in x (every 8th slice)."""
+    the voxels predicted CBD, the share whose label changes when the slice is mirrored
+    in x, and the largest split of a predicted phase into two grey populations
+    (:class:`fibrecon.segment.PhaseGreyHistograms`; every 8th slice); then the real SEM
+    cross-section (no labels)."""
+    import tifffile
+
+    from fibrecon.segment import GREY_SPLIT_MIN_SHARE, PhaseGreyHistograms
     from fibrecon.uncertainty import UNCERTAIN_BELOW, calibrate
 
     torch.set_num_threads(2)
@@ -304,39 +309,66 @@ def cmd_signals(args):
     model = prepare_for_inference(net, "cpu")
     temperature = card.get("calibration", {}).get("temperature", 1.0)
     channels = [KVS.index(float(k)) for k in card["kvs"]]
+    centre = slice(card["context"] * len(channels), (card["context"] + 1) * len(channels))
     lines = [f"Model `{Path(args.model).resolve().relative_to(ROOT)}`; every 8th slice of each "
              "stack. Uncertain: calibrated top probability below "
              f"{UNCERTAIN_BELOW}; flip: share of voxels whose label changes when the slice is "
-             "mirrored in x. Command: `.venv/bin/python benchmarks/cross_domain.py signals"
+             "mirrored in x; grey split: the predicted phase whose voxels fall furthest into two "
+             "grey populations (difference of the means of the two sides of its Otsu threshold "
+             "over their pooled sd; the smaller side holding at least "
+             f"{GREY_SPLIT_MIN_SHARE:.0%} of the phase's voxels; one Gaussian population gives "
+             "2.65; segment warns above 4.5). Command: `.venv/bin/python "
+             "benchmarks/cross_domain.py signals"
              + ("" if Path(args.model).resolve() == SHIPPED.resolve() else f" {args.model}")
              + "`.", "",
-             "| domain | stack | IoU pore | AM | CBD | uncertain | uncertain among CBD | flip |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for domain in DOMAINS:
-        for st in domain_stacks(domain, pre=model_preprocess(card)):
-            cm = torch.zeros(3, 3, dtype=torch.long)
-            unsure = unsure_cbd = n_cbd = flips = total = 0
-            for z in range(0, len(st["labels"]), 8):
-                image = context_image(st["images"], z, channels, card["context"])
-                prob = calibrate(predict_probabilities(model, image, multiple=net.multiple,
-                                                       tile=1024, device="cpu"), temperature)
-                mirrored = predict_probabilities(model, np.ascontiguousarray(image[..., ::-1]),
-                                                 multiple=net.multiple, tile=1024,
-                                                 device="cpu")[..., ::-1]
-                lab = prob.argmax(0)
-                low = prob.max(0) < UNCERTAIN_BELOW
-                unsure += int(low.sum())
-                unsure_cbd += int(low[lab == 2].sum())
-                n_cbd += int((lab == 2).sum())
-                flips += int((mirrored.argmax(0) != lab).sum())
-                total += lab.size
+             "| domain | stack | IoU pore | AM | CBD | uncertain | uncertain among CBD | flip "
+             "| grey split |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def largest_split(grey):
+        splits = {k: v for k, v in grey.splits().items()
+                  if v["minor_share"] >= GREY_SPLIT_MIN_SHARE and v["share"] >= 0.01}
+        name = max(splits, key=lambda k: splits[k]["separation"])
+        return f"{splits[name]['separation']:.1f} ({name})"
+
+    stacks = [(domain, st) for domain in DOMAINS
+              for st in domain_stacks(domain, pre=model_preprocess(card))]
+    img = tifffile.imread(foreign.DATA / "sem_images" / "nmc_cathode_sem_682x1024.tif")
+    img = np.asarray(img[..., 0] if img.ndim == 3 else img, np.float32)
+    stacks.append(("real SEM", {"name": "nmc_cathode_sem_682x1024", "labels": None, "images":
+                                np.repeat(preprocess_stack(img[None, None], model_preprocess(card)),
+                                          2, axis=1)}))
+    for domain, st in stacks:
+        cm = torch.zeros(3, 3, dtype=torch.long)
+        unsure = unsure_cbd = n_cbd = flips = total = 0
+        grey = PhaseGreyHistograms()
+        for z in range(0, len(st["images"]), 8):
+            image = context_image(st["images"], z, channels, card["context"])
+            prob = calibrate(predict_probabilities(model, image, multiple=net.multiple,
+                                                   tile=1024, device="cpu"), temperature)
+            mirrored = predict_probabilities(model, np.ascontiguousarray(image[..., ::-1]),
+                                             multiple=net.multiple, tile=1024,
+                                             device="cpu")[..., ::-1]
+            lab = prob.argmax(0)
+            low = prob.max(0) < UNCERTAIN_BELOW
+            unsure += int(low.sum())
+            unsure_cbd += int(low[lab == 2].sum())
+            n_cbd += int((lab == 2).sum())
+            flips += int((mirrored.argmax(0) != lab).sum())
+            total += lab.size
+            grey.add(image[centre].mean(axis=0), lab)
+            if st["labels"] is not None:
                 cm += confusion(torch.from_numpy(lab), torch.from_numpy(
                     st["labels"][z].astype(np.int64)))
+        if st["labels"] is None:
+            ious = "| - | - | - |"
+        else:
             iou = iou_from_confusion(cm)
-            lines.append(f"| {domain} | {st['name']} | {iou['iou_pore']:.3f} | {iou['iou_am']:.3f} "
-                         f"| {iou['iou_cbd']:.3f} | {unsure / total:.3f} | "
-                         f"{unsure_cbd / max(n_cbd, 1):.3f} | {flips / total:.3f} |")
-            print(lines[-1], flush=True)
+            ious = f"| {iou['iou_pore']:.3f} | {iou['iou_am']:.3f} | {iou['iou_cbd']:.3f} |"
+        lines.append(f"| {domain} | {st['name']} {ious} {unsure / total:.3f} | "
+                     f"{unsure_cbd / max(n_cbd, 1):.3f} | {flips / total:.3f} | "
+                     f"{largest_split(grey)} |")
+        print(lines[-1], flush=True)
     if args.write:
         write_section("Segmentation across domains: label-free signals", "\n".join(lines))
     print("\n".join(lines))

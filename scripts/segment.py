@@ -13,7 +13,8 @@ from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.samples import kv_stand_in_note  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
-from fibrecon.segment import (SegmentSettings, combine_channels, label_slice,  # noqa: E402
+from fibrecon.segment import (PhaseGreyHistograms, SegmentSettings,  # noqa: E402
+                              combine_channels, grey_population_warnings, label_slice,
                               multiotsu_thresholds, sample_voxels)
 from fibrecon.uncertainty import (UNCERTAIN_BELOW, calibrate, slice_uncertainty,  # noqa: E402
                                   uncertain_fractions, uncertainty_warnings)
@@ -73,6 +74,8 @@ def network_labels(stack, log):
         probs = np.lib.format.open_memmap(f"{out.probabilities}.npy.part", "w+", np.float16,
                                           (nz, 3, ny, nx))
     inputs = context_images(stack, p.channels, card["context"])
+    grey = PhaseGreyHistograms()  # a label-free check: one grey population per phase?
+    centre = slice(card["context"] * len(p.channels), (card["context"] + 1) * len(p.channels))
     for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
         prob = predict_probabilities_resampled(
             net, image, scale=scale or (1.0, 1.0), multiple=multiple, tile=settings.tile_px,
@@ -83,7 +86,15 @@ def network_labels(stack, log):
             rows.append({"z": z, **slice_uncertainty(prob)})
         if probs is not None:
             probs[z] = prob
-        yield prob.argmax(0).astype(np.uint8)
+        labels = prob.argmax(0).astype(np.uint8)
+        grey.add(image[centre].mean(axis=0), labels)
+        yield labels
+    splits = grey.splits()
+    log.info("grey populations per predicted phase (separation in pooled sd, share of the "
+             "smaller): %s", {k: (round(v["separation"], 2), round(v["minor_share"], 3))
+                              for k, v in splits.items()})
+    for message in grey_population_warnings(splits):
+        log.warning("%s", message)
     if out.get("uncertainty"):
         table = pd.DataFrame(rows)
         files.write_table(out.uncertainty, table)

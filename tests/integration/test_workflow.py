@@ -214,8 +214,10 @@ def test_a_single_image_is_segmented_with_the_auto_model_and_its_metrics_stop_by
         tmp_path, shared_data):
     """One real SEM image, single kV (2 kV, for which no model was trained), a file name
     without kV: segment: model: auto takes the shipped 1 kV model as a stand-in and the log
-    says so, the QC figure and volume are made, the align log warns that the 3D metrics need 8
-    slices, and the metrics job stops naming the sample and its shape."""
+    says so, the QC figure and volume are made, the segment log warns that the voxels labelled
+    AM form two grey populations (the network takes this image's bright CBD for AM), the align
+    log warns that the 3D metrics need 8 slices, and the metrics job stops naming the sample and
+    its shape."""
     import shutil
 
     image = shared_data / "sem_images" / "nmc_cathode_sem_682x1024.tif"
@@ -230,6 +232,8 @@ def test_a_single_image_is_segmented_with_the_auto_model_and_its_metrics_stop_by
     segment_log = (tmp_path / "logs" / "segment" / "sem1.log").read_text()
     assert "unet_1kV.pt" in segment_log
     assert "WARNING" in segment_log and "2 kV -> 1 kV" in segment_log
+    assert "WARNING the voxels labelled am" in segment_log
+    assert "two grey populations" in segment_log
     assert "the 3D metrics need at least 8" in (tmp_path / "logs" / "align" / "sem1.log").read_text()
     result = snakemake(tmp_path, "--cores", "1", "results/metrics/sem1.json", check=False)
     assert result.returncode != 0

@@ -258,3 +258,44 @@ def test_every_shipped_model_is_calibrated_so_auto_gives_a_segmentation_sd(name)
     assert "simulator stacks" in cal["data"]
     # the baseline of the domain-shift widening (fibrecon.uncertainty.domain_widening)
     assert 0.0 < card.uncertain_share < 0.5, cal
+
+
+def test_a_network_that_takes_two_phases_for_one_is_told_by_their_grey_levels(shared_data):
+    """On the real SEM cross-section (CBD brighter than the AM) both shipped models label the
+    bright CBD as AM with no uncertainty warning; the AM's grey values then form two
+    populations and segment's label-free check says so. Stacks the models label right, from
+    the project's simulator and from the separately written renderer, raise no such warning."""
+    from foreign import label_volume, render
+
+    from fibrecon.preprocess import preprocess_stack
+    from fibrecon.segment import PhaseGreyHistograms, grey_population_warnings
+    from fibrecon.simulate import simulate_sample
+
+    def check(net, card, stack):
+        model = prepare_for_inference(net)
+        grey = PhaseGreyHistograms()
+        for z in range(len(stack)):
+            image = context_image(stack, z, range(len(card["kvs"])), card["context"])
+            labels = predict_probabilities(model, image, multiple=net.multiple, tile=1024,
+                                           device="cpu").argmax(0)
+            grey.add(stack[z].mean(axis=0), labels)
+        return grey.splits(), grey_population_warnings(grey.splits())
+
+    sem = tifffile.imread(shared_data / "sem_images" / "nmc_cathode_sem_682x1024.tif")
+    sem = np.asarray(sem[..., 0] if sem.ndim == 3 else sem, np.float32)[None, None]
+    for name in ("unet_1kV.pt", "unet_1kV_3kV.pt"):
+        net, card = load_model(Path(SHIPPED).parent / name)
+        pre = PreprocessParams.from_record(card["preprocess"])
+        stack = np.repeat(preprocess_stack(sem, pre), len(card["kvs"]), axis=1)
+        splits, warnings = check(net, card, stack)
+        assert splits["am"]["separation"] > 4.5 and splits["am"]["share"] > 0.6, (name, splits)
+        (message,) = warnings
+        assert message.startswith("the voxels labelled am") and "two grey populations" in message
+    # the 1 + 3 kV model (last loaded) on stacks it labels right
+    kvs = tuple(card["kvs"])
+    raws = [simulate_sample((6, 192, 192), kvs=kvs, porosity=0.35, seed=31).raw,
+            render(label_volume("taufactor_electrode_256cube.tif")[:40, :192, :192], kvs,
+                   rng=5, n_slices=6, drift_step_px=0.0).raw]
+    for raw in raws:
+        splits, warnings = check(net, card, preprocess_stack(raw, pre))
+        assert warnings == [] and max(s["separation"] for s in splits.values()) < 4.0, splits
