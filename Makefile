@@ -58,7 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/streaming_memory.py 1000
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/packings.py --write
-	$(BIN)/python benchmarks/cross_domain.py evaluate resources/models/unet_1kV_3kV.pt resources/models/training/unet_1kV_3kV_randomised.pt --sem --figure docs/cross_domain_sem.png --write
+	$(BIN)/python benchmarks/cross_domain.py evaluate resources/models/unet_1kV_3kV.pt resources/models/unet_1kV_3kV_randomised.pt --sem --figure docs/cross_domain_sem.png --write
 	$(BIN)/python benchmarks/segmentation.py speed
 	$(BIN)/python benchmarks/segmentation.py evaluate
 	$(BIN)/python benchmarks/segmentation.py gap

@@ -6,7 +6,7 @@ at 20-80 nm pixels and the real-geometry label volumes MATBOX NMC and
 SliceGAN NMC, every appearance drawn at random). It runs in rounds of
 ``--steps`` optimiser steps and writes ``OUT/latest.pt`` after each round, so
 an interrupted run resumes where it stopped (CPU training in the background);
-the committed checkpoint ``resources/models/training/unet_1kV_3kV_randomised.pt``
+the committed checkpoint ``resources/models/unet_1kV_3kV_randomised.pt``
 resumes the same way when given as ``--init`` (with the same data settings).
 The kV channels, the neighbour-slice context and the preprocessing (e.g. the
 1 kV model's Gaussian filter) come from the ``--init`` model's card, so a
@@ -93,23 +93,27 @@ def _simulator_test_stacks(pre: PreprocessParams = PRE):
 
 
 @functools.lru_cache(maxsize=3)
-def _foreign_raw(domain: str, n_slices: int):
-    """The rendered stacks of a foreign domain, before preprocessing: (name, raw, labels)."""
+def _foreign_raw(domain: str, n_slices: int, seed: int | None = None, strengths=(1.0, 2.0)):
+    """The rendered stacks of a foreign domain, before preprocessing: (name, raw, labels).
+
+    ``seed`` None: the draw of ``evaluate``; another seed, another draw (``fallback``)."""
     out = []
-    rng = np.random.default_rng({"foreign": 4242, "foreign_cbd_bright": 4343}.get(domain, 4444))
+    if seed is None:
+        seed = {"foreign": 4242, "foreign_cbd_bright": 4343}.get(domain, 4444)
+    rng = np.random.default_rng(seed)
     for name in TEST_VOLUMES:
         vol = foreign.label_volume(name)
         if domain == "foreign_fine":  # imaged at half the pixel size: a 128² window, x2
             y0, x0 = (int(rng.integers(n - 128 + 1)) for n in vol.shape[1:])
             vol = np.repeat(np.repeat(vol[:, y0:y0 + 128, x0:x0 + 128], 2, 1), 2, 2)
-        for strength in (1.0, 2.0):
+        for strength in strengths:
             lab = np.rot90(vol, int(rng.integers(4)), axes=(1, 2))
             if rng.random() < 0.5:
                 lab = lab[:, ::-1]
             z0 = int(rng.integers(0, len(lab) - n_slices - 24))
             lab = np.ascontiguousarray(lab[z0:z0 + n_slices + 24])
             st = foreign.render(lab, KVS, rng=rng, n_slices=n_slices, noise=strength,
-                                texture=strength, curtains=strength - 1.0,
+                                texture=strength, curtains=max(strength - 1.0, 0.0),
                                 cbd_brighter=domain != "foreign", drift_step_px=0.0,
                                 shine=0.45 * strength)
             out.append((f"{name.split('_')[0]}-x{strength:g}", st.raw, st.labels))
@@ -374,6 +378,124 @@ def cmd_signals(args):
     print("\n".join(lines))
 
 
+# ----------------------------------------------------------------------------- fallback
+FALLBACK_SEEDS = {"foreign": 5151, "foreign_cbd_bright": 5252, "foreign_fine": 5353}
+#: Simulator stacks finer than the demo (d50 0.6-1.5 µm at 50 nm): where the gate's signal,
+#: the share of uncertain CBD, is high for the shipped model without the stack being foreign.
+FINE_SIMULATOR = [(0.6, 0.30), (0.7, 0.35), (0.8, 0.30), (1.0, 0.27), (1.5, 0.35)]
+
+
+def fallback_stacks(domain: str, pre: PreprocessParams = PRE):
+    """Test stacks of the ``fallback`` benchmark: a new draw of each foreign domain (other
+    seeds than ``evaluate``'s, four strengths), the simulator's held-out stacks, finer simulator
+    stacks (:data:`FINE_SIMULATOR`), and the nano-CT slices."""
+    if domain == "simulator_fine":
+        from fibrecon.simulate import simulate_sample
+
+        out = []
+        for i, (d50, porosity) in enumerate(FINE_SIMULATOR):
+            s = simulate_sample((40, 208, 208), kvs=tuple(KVS), porosity=porosity, d50_um=d50,
+                                seed=8100 + i, artifacts={"drift": 0})
+            out.append({"name": f"sim-d50-{d50:g}", "images": preprocess_stack(s.raw, pre),
+                        "labels": s.labels})
+        return out
+    if domain in FALLBACK_SEEDS:
+        return [{"name": name, "images": preprocess_stack(raw, pre), "labels": labels}
+                for name, raw, labels in _foreign_raw(domain, 24, FALLBACK_SEEDS[domain],
+                                                      (0.7, 1.0, 1.5, 2.0))]
+    return domain_stacks(domain, pre=pre)
+
+
+def cmd_fallback(args):
+    """Score the segment stage's switch to the fallback model (``segment.fallback_model``):
+    per stack, the shipped model's probe (:func:`fibrecon.uncertainty.probe_slices`, calibrated,
+    :func:`fibrecon.uncertainty.uncertain_cbd_share`) decides, as segment decides; IoU of the
+    model, the fallback and the switch, per domain and per stack."""
+    from fibrecon.modelcard import ModelCard
+    from fibrecon.uncertainty import calibrate, probe_slices, uncertain_cbd_share
+
+    torch.set_num_threads(2)
+    (net, card), (fnet, fcard) = load_model(args.model), load_model(args.fallback)
+    if PreprocessParams.from_record(card["preprocess"]).differences(fcard["preprocess"]):
+        raise SystemExit("the fallback model was trained with other preprocessing")
+    model, label, flabel = prepare_for_inference(net), labeller(net, card), labeller(fnet, fcard)
+    channels = [KVS.index(float(k)) for k in card["kvs"]]
+    temperature = ModelCard(card).temperature
+    names = {"model": Path(args.model).name, "fallback": Path(args.fallback).name}
+    domains = ["simulator", "simulator_strong", "simulator_fine", "foreign", "foreign_cbd_bright",
+               "foreign_fine", "nanoct"]
+    results = {"models": names, "above": args.above, "domains": {}, "stacks": []}
+    for domain in domains:
+        cms = {k: torch.zeros(3, 3, dtype=torch.long) for k in ("model", "fallback", "switch")}
+        switched = 0
+        stacks = fallback_stacks(domain, model_preprocess(card))
+        for st in stacks:
+            images = st["images"]
+            share = uncertain_cbd_share(
+                calibrate(predict_probabilities(model, context_image(images, z, channels,
+                                                                     card["context"]),
+                                                multiple=net.multiple, tile=1024, device="cpu"),
+                          temperature) for z in probe_slices(len(images)))
+            use = share > args.above
+            switched += use
+            per = {k: torch.zeros(3, 3, dtype=torch.long) for k in ("model", "fallback")}
+            for z in range(len(st["labels"])):
+                truth = torch.from_numpy(st["labels"][z].astype(np.int64))
+                per["model"] += confusion(torch.from_numpy(label(images, z)), truth)
+                per["fallback"] += confusion(torch.from_numpy(flabel(images, z)), truth)
+            for k in ("model", "fallback"):
+                cms[k] += per[k]
+            cms["switch"] += per["fallback" if use else "model"]
+            row = {"domain": domain, "stack": st["name"], "probe": round(share, 3),
+                   "switched": bool(use),
+                   **{k: {p: round(v, 3) for p, v in iou_from_confusion(per[k]).items()}
+                      for k in per}}
+            results["stacks"].append(row)
+            print(json.dumps(row), flush=True)
+        results["domains"][domain] = {"stacks": len(stacks), "switched": int(switched),
+                                      **{k: iou_from_confusion(cm) for k, cm in cms.items()}}
+    files.write_json(ROOT / "benchmarks" / "cross_domain_fallback.json", results)
+    text = fallback_report(results)
+    if args.write:
+        write_section("Segmentation across domains: the switch to the fallback model", text)
+    print(text)
+
+
+def fallback_report(results: dict) -> str:
+    names = results["models"]
+    lines = [f"The segment stage's switch (`segment.fallback_model: auto`): the model "
+             f"`{names['model']}` labels a probe of slices (every 8th, at most 32); where more "
+             f"than {results['above']:.0%} of the voxels it predicts CBD are uncertain "
+             f"(calibrated top probability below 0.8), the fallback `{names['fallback']}` "
+             "segments the stack. Test stacks: a new draw of the foreign domains (seeds "
+             f"{FALLBACK_SEEDS}, strengths 0.7 / 1 / 1.5 / 2; `evaluate` drew others, and the "
+             "threshold, the CBD warning's, was set on those), the simulator's held-out stacks, "
+             "simulator stacks finer than the demo (d50 / porosity "
+             + ", ".join(f"{d:g} µm / {p:g}" for d, p in FINE_SIMULATOR)
+             + ", 40 x 208², no drift) and the nano-CT slices. Command: `.venv/bin/python "
+             "benchmarks/cross_domain.py fallback --write`.", "",
+             "| domain | stacks switched | model pore / AM / CBD | fallback | with the switch |",
+             "| --- | --- | --- | --- | --- |"]
+
+    def cell(c):
+        return f"{c['iou_pore']:.3f} / {c['iou_am']:.3f} / {c['iou_cbd']:.3f}"
+    for domain, d in results["domains"].items():
+        lines.append(f"| {domain} | {d['switched']} of {d['stacks']} | {cell(d['model'])} | "
+                     f"{cell(d['fallback'])} | {cell(d['switch'])} |")
+    abc = [d for k, d in results["domains"].items() if k != "nanoct"]
+    for k in ("model", "fallback", "switch"):
+        worst = {p: min(d[k][p] for d in abc) for p in TARGETS}
+        lines.append(f"| **worst of {len(abc)} (a-c)**, {k} | | {cell(worst)} | | |")
+    lines += ["", "Per stack (probe: the model's share of uncertain voxels among those it "
+              "predicts CBD):", "", "| domain | stack | probe | switched | model | fallback |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in results["stacks"]:
+        lines.append(f"| {r['domain']} | {r['stack']} | {r['probe']:.3f} | "
+                     f"{'yes' if r['switched'] else 'no'} | {cell(r['model'])} | "
+                     f"{cell(r['fallback'])} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- training
 def cmd_train(args):
     torch.set_num_threads(2)
@@ -442,8 +564,16 @@ def main(argv=None):
                                         "share, flip disagreement)")
     g.add_argument("model", nargs="?", default=str(SHIPPED))
     g.add_argument("--write", action="store_true", help="write the RESULTS.md section")
+    f = sub.add_parser("fallback", help="the segment stage's switch to the fallback model, "
+                                         "scored on new draws of the test domains")
+    f.add_argument("--model", default=str(SHIPPED))
+    f.add_argument("--fallback", default=str(SHIPPED.with_name(SHIPPED.stem + "_randomised.pt")))
+    f.add_argument("--above", type=float, default=0.5,
+                   help="the probe's uncertain CBD share above which the fallback segments")
+    f.add_argument("--write", action="store_true", help="write the RESULTS.md section")
     args = ap.parse_args(argv)
-    {"train": cmd_train, "evaluate": cmd_evaluate, "signals": cmd_signals}[args.cmd](args)
+    {"train": cmd_train, "evaluate": cmd_evaluate, "signals": cmd_signals,
+     "fallback": cmd_fallback}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from fibrecon.metrics import series_metrics, summary_metrics  # noqa: E402
 from fibrecon.samples import (  # noqa: E402
+    auto_fallback_model,
     auto_model,
+    check_fallback_model,
     check_workflow,
     imported,
     resolve_preprocess,
@@ -95,6 +97,28 @@ MODELS = (
 )
 
 
+def fallback_for(sample):
+    """The model segment switches to when its probe finds most of the CBD uncertain, or None
+    (segment: fallback_model; auto: the shipped randomised model beside a shipped model).
+    """
+    setting = config["segment"]["fallback_model"]
+    if setting == "none":
+        return None
+    if setting == "auto":
+        return (
+            auto_fallback_model(MODELS[sample])
+            if config["segment"]["model"] == "auto"
+            else None
+        )
+    return resolve_model_path(setting)
+
+
+FALLBACKS = {s: f for s in MODELS if (f := fallback_for(s)) is not None}
+for _s, _f in FALLBACKS.items():
+    if Path(MODELS[_s]).is_file():  # not a model train_model is still to write
+        check_fallback_model(MODELS[_s], _f, _s)
+
+
 def card_preprocess(path):
     """A model file's training preprocessing (its card), or None where it does not exist yet."""
     if not path or not Path(path).is_file():
@@ -130,6 +154,27 @@ def preprocess_settings(wildcards):
 def segment_model(wildcards):
     """The network file the segment rule reads (none for the classical method)."""
     return MODELS.get(wildcards.sample, [])
+
+
+def segment_fallback(wildcards):
+    """The fallback network file the segment rule may switch to (none where there is none)."""
+    return FALLBACKS.get(wildcards.sample, [])
+
+
+# Which network segmented a sample (its path, checksum, card and the probe that chose it):
+# written by segment (method unet), read by metrics (calibration) and record.
+MODEL_USED_OUTPUT = (
+    {"model_used": "results/segmented/{sample}_model.json"}
+    if config["segment"]["method"] == "unet"
+    else {}
+)
+
+
+def model_used(wildcards):
+    """An input function: the sample's MODEL_USED_OUTPUT (none when no network segmented it)."""
+    if wildcards.sample in IMPORTED:
+        return {}
+    return {k: v.format(sample=wildcards.sample) for k, v in MODEL_USED_OUTPUT.items()}
 
 
 # The network's calibrated class probabilities and its per-slice uncertainty table:

@@ -1,8 +1,8 @@
 rule metrics:
     input:
+        unpack(model_used),
         unpack(probability_inputs("probabilities", "uncertainty")),
         volume="results/volume/{sample}.tif",
-        model=segment_model,
         code=code("metrics"),
     output:
         metrics="results/metrics/{sample}.json",

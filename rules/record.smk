@@ -1,11 +1,11 @@
 rule record:
     input:
+        unpack(model_used),
         unpack(probability_inputs("uncertainty")),
         unpack(acquisition_figures),
         metrics="results/metrics/{sample}.json",
         acquisition=acquisition_info,
         raw=raw_folder,
-        model=segment_model,
         psd="results/metrics/{sample}_psd.png",
         rve_figure="results/metrics/{sample}_rve.png",
         orthoslices="results/volume/{sample}_orthoslices.png",

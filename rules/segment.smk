@@ -2,9 +2,11 @@ rule segment:
     input:
         stack="results/preprocessed/{sample}.tif",
         model=segment_model,
+        fallback=segment_fallback,
         code=code("segment"),
     output:
         **PROBABILITIES_OUTPUT,
+        **MODEL_USED_OUTPUT,
         labels="results/segmented/{sample}.tif",
     log:
         "logs/segment/{sample}.log",

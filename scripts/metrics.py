@@ -19,7 +19,8 @@ sample = snakemake.wildcards.sample  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
     inp = snakemake.input  # noqa: F821
     labels, voxel = files.read_labels(inp.volume)
-    card = ModelCard.read(inp.model) if inp.get("model") else None
+    # the network that segmented the sample (the model or its fallback), as segment wrote it
+    card = ModelCard(files.read_json(inp.model_used)["card"]) if inp.get("model_used") else None
     shift_sd = card.boundary_shift_sd if card else None
     with contextlib.ExitStack() as stack:
         prob = None

@@ -10,15 +10,12 @@ import jsonschema  # noqa: E402
 from fibrecon import files  # noqa: E402
 from fibrecon.record import build_record  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
-from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.uncertainty import uncertain_fractions  # noqa: E402
 
 inp = snakemake.input  # noqa: F821
 with rule_log(snakemake.log[0]) as log:  # noqa: F821
-    model = None
-    if inp.get("model"):
-        card = ModelCard.read(inp.model).data
-        model = {"path": str(inp.model), "sha256": files.file_sha256(inp.model), "card": card}
+    # the network that segmented the sample, its card and the probe that chose it (segment)
+    model = files.read_json(inp.model_used) if inp.get("model_used") else None
     raw = Path(inp.raw)
     raw_files = (sorted(p for p in raw.rglob("*") if p.is_file() and not p.name.startswith("."))
                  if raw.is_dir() else [raw])

@@ -16,42 +16,34 @@ from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.segment import (PhaseGreyHistograms, SegmentSettings,  # noqa: E402
                               combine_channels, grey_population_warnings, label_slice,
                               multiotsu_thresholds, sample_voxels)
-from fibrecon.uncertainty import (UNCERTAIN_BELOW, calibrate, slice_uncertainty,  # noqa: E402
-                                  uncertain_fractions, uncertainty_warnings)
+from fibrecon.uncertainty import (UNCERTAIN_BELOW, calibrate, probe_slices,  # noqa: E402
+                                  slice_uncertainty, uncertain_cbd_share, uncertain_fractions,
+                                  uncertainty_warnings)
 
 p = snakemake.params  # noqa: F821
 settings = SegmentSettings.from_config(p.settings)
 out = snakemake.output  # noqa: F821
 
 
-def network_labels(stack, log):
-    """Labels (and, when asked, float16 probabilities kept in a memory map) per slice."""
-    import torch
-
-    from fibrecon.infer import (context_images, predict_probabilities_resampled,
-                                prepare_for_inference, resolve_device)
+def load_checked(path, device, log):
+    """A network and its card, checked against the sample's channels and tile."""
     from fibrecon.unet import load_model
 
-    torch.set_num_threads(snakemake.threads)  # noqa: F821
-    device = resolve_device(settings.device)
-    net, card = load_model(snakemake.input.model, device)  # noqa: F821
+    net, card = load_model(path, device)
     model_card = ModelCard(card)
     data_kvs = [float(p.kvs[c]) for c in p.channels]
-    model_card.check(data_kvs, settings.tile_px, snakemake.input.model,  # noqa: F821
-                     stand_in=settings.model == "auto")
-    stand_in = kv_stand_in_note(data_kvs, card["kvs"], snakemake.input.model)  # noqa: F821
+    model_card.check(data_kvs, settings.tile_px, path, stand_in=settings.model == "auto")
+    stand_in = kv_stand_in_note(data_kvs, card["kvs"], path)
     if stand_in:
         log.warning("%s", stand_in)
-    log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
-             snakemake.input.model, files.file_sha256(snakemake.input.model),  # noqa: F821
-             card["kvs"], card["context"], device, settings.flip_average)
-    differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
-    if differ:
-        log.warning("preprocessing differs from the model's training (trained, used): %s; "
-                    "expect lower accuracy, or retrain (rule train_model)", differ)
+    return net, card, model_card
+
+
+def scale_for(model_card, path, stack, log):
+    """The slices' enlargement to the model's working pixel size (None: as they are), logged."""
     coarser = model_card.working_scale(stack.voxel_size[1:])
     scale = coarser if settings.resample == "auto" else None
-    note = model_card.pixel_size_note(stack.voxel_size[1:], snakemake.input.model)  # noqa: F821
+    note = model_card.pixel_size_note(stack.voxel_size[1:], path)
     if scale:
         log.info("pixel size %s µm is coarser than the model's trained range %s µm: each slice "
                  "is enlarged by %s to its working pixel size %.4g µm and the probabilities "
@@ -63,6 +55,66 @@ def network_labels(stack, log):
                  "the trained size down to 20 nm)", note)
     elif note:
         log.warning("%s", note)
+    return scale
+
+
+def network_labels(stack, log):
+    """Labels (and, when asked, float16 probabilities kept in a memory map) per slice."""
+    import torch
+
+    from fibrecon.infer import (context_image, context_images, predict_probabilities_resampled,
+                                prepare_for_inference, resolve_device)
+
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    device = resolve_device(settings.device)
+    path = snakemake.input.model  # noqa: F821
+    net, card, model_card = load_checked(path, device, log)
+    scale = scale_for(model_card, path, stack, log)
+
+    def predict(model, multiple, scale, image):
+        return predict_probabilities_resampled(
+            model, image, scale=scale or (1.0, 1.0), multiple=multiple,
+            tile=settings.tile_px, overlap=settings.overlap_px, batch_size=settings.batch_size,
+            device=device, flips=settings.flip_average)
+
+    probe = None
+    fallback = snakemake.input.get("fallback")  # noqa: F821
+    if fallback:  # a few slices first: is the stack like the model's training data?
+        model = prepare_for_inference(net, device)
+        zs = probe_slices(len(stack))
+        share = uncertain_cbd_share(
+            calibrate(predict(model, net.multiple, scale,
+                              context_image(stack, z, p.channels, card["context"])),
+                      model_card.temperature) for z in zs)
+        probe = {"slices": zs, "uncertain_fraction_cbd": round(share, 4),
+                 "above": settings.fallback_above, "model": str(path),
+                 "fallback": str(fallback), "switched": bool(share > settings.fallback_above)}
+        log.info("probe of %d slices with %s: %.1f %% of the voxels predicted CBD uncertain "
+                 "(the fallback model segments above %.0f %%)", len(zs), path, 100 * share,
+                 100 * settings.fallback_above)
+        if probe["switched"]:
+            log.warning("%.1f %% of the voxels %s predicts CBD are uncertain in a probe of %d "
+                        "slices (above %.0f %%: the stack looks unlike its training data): the "
+                        "fallback model %s segments this sample instead (on foreign renders it "
+                        "raised the CBD IoU from 0.11-0.26 to 0.31-0.48; on simulator stacks "
+                        "with particles finer than the training data it lowered it from 0.51 "
+                        "to 0.37: benchmarks/RESULTS.md, \"the switch to the fallback model\"; "
+                        "segment.fallback_model: none keeps the model); the record names the "
+                        "network used (segmentation_model)",
+                        100 * share, path, len(zs), 100 * settings.fallback_above, fallback)
+            path = fallback
+            net, card, model_card = load_checked(path, device, log)
+            scale = scale_for(model_card, path, stack, log)
+    if out.get("model_used"):
+        files.write_json(out.model_used, {"path": str(path), "sha256": files.file_sha256(path),
+                                          "card": card, "probe": probe})
+    log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
+             path, files.file_sha256(path), card["kvs"], card["context"], device,
+             settings.flip_average)
+    differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
+    if differ:
+        log.warning("preprocessing differs from the model's training (trained, used): %s; "
+                    "expect lower accuracy, or retrain (rule train_model)", differ)
     temperature = model_card.temperature
     log.info("probabilities calibrated with the model's temperature %.3f%s", temperature,
              "" if "calibration" in card else " (model not calibrated)")
@@ -77,10 +129,7 @@ def network_labels(stack, log):
     grey = PhaseGreyHistograms()  # a label-free check: one grey population per phase?
     centre = slice(card["context"] * len(p.channels), (card["context"] + 1) * len(p.channels))
     for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
-        prob = predict_probabilities_resampled(
-            net, image, scale=scale or (1.0, 1.0), multiple=multiple, tile=settings.tile_px,
-            overlap=settings.overlap_px, batch_size=settings.batch_size, device=device,
-            flips=settings.flip_average)
+        prob = predict(net, multiple, scale, image)
         prob = calibrate(prob, temperature)
         if out.get("uncertainty"):
             rows.append({"z": z, **slice_uncertainty(prob)})

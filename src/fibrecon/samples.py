@@ -32,6 +32,8 @@ __all__ = [
     "parse_kvs",
     "parse_roi",
     "auto_model",
+    "auto_fallback_model",
+    "check_fallback_model",
     "kv_stand_in_note",
     "stand_in_model",
     "resolve_preprocess",
@@ -684,6 +686,52 @@ def auto_model(kvs, workflow_dir, sample: str = "") -> str:
         "other kV values when they are listed in rising order); choose segment: channels that "
         "one of them takes, give segment: model a model of yours, or train one (rule "
         "train_model), or use segment: method: multiotsu")
+
+
+def auto_fallback_model(model_path) -> str | None:
+    """The shipped domain-randomised model beside a shipped model, or None (``fallback_model: auto``).
+
+    ``resources/models/unet_1kV_3kV.pt`` -> ``resources/models/unet_1kV_3kV_randomised.pt``
+    where that file exists; the segment stage switches to it when the model's
+    probe finds most of its CBD uncertain (:func:`fibrecon.uncertainty.uncertain_cbd_share`).
+
+    Examples
+    --------
+    >>> auto_fallback_model("/nonexistent/unet_1kV_3kV.pt") is None
+    True
+    """
+    path = Path(model_path)
+    candidate = path.with_name(f"{path.stem}_randomised.pt")
+    return str(candidate) if candidate.is_file() else None
+
+
+def check_fallback_model(model_path, fallback_path, sample: str = "") -> None:
+    """A fallback model must take the same kV channels and preprocessing as the model it
+    stands in for (the segment stage hands it the same preprocessed stack).
+
+    Raises
+    ------
+    ConfigError
+        Naming both files and what differs.
+    """
+    from fibrecon.modelcard import ModelCard, ModelCardError
+    from fibrecon.preprocess import PreprocessParams
+
+    try:
+        primary, fallback = ModelCard.read(model_path).data, ModelCard.read(fallback_path).data
+    except ModelCardError as exc:
+        raise ConfigError(f"segment: fallback_model: {exc}") from exc
+    where = f" (sample '{sample}')" if sample else ""
+    if [float(k) for k in primary["kvs"]] != [float(k) for k in fallback["kvs"]]:
+        raise ConfigError(f"segment: fallback_model{where}: {fallback_path} takes kV "
+                          f"{fallback['kvs']}, the model it stands in for ({model_path}) "
+                          f"{primary['kvs']}; they must be the same")
+    differ = PreprocessParams.from_record(primary.get("preprocess", {})).differences(
+        fallback.get("preprocess", {}))
+    if differ:
+        raise ConfigError(f"segment: fallback_model{where}: {fallback_path} was trained with "
+                          f"other preprocessing than {model_path} (fallback, model): {differ}; "
+                          "the stack is preprocessed for the model, so they must agree")
 
 
 def kv_stand_in_note(data_kvs, model_kvs, model_path) -> str | None:

@@ -53,6 +53,16 @@ class SegmentSettings(StageSettings):
         are resampled to its working pixel size for the network and the labels
         back to the data's grid; ``never`` segments them as they are (with a
         warning).
+    fallback_model : str
+        ``auto`` (with ``model: auto``: the shipped domain-randomised model
+        beside the chosen one, where there is one), ``none``, or a model file.
+        Segment first labels a few slices with the model (a probe,
+        :func:`fibrecon.uncertainty.probe_slices`); where more than
+        ``fallback_above`` of the voxels it predicts CBD are uncertain (a stack
+        unlike its training data), the fallback model segments the stack.
+    fallback_above : float
+        The probe's share of uncertain voxels among those predicted CBD above
+        which the fallback model is used.
     nbins : int
         Histogram bins of the multi-Otsu thresholds.
     grey_order : list of str
@@ -73,6 +83,8 @@ class SegmentSettings(StageSettings):
     batch_size: int = 2
     save_probabilities: bool = True
     resample: str = "auto"
+    fallback_model: str = "auto"
+    fallback_above: float = 0.5
     nbins: int = 256
     grey_order: tuple = ("pore", "cbd", "am")
 

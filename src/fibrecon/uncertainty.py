@@ -50,7 +50,7 @@ from fibrecon.volume import VolumeSettings, relabel_small_islands
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "percolation_doubt", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "UNCERTAIN_CBD_WARN_ABOVE",
-           "uncertainty_warnings",
+           "uncertainty_warnings", "probe_slices", "uncertain_cbd_share", "FALLBACK_ABOVE",
            "domain_widening", "WIDENING_WARN_ABOVE",
            "suggest_slices", "shifted_labels", "shifted_volumes", "fit_boundary_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
@@ -243,6 +243,46 @@ def uncertainty_warnings(shares: dict, limit: float = UNCERTAIN_WARN_ABOVE,
                    "and its network cut; check the QC figure and correct a few slices "
                    "(results/annotate/<sample>/)")
     return out
+
+
+#: ``segment.fallback_above``'s default: a probe share of uncertain voxels among those predicted
+#: CBD above this makes segment switch to the fallback model (the threshold of
+#: :data:`UNCERTAIN_CBD_WARN_ABOVE`; ``benchmarks/cross_domain.py fallback``).
+FALLBACK_ABOVE = 0.5
+
+
+def probe_slices(n_slices: int, every: int = 8, most: int = 32) -> list[int]:
+    """The slices a probe looks at: every ``every``-th, at most ``most`` spread over the stack.
+
+    Examples
+    --------
+    >>> probe_slices(20), probe_slices(1), len(probe_slices(1000))
+    ([0, 8, 16], [0], 32)
+    """
+    picked = list(range(0, int(n_slices), every))
+    if len(picked) > most:
+        picked = sorted({int(round(v)) for v in np.linspace(0, n_slices - 1, most)})
+    return picked
+
+
+def uncertain_cbd_share(probabilities) -> float:
+    """Share of uncertain voxels (calibrated top probability < :data:`UNCERTAIN_BELOW`) among
+    those predicted CBD, over an iterable of calibrated (classes, y, x) probabilities.
+
+    Examples
+    --------
+    >>> p = np.zeros((3, 1, 4), np.float32)
+    >>> p[2] = [0.9, 0.6, 0.55, 0.95]; p[1] = 1 - p[2]
+    >>> uncertain_cbd_share([p])
+    0.5
+    """
+    unsure = total = 0
+    for prob in probabilities:
+        prob = np.asarray(prob, np.float32)
+        cbd = prob.argmax(0) == 2
+        unsure += int((cbd & (prob.max(0) < UNCERTAIN_BELOW)).sum())
+        total += int(cbd.sum())
+    return float(unsure / total) if total else float("nan")
 
 
 #: A segmentation sd widened more than this (:func:`domain_widening`) is a logged warning of the

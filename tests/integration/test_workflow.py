@@ -122,6 +122,38 @@ def test_record_is_valid_and_carries_units_checksums_and_model(series):
         assert (series / path).is_file()
 
 
+def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_model(
+        tmp_path, finished_series):
+    """segment.fallback_model: auto. Every record names the network that segmented the sample
+    and the probe that chose it; with fallback_above 0 every probe is 'unlike the training
+    data': segment warns and switches to the shipped randomised model, and the metrics (its
+    card's calibration) and the record follow it."""
+    import shutil
+
+    from fibrecon.modelcard import ModelCard
+
+    series = tmp_path / "series"
+    shutil.copytree(finished_series, series, symlinks=True)
+    record = fio.read_json(series / "results" / "records" / "tiny_a.json")
+    probe = record["segmentation_model"]["probe"]
+    assert probe["switched"] == (probe["uncertain_fraction_cbd"] > 0.5)
+    assert record["segmentation_model"]["path"] == probe["fallback" if probe["switched"]
+                                                         else "model"]
+    fallback = REPO / "resources" / "models" / "unet_1kV_3kV_randomised.pt"
+    assert probe["fallback"] == str(fallback)
+    write_setup(series, config_edit=lambda c: c["segment"].update(fallback_above=0.0))
+    snakemake(series, "--cores", "2", "results/records/tiny_a.json")
+    log = (series / "logs" / "segment" / "tiny_a.log").read_text()
+    assert "WARNING" in log and f"the fallback model {fallback} segments this sample" in log
+    record = fio.read_json(series / "results" / "records" / "tiny_a.json")
+    used = record["segmentation_model"]
+    assert used["path"] == str(fallback) and used["probe"]["switched"] is True
+    assert used["sha256"] == fio.file_sha256(fallback)
+    card = ModelCard.read(fallback)
+    assert used["card"]["calibration"] == card.data["calibration"]
+    assert str(card.boundary_shift_sd) in (series / "logs" / "metrics" / "tiny_a.log").read_text()
+
+
 def test_switching_on_charging_removal_reruns_from_preprocess_and_is_logged(series):
     write_setup(series, config_edit=lambda c: c["preprocess"].update(charging=True))
     plan = summary(series)

@@ -245,7 +245,8 @@ def test_resampled_prediction_is_on_the_data_grid_and_only_coarser_data_are_resa
     assert "expect lower accuracy" not in card.pixel_size_note((0.02, 0.02), "m.pt")
 
 
-@pytest.mark.parametrize("name", ["unet_1kV.pt", "unet_1kV_3kV.pt"])
+@pytest.mark.parametrize("name", ["unet_1kV.pt", "unet_1kV_3kV.pt",
+                                  "unet_1kV_3kV_randomised.pt"])
 def test_every_shipped_model_is_calibrated_so_auto_gives_a_segmentation_sd(name):
     """``segment.model: auto`` picks either shipped model; without a calibration in its card
     (temperature, boundary-shift sd, widening) every ``<metric>_sd_segmentation`` would be

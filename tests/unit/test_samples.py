@@ -341,3 +341,28 @@ def test_model_auto_picks_the_shipped_model_of_each_samples_channels(repo, tmp_p
     with pytest.raises(ModelCardError, match=r"expects kV channels \[1.0, 3.0\]"):
         check_workflow({**cfg, "segment": {**cfg["segment"], "model": models["a"]}}, sheet,
                        model_path=models)
+
+
+def test_the_fallback_model_is_the_shipped_randomised_one_and_must_fit_its_model(repo, tmp_path):
+    """segment: fallback_model: auto finds the randomised model beside the 1 + 3 kV model and
+    none beside the 1 kV one; a fallback with other kV channels or other preprocessing stops
+    at start-up naming both files."""
+    from fibrecon.modelcard import ModelCard
+    from fibrecon.samples import auto_fallback_model, check_fallback_model
+    from fibrecon.unet import load_model, save_model
+
+    models = repo / "resources" / "models"
+    fallback = auto_fallback_model(models / "unet_1kV_3kV.pt")
+    assert fallback == str(models / "unet_1kV_3kV_randomised.pt")
+    assert auto_fallback_model(models / "unet_1kV.pt") is None
+    check_fallback_model(models / "unet_1kV_3kV.pt", fallback, "a")
+    with pytest.raises(ConfigError, match=r"sample 'a'.*unet_1kV.pt takes kV \[1.0\].*"
+                                          r"unet_1kV_3kV.pt\) \[1.0, 3.0\]"):
+        check_fallback_model(models / "unet_1kV_3kV.pt", models / "unet_1kV.pt", "a")
+    net, card = load_model(fallback)
+    card = ModelCard(dict(card, preprocess={**card["preprocess"], "denoise": "gaussian"}))
+    save_model(tmp_path / "other.pt", net, card)
+    with pytest.raises(ConfigError, match=r"other.pt was trained with other preprocessing.*"
+                                          r"denoise"):
+        check_fallback_model(models / "unet_1kV_3kV.pt", tmp_path / "other.pt")
+    assert ModelCard.read(fallback).boundary_shift_sd is not None  # calibrated: its sd exist
