@@ -238,9 +238,10 @@ def uncertainty_warnings(shares: dict, limit: float = UNCERTAIN_WARN_ABOVE,
     if cbd > cbd_limit:
         out.append(f"{100 * cbd:.1f} % of the voxels predicted CBD are uncertain (calibrated top "
                    f"probability < {UNCERTAIN_BELOW}; above {100 * cbd_limit:.0f} %): on stacks "
-                   "like this the shipped network missed most of the CBD (IoU 0.03-0.36 on "
-                   "foreign renders, benchmarks/RESULTS.md); expect the CBD fraction too low "
-                   "and its network cut; check the QC figure and correct a few slices "
+                   "like this the networks missed much of the CBD (CBD IoU 0.03-0.36 for the "
+                   "shipped model on foreign renders, 0.10-0.63 for its fallback: "
+                   "benchmarks/RESULTS.md); expect the CBD fraction too low and its network "
+                   "cut; check the QC figure and correct a few slices "
                    "(results/annotate/<sample>/)")
     return out
 
