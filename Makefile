@@ -37,7 +37,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit src/fibrecon
 
-# Heavy measurements (about 45 minutes); each script rewrites its own section
+# Heavy measurements (about 60 minutes); each script rewrites its own section
 # of benchmarks/RESULTS.md. Peer tools (PyStack3D, scikit-learn, openpnm) come from
 # benchmarks/requirements.txt. GPU training runs are kept as benchmarks/*_h100.json
 # (python benchmarks/segmentation.py train --out DIR on a GPU machine).
@@ -59,6 +59,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/packings.py --write
 	$(BIN)/python benchmarks/cross_domain.py evaluate resources/models/unet_1kV_3kV.pt resources/models/unet_1kV_3kV_randomised.pt --sem --figure docs/cross_domain_sem.png --write
+	$(BIN)/python benchmarks/cross_domain.py fallback --write
+	$(BIN)/python benchmarks/cross_domain.py signals --write
 	$(BIN)/python benchmarks/segmentation.py speed
 	$(BIN)/python benchmarks/segmentation.py evaluate
 	$(BIN)/python benchmarks/segmentation.py gap
