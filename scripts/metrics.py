@@ -3,7 +3,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-import contextlib  # noqa: E402
+import contextlib
+from pathlib import Path  # noqa: E402
 
 from fibrecon import files  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
@@ -20,7 +21,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     inp = snakemake.input  # noqa: F821
     labels, voxel = files.read_labels(inp.volume)
     # the network that segmented the sample (the model or its fallback), as segment wrote it
-    card = ModelCard(files.read_json(inp.model_used)["card"]) if inp.get("model_used") else None
+    used = files.read_json(inp.model_used) if inp.get("model_used") else None
+    card = ModelCard(used["card"]) if used else None
     shift_sd = card.boundary_shift_sd if card else None
     with contextlib.ExitStack() as stack:
         prob = None
@@ -40,6 +42,8 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
             min_object_voxels=VolumeSettings.from_config(
                 snakemake.params.volume).min_object_voxels)  # noqa: F821
     metrics = {"sample": sample, **metrics}
+    if used:  # which network segmented it: the series table shows it beside the metrics
+        metrics["segmentation_model"] = Path(used["path"]).name
     log.info("%s", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     files.write_table(out.particles, particles)
     files.write_table(out.aggregates, aggregates)

@@ -127,7 +127,8 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
     """segment.fallback_model: auto. Every record names the network that segmented the sample
     and the probe that chose it; with fallback_above 0 every probe is 'unlike the training
     data': segment warns and switches to the shipped randomised model, and the metrics (its
-    card's calibration) and the record follow it."""
+    card's calibration, the series table's segmentation_model column) and the record follow
+    it."""
     import shutil
 
     from fibrecon.modelcard import ModelCard
@@ -141,6 +142,10 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
                                                          else "model"]
     fallback = REPO / "resources" / "models" / "unet_1kV_3kV_randomised.pt"
     assert probe["fallback"] == str(fallback)
+    table = fio.read_table(series / "results" / "series" / "metrics.tsv")
+    names = [fio.read_json(series / "results" / "records" / f"{s}.json")["segmentation_model"]
+             ["path"].rsplit("/", 1)[-1] for s in table["sample"]]
+    assert table["segmentation_model"].tolist() == names  # which network made each row
     write_setup(series, config_edit=lambda c: c["segment"].update(fallback_above=0.0))
     snakemake(series, "--cores", "2", "results/records/tiny_a.json")
     log = (series / "logs" / "segment" / "tiny_a.log").read_text()
@@ -152,6 +157,8 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
     card = ModelCard.read(fallback)
     assert used["card"]["calibration"] == card.data["calibration"]
     assert str(card.boundary_shift_sd) in (series / "logs" / "metrics" / "tiny_a.log").read_text()
+    metrics = fio.read_json(series / "results" / "metrics" / "tiny_a.json")
+    assert metrics["segmentation_model"] == "unet_1kV_3kV_randomised.pt"
 
 
 def test_switching_on_charging_removal_reruns_from_preprocess_and_is_logged(series):

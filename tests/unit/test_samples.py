@@ -366,3 +366,21 @@ def test_the_fallback_model_is_the_shipped_randomised_one_and_must_fit_its_model
                                           r"denoise"):
         check_fallback_model(models / "unet_1kV_3kV.pt", tmp_path / "other.pt")
     assert ModelCard.read(fallback).boundary_shift_sd is not None  # calibrated: its sd exist
+
+
+def test_series_table_names_each_samples_network_and_a_mixed_series_is_a_warning():
+    """A sample the fallback model segmented sits in the series beside samples the model
+    segmented: the table says which network made each row, and the series log warns."""
+    from fibrecon.series import mixed_models_warning
+
+    sheet = pd.DataFrame({"sample": ["a", "b", "c"], "load": [0, 500, 1000]}).set_index(
+        "sample", drop=False)
+    metrics = {s: {"volume_fraction_pore": 0.3, "segmentation_model": "unet_1kV_3kV.pt"}
+               for s in "abc"}
+    table = series_table(metrics, sheet, ["load"])
+    assert list(table.columns) == ["sample", "load", "segmentation_model", "volume_fraction_pore"]
+    assert mixed_models_warning(table) is None
+    metrics["b"]["segmentation_model"] = "unet_1kV_3kV_randomised.pt"
+    message = mixed_models_warning(series_table(metrics, sheet, ["load"]))
+    assert "unet_1kV_3kV.pt: a, c; unet_1kV_3kV_randomised.pt: b" in message
+    assert "segment.fallback_model: none" in message
