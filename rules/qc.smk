@@ -1,5 +1,6 @@
 rule qc_figure:
     input:
+        unpack(model_used),
         unpack(probability_inputs("probabilities", "uncertainty")),
         aligned="results/aligned/{sample}.tif",
         preprocessed="results/preprocessed/{sample}.tif",

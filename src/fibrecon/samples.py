@@ -717,11 +717,15 @@ def check_fallback_model(model_path, fallback_path, sample: str = "") -> None:
     from fibrecon.modelcard import ModelCard, ModelCardError
     from fibrecon.preprocess import PreprocessParams
 
+    where = f" (sample '{sample}')" if sample else ""
+    if not Path(fallback_path).is_file():
+        raise ConfigError(f"segment: fallback_model{where}: {fallback_path}: no such model file "
+                          "(auto finds the shipped randomised model beside a shipped model; "
+                          "none switches the fallback off)")
     try:
         primary, fallback = ModelCard.read(model_path).data, ModelCard.read(fallback_path).data
     except ModelCardError as exc:
         raise ConfigError(f"segment: fallback_model: {exc}") from exc
-    where = f" (sample '{sample}')" if sample else ""
     if [float(k) for k in primary["kvs"]] != [float(k) for k in fallback["kvs"]]:
         raise ConfigError(f"segment: fallback_model{where}: {fallback_path} takes kV "
                           f"{fallback['kvs']}, the model it stands in for ({model_path}) "

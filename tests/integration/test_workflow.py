@@ -159,6 +159,9 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
     assert str(card.boundary_shift_sd) in (series / "logs" / "metrics" / "tiny_a.log").read_text()
     metrics = fio.read_json(series / "results" / "metrics" / "tiny_a.json")
     assert metrics["segmentation_model"] == "unet_1kV_3kV_randomised.pt"
+    snakemake(series, "--cores", "2", "results/qc/tiny_a.png")
+    assert "segmented by unet_1kV_3kV_randomised.pt (the fallback" in \
+        (series / "logs" / "qc_figure" / "tiny_a.log").read_text()
 
 
 def test_switching_on_charging_removal_reruns_from_preprocess_and_is_logged(series):

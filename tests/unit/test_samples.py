@@ -365,6 +365,8 @@ def test_the_fallback_model_is_the_shipped_randomised_one_and_must_fit_its_model
     with pytest.raises(ConfigError, match=r"other.pt was trained with other preprocessing.*"
                                           r"denoise"):
         check_fallback_model(models / "unet_1kV_3kV.pt", tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match=r"fallback_model \(sample 'b'\): nope.pt: no such"):
+        check_fallback_model(models / "unet_1kV_3kV.pt", "nope.pt", "b")
     assert ModelCard.read(fallback).boundary_shift_sd is not None  # calibrated: its sd exist
 
 
