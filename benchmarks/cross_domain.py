@@ -70,7 +70,7 @@ from fibrecon import files  # noqa: E402
 from fibrecon.evaluate import iou_from_confusion  # noqa: E402
 from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
-from fibrecon.segment import segment_multiotsu  # noqa: E402
+from fibrecon.segment import SegmentSettings, segment_multiotsu  # noqa: E402
 from fibrecon.training import (TrainSettings, confusion, randomised_record,  # noqa: E402
                                randomised_stacks, synthetic_stacks, train_model)
 from fibrecon.unet import load_model, save_model  # noqa: E402
@@ -568,7 +568,7 @@ def main(argv=None):
                                          "scored on new draws of the test domains")
     f.add_argument("--model", default=str(SHIPPED))
     f.add_argument("--fallback", default=str(SHIPPED.with_name(SHIPPED.stem + "_randomised.pt")))
-    f.add_argument("--above", type=float, default=0.5,
+    f.add_argument("--above", type=float, default=SegmentSettings().fallback_above,
                    help="the probe's uncertain CBD share above which the fallback segments")
     f.add_argument("--write", action="store_true", help="write the RESULTS.md section")
     args = ap.parse_args(argv)

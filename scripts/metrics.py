@@ -3,7 +3,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")  # noqa: F821 (conda envs clear PYTHONPATH)
 
-import contextlib
+import contextlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from fibrecon import files  # noqa: E402

@@ -77,13 +77,13 @@ def network_labels(stack, log):
             tile=settings.tile_px, overlap=settings.overlap_px, batch_size=settings.batch_size,
             device=device, flips=settings.flip_average)
 
+    multiple, model = net.multiple, prepare_for_inference(net, device)
     probe = None
     fallback = snakemake.input.get("fallback")  # noqa: F821
     if fallback:  # a few slices first: is the stack like the model's training data?
-        model = prepare_for_inference(net, device)
         zs = probe_slices(len(stack))
         share = uncertain_cbd_share(
-            calibrate(predict(model, net.multiple, scale,
+            calibrate(predict(model, multiple, scale,
                               context_image(stack, z, p.channels, card["context"])),
                       model_card.temperature) for z in zs)
         probe = {"slices": zs, "uncertain_fraction_cbd": round(share, 4),
@@ -105,12 +105,13 @@ def network_labels(stack, log):
             path = fallback
             net, card, model_card = load_checked(path, device, log)
             scale = scale_for(model_card, path, stack, log)
+            multiple, model = net.multiple, prepare_for_inference(net, device)
+    sha256 = files.file_sha256(path)
     if out.get("model_used"):
-        files.write_json(out.model_used, {"path": str(path), "sha256": files.file_sha256(path),
-                                          "card": card, "probe": probe})
+        files.write_json(out.model_used, {"path": str(path), "sha256": sha256, "card": card,
+                                          "probe": probe})
     log.info("model %s (sha256 %s), kV %s, context %d, on %s, flip average %s",
-             path, files.file_sha256(path), card["kvs"], card["context"], device,
-             settings.flip_average)
+             path, sha256, card["kvs"], card["context"], device, settings.flip_average)
     differ = PreprocessParams.from_config(p.preprocess).differences(card.get("preprocess", {}))
     if differ:
         log.warning("preprocessing differs from the model's training (trained, used): %s; "
@@ -118,8 +119,6 @@ def network_labels(stack, log):
     temperature = model_card.temperature
     log.info("probabilities calibrated with the model's temperature %.3f%s", temperature,
              "" if "calibration" in card else " (model not calibrated)")
-    multiple = net.multiple
-    net = prepare_for_inference(net, device)
     probs, rows = None, []
     if out.get("probabilities"):
         nz, _, ny, nx = stack.shape
@@ -127,16 +126,16 @@ def network_labels(stack, log):
                                           (nz, 3, ny, nx))
     inputs = context_images(stack, p.channels, card["context"])
     grey = PhaseGreyHistograms()  # a label-free check: one grey population per phase?
-    centre = slice(card["context"] * len(p.channels), (card["context"] + 1) * len(p.channels))
+    centre = range(card["context"] * len(p.channels), (card["context"] + 1) * len(p.channels))
     for z, image in enumerate(progress("segmenting")(inputs, total=len(stack))):
-        prob = predict(net, multiple, scale, image)
+        prob = predict(model, multiple, scale, image)
         prob = calibrate(prob, temperature)
         if out.get("uncertainty"):
             rows.append({"z": z, **slice_uncertainty(prob)})
         if probs is not None:
             probs[z] = prob
         labels = prob.argmax(0).astype(np.uint8)
-        grey.add(image[centre].mean(axis=0), labels)
+        grey.add(combine_channels(image, centre), labels)  # this slice's kV channels
         yield labels
     splits = grey.splits()
     log.info("grey populations per predicted phase (separation in pooled sd, share of the "

@@ -272,14 +272,18 @@ class PhaseGreyHistograms:
 
     def add(self, grey: np.ndarray, labels: np.ndarray) -> None:
         """Add one slice: its combined grey image (y, x) and its labels (y, x)."""
-        bins = self.counts.shape[1]
+        n, bins = self.counts.shape
         width = self.edges[1] - self.edges[0]
-        idx = np.clip(((np.asarray(grey, np.float32) - self.edges[0]) / width).astype(np.int64),
-                      0, bins - 1)
-        lab = np.asarray(labels).astype(np.int64).ravel()
-        keep = lab < self.counts.shape[0]
-        self.counts += np.bincount(lab[keep] * bins + idx.ravel()[keep],
-                                   minlength=self.counts.size).reshape(self.counts.shape)
+        pos = (np.asarray(grey, np.float32) - self.edges[0]) / width
+        np.nan_to_num(pos, copy=False, nan=0.0)  # as the first bin
+        np.clip(pos, 0, bins - 1, out=pos)  # beyond the range: the first or last bin
+        key = pos.astype(np.int32)
+        labels = np.asarray(labels)
+        if labels.max(initial=0) >= n:  # e.g. 255, not annotated: left out
+            keep = labels < n
+            key, labels = key[keep], labels[keep]
+        key += labels.astype(np.int32) * bins
+        self.counts += np.bincount(key.ravel(), minlength=n * bins).reshape(n, bins)
 
     def splits(self) -> dict:
         """:func:`two_populations` of each phase's histogram, by phase name, with its

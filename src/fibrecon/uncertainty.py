@@ -50,7 +50,7 @@ from fibrecon.volume import VolumeSettings, relabel_small_islands
 __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "percolation_doubt", "AnnotateSettings", "calibrate",
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "UNCERTAIN_CBD_WARN_ABOVE",
-           "uncertainty_warnings", "probe_slices", "uncertain_cbd_share", "FALLBACK_ABOVE",
+           "uncertainty_warnings", "probe_slices", "uncertain_cbd_share",
            "domain_widening", "WIDENING_WARN_ABOVE",
            "suggest_slices", "shifted_labels", "shifted_volumes", "fit_boundary_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
@@ -246,12 +246,6 @@ def uncertainty_warnings(shares: dict, limit: float = UNCERTAIN_WARN_ABOVE,
     return out
 
 
-#: ``segment.fallback_above``'s default: a probe share of uncertain voxels among those predicted
-#: CBD above this makes segment switch to the fallback model (the threshold of
-#: :data:`UNCERTAIN_CBD_WARN_ABOVE`; ``benchmarks/cross_domain.py fallback``).
-FALLBACK_ABOVE = 0.5
-
-
 def probe_slices(n_slices: int, every: int = 8, most: int = 32) -> list[int]:
     """The slices a probe looks at: every ``every``-th, at most ``most`` spread over the stack.
 
@@ -268,7 +262,9 @@ def probe_slices(n_slices: int, every: int = 8, most: int = 32) -> list[int]:
 
 def uncertain_cbd_share(probabilities) -> float:
     """Share of uncertain voxels (calibrated top probability < :data:`UNCERTAIN_BELOW`) among
-    those predicted CBD, over an iterable of calibrated (classes, y, x) probabilities.
+    those predicted CBD, over an iterable of calibrated (classes, y, x) probabilities: the
+    ``uncertain_fraction_cbd`` of :func:`uncertain_fractions` (segment's probe; the CBD warning
+    of :func:`uncertainty_warnings` reads the same share over the whole stack).
 
     Examples
     --------
@@ -277,13 +273,10 @@ def uncertain_cbd_share(probabilities) -> float:
     >>> uncertain_cbd_share([p])
     0.5
     """
-    unsure = total = 0
-    for prob in probabilities:
-        prob = np.asarray(prob, np.float32)
-        cbd = prob.argmax(0) == 2
-        unsure += int((cbd & (prob.max(0) < UNCERTAIN_BELOW)).sum())
-        total += int(cbd.sum())
-    return float(unsure / total) if total else float("nan")
+    import pandas as pd
+
+    rows = [slice_uncertainty(prob) for prob in probabilities]  # as the CBD warning counts
+    return uncertain_fractions(pd.DataFrame(rows))["uncertain_fraction_cbd"]
 
 
 #: A segmentation sd widened more than this (:func:`domain_widening`) is a logged warning of the
