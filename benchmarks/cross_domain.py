@@ -518,12 +518,18 @@ def cmd_train(args):
                          batch_size=args.batch, workers=1)
     t0 = time.perf_counter()
     data = synthetic_stacks(base.stacks, base.stack_shape, base.voxel_size_um, kvs, pre, base.seed)
-    data += randomised_stacks(base.randomised_stacks, base.stack_shape, kvs, pre, base.seed,
-                              base.label_volumes, base.randomised_pixel_um)
+    if not (args.fresh and done):  # with --fresh, a resumed run draws its own below
+        data += randomised_stacks(base.randomised_stacks, base.stack_shape, kvs, pre, base.seed,
+                                  base.label_volumes, base.randomised_pixel_um)
     print(f"{time.perf_counter() - t0:.0f} s: {len(data)} stacks", flush=True)
     net = start[0]
     for r in range(done, args.rounds):
-        # new patches each round; the stacks were made above (randomised ones included)
+        # new patches each round; the stacks were made above (randomised ones included), or
+        # with --fresh the randomised stacks are drawn anew each round (the simulator's kept)
+        if args.fresh and r > 0:
+            data = data[:base.stacks] + randomised_stacks(
+                base.randomised_stacks, base.stack_shape, kvs, pre, base.seed + 1000 * (r + 1),
+                base.label_volumes, base.randomised_pixel_um)
         s = replace(base, seed=base.seed + 100 * r, randomised_stacks=0)
         net, card = train_model(s, pre, init=(net, init_card), simulated=(data, kvs),
                                 progress_bar=False)
@@ -553,6 +559,8 @@ def main(argv=None):
     t.add_argument("--rand-stacks", type=int, default=100)
     t.add_argument("--learning-rate", type=float, default=5e-4)
     t.add_argument("--seed", type=int, default=11)
+    t.add_argument("--fresh", action="store_true",
+                   help="draw new randomised stacks every round instead of reusing one set")
     e = sub.add_parser("evaluate")
     e.add_argument("models", nargs="+")
     e.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)

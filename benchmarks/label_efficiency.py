@@ -151,8 +151,13 @@ def forest_iou(annotations, test, seed=0):
 
 
 def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16,
-        learning_rate: float = TrainSettings.learning_rate):
+        learning_rate: float = TrainSettings.learning_rate, init_model=None):
     title, model, pool, test = {"nanoct": nanoct, "foreign": foreign}[domain]()
+    if init_model:  # another starting model: a one-channel image goes to each of its kV inputs
+        model = Path(init_model)
+        n = len(load_model(model)[1]["kvs"])
+        pool, test = ([(np.repeat(st, n // st.shape[1], 1) if st.shape[1] < n else st, z, lab)
+                       for st, z, lab in part] for part in (pool, test))
     base, card = load_model(model)
     rows = []
     t0 = time.perf_counter()
@@ -192,9 +197,10 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                for m in ("finetuned", "scratch", "forest")}, flush=True)
     elapsed = time.perf_counter() - t0
     shipped = unet_iou(base, card, test)
-    (ROOT / "benchmarks" / f"label_efficiency_{domain}.json").write_text(
-        json.dumps({"domain": title, "steps": steps, "shipped_zero_shot": shipped,
-                    "rows": rows}, indent=1))
+    if budgets == BUDGETS and not init_model:  # the record's run, not a subset or another start
+        (ROOT / "benchmarks" / f"label_efficiency_{domain}.json").write_text(
+            json.dumps({"domain": title, "steps": steps, "shipped_zero_shot": shipped,
+                        "rows": rows}, indent=1))
     return title, shipped, rows, elapsed
 
 
@@ -250,6 +256,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=TrainSettings.batch_size)
     ap.add_argument("--learning-rate", type=float, default=TrainSettings.learning_rate,
                     help="train.learning_rate (fine-tuning runs at a third of it)")
+    ap.add_argument("--init-model", help="start the fine-tuning from this model instead of "
+                    "the shipped one of the domain (no RESULTS.md section is written then)")
     ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
                     "section is written then)")
     ap.add_argument("--ceiling", action="store_true",
@@ -274,8 +282,8 @@ def main(argv=None):
                    for n, f in (b.split(":") for b in args.budgets.split(","))]
     for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
         result = run(domain, args.steps, budgets=budgets, batch=args.batch,
-                     learning_rate=args.learning_rate)
-        if not args.budgets:
+                     learning_rate=args.learning_rate, init_model=args.init_model)
+        if not (args.budgets or args.init_model):
             section(domain, args.steps, args.batch, *result)
 
 
