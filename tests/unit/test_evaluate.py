@@ -32,3 +32,23 @@ def test_classical_pipeline_on_a_simulated_stack_against_truth():
     assert scores["iou_am"] > 0.85  # measured 0.93 (seed 21)
     assert scores["iou_pore"] > 0.65  # measured 0.76
     assert abs(scores["fraction_error_pore"]) < 0.08  # measured -0.067: shine-through reads as CBD
+
+
+def test_the_workflow_benchmark_counts_an_error_bar_as_covering_only_where_it_does():
+    """benchmarks/workflow_transfer.py: the truth within 2 sd, an infinite sd (percolation in
+    doubt) and two infinite values cover, a missing sd (multi-Otsu) does not; the worst error
+    is absolute for a volume fraction and the largest factor either way otherwise."""
+    from workflow_transfer import covered, worst_error
+
+    inf, nan = float("inf"), float("nan")
+    assert covered(0.40, 0.03, 0.45) and not covered(0.40, 0.02, 0.45)
+    assert covered(23.9, inf, 4.37) and covered(inf, 0.5, inf)
+    assert not covered(0.40, nan, 0.40) and not covered(inf, 0.5, 4.0)
+    rows = [{"metrics": {"volume_fraction_pore": {"value": 0.39, "truth": 0.45},
+                         "tau_pore_z": {"value": 1.0, "truth": 4.0}}},
+            {"metrics": {"volume_fraction_pore": {"value": 0.50, "truth": 0.45},
+                         "tau_pore_z": {"value": 6.0, "truth": 3.0}}}]
+    assert worst_error(rows, "volume_fraction_pore") == "0.060"
+    assert worst_error(rows, "tau_pore_z") == "-75 %"  # a factor 4 low outweighs 2 high
+    rows[1]["metrics"]["tau_pore_z"]["value"] = inf
+    assert worst_error(rows, "tau_pore_z") == "inf"
