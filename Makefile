@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cross_domain.py evaluate resources/models/unet_1kV_3kV.pt resources/models/unet_1kV_3kV_randomised.pt --sem --figure docs/cross_domain_sem.png --write
 	$(BIN)/python benchmarks/cross_domain.py fallback --write
 	$(BIN)/python benchmarks/workflow_transfer.py --write
+	$(BIN)/python benchmarks/workflow_transfer.py --second-draw --write
 	$(BIN)/python benchmarks/cross_domain.py signals --write
 	$(BIN)/python benchmarks/segmentation.py speed
 	$(BIN)/python benchmarks/segmentation.py evaluate
