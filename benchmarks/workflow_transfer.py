@@ -20,9 +20,10 @@ infinite sd counts as covered; both infinite count as right); which network
 segmented the sample; and the warnings of the segment and metrics logs.
 
 Run: ``.venv/bin/python benchmarks/workflow_transfer.py [--second-draw] [--write]``
-(about 8 minutes on 2 CPU cores); the work folder is ``.bench/workflow_transfer``
+(about 8 minutes on 2 CPU cores). The work folder is ``.bench/workflow_transfer``
 (``..._seed31337`` for the second draw: another seed, and the MATBOX volume in place
-of the TauFactor one, :data:`SECOND_DRAW`).
+of the TauFactor one, :data:`SECOND_DRAW`); the default run's logs are kept in its
+``logs_default/``, the peer's are in ``logs/``.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ def run(work: Path, cores: int = 2, seed: int = SEED, volumes: dict | None = Non
     settings = MetricsSettings.from_config(config["metrics"])
     snakemake(work, cores)
     rows = scored(work, truth, settings)
+    # the peer reruns from the segment stage in the same folder: keep the default run's logs
+    shutil.copytree(work / "logs", work / "logs_default")
     config["segment"]["method"] = "multiotsu"
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake(work, cores)
