@@ -188,3 +188,23 @@ def test_a_file_holding_a_zcyx_array_is_refused_not_read_as_slices(tmp_path):
     tifffile.imwrite(tmp_path / "stack_1kV.tif", np.zeros((3, 2, 16, 16), np.uint8))
     with pytest.raises(files.RawDataError, match=r"stack_1kV.tif: holds a \(3, 2, 16, 16\) array"):
         files.RawStack(tmp_path, "stack_{kv}kV.tif", [1])
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zstd", "deflate"])
+def test_compressed_instrument_and_label_tiffs_are_read(tmp_path, compression):
+    """LZW is what many instrument exports, Fiji and Bio-Formats write; tifffile decodes it
+    (and zstd, JPEG) only with imagecodecs, a pinned dependency (requirements.txt, envs/)."""
+    raw = np.random.default_rng(3).integers(0, 60000, (3, 1, 16, 20)).astype(np.uint16)
+    for z in range(3):
+        tifffile.imwrite(tmp_path / f"slice_{z:04d}.tif", raw[z, 0], compression=compression)
+    stack = files.RawStack(tmp_path, "slice_{slice:04d}.tif", [2], databar="none")
+    np.testing.assert_array_equal(np.stack([stack[z] for z in range(3)]), raw)
+    tifffile.imwrite(tmp_path / "stack.tif", raw[:, 0], compression=compression,
+                     photometric="minisblack")
+    stack = files.RawStack(tmp_path, "stack.tif", [2], databar="none")
+    np.testing.assert_array_equal(np.stack([stack[z] for z in range(3)]), raw)
+    labels = np.random.default_rng(4).choice(np.array([0, 128, 255], np.uint8), (4, 8, 8))
+    tifffile.imwrite(tmp_path / "labels.tif", labels, compression=compression,
+                     photometric="minisblack")
+    back = files.read_label_volume(tmp_path / "labels.tif")
+    np.testing.assert_array_equal(back, np.searchsorted([0, 128, 255], labels))

@@ -70,3 +70,18 @@ def test_only_the_file_modules_open_files(repo):
                  if p.name not in allowed and opens.search(p.read_text())]
     assert offenders == [], offenders
     assert not (package / "io.py").exists()  # no module shadows the standard library's io
+
+
+def test_every_env_that_reads_tiffs_can_decode_compressed_ones(repo):
+    """tifffile decodes LZW, JPEG and zstd only with imagecodecs: an env without it would stop
+    on a compressed instrument export that the local venv reads."""
+    pins = {}
+    for env in sorted((repo / "envs").glob("*.yaml")):
+        deps = yaml.safe_load(env.read_text())["dependencies"]
+        names = {re.split(r"[=<> ]", d)[0]: d for d in deps if isinstance(d, str)}
+        if "tifffile" in names:
+            assert "imagecodecs" in names, env.name
+            pins[env.name] = names["imagecodecs"]
+    assert len(pins) >= 5
+    required = re.search(r"^imagecodecs==([\w.]+)", (repo / "requirements.txt").read_text(), re.M)
+    assert required and set(pins.values()) == {f"imagecodecs={required.group(1)}"}, pins
