@@ -208,3 +208,20 @@ def test_compressed_instrument_and_label_tiffs_are_read(tmp_path, compression):
                      photometric="minisblack")
     back = files.read_label_volume(tmp_path / "labels.tif")
     np.testing.assert_array_equal(back, np.searchsorted([0, 128, 255], labels))
+
+
+def test_one_subfolder_per_kv_is_named_by_the_pattern(tmp_path):
+    """A layout instruments and users write (one folder per kV run); a pattern without the
+    folder says where the images are."""
+    raw = np.random.default_rng(5).integers(0, 60000, (3, 2, 16, 20)).astype(np.uint16)
+    for c, kv in enumerate((1, 3)):
+        (tmp_path / f"{kv}kV").mkdir()
+        for z in range(3):
+            tifffile.imwrite(tmp_path / f"{kv}kV" / f"slice_{z:04d}.tif", raw[z, c])
+    stack = files.RawStack(tmp_path, "{kv}kV/slice_{slice:04d}.tif", [1, 3], databar="none")
+    np.testing.assert_array_equal(np.stack([stack[z] for z in range(3)]), raw)
+    with pytest.raises(files.RawDataError, match=r"subfolders\? name them in the pattern"):
+        files.RawStack(tmp_path, "slice_{slice:04d}.tif", [1], databar="none")
+    (tmp_path / "3kV" / "slice_0002.tif").unlink()  # the checks hold across folders
+    with pytest.raises(files.RawDataError, match=r"slice\(s\) \[2\] present at one voltage"):
+        files.RawStack(tmp_path, "{kv}kV/slice_{slice:04d}.tif", [1, 3], databar="none")

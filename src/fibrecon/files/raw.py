@@ -29,14 +29,33 @@ class SliceFile:
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
-    """Turn a file-name pattern such as ``slice_{slice:04d}_{kv}kV.tif`` into a regex."""
-    out, pos = [], 0
+    """Turn a file-name pattern such as ``slice_{slice:04d}_{kv}kV.tif`` into a regex.
+
+    A field named twice (``{kv}kV/slice_{slice:04d}_{kv}kV.tif``) must match the same
+    value both times.
+
+    >>> r = _pattern_regex("{kv}kV/slice_{slice:04d}_{kv}kV.tif")
+    >>> r.match("3kV/slice_0007_3kV.tif").group("kv", "slice"), r.match("3kV/slice_0007_1kV.tif")
+    (('3', '0007'), None)
+    """
+    out, pos, seen = [], 0, set()
     for m in re.finditer(r"\{(slice|kv)(:[^}]*)?\}", pattern):
         out.append(re.escape(pattern[pos : m.start()]))
-        out.append(r"(?P<slice>\d+)" if m.group(1) == "slice" else r"(?P<kv>\d+(?:\.\d+)?)")
+        name = m.group(1)
+        out.append(f"(?P={name})" if name in seen else
+                   r"(?P<slice>\d+)" if name == "slice" else r"(?P<kv>\d+(?:\.\d+)?)")
+        seen.add(name)
         pos = m.end()
     out.append(re.escape(pattern[pos:]))
     return re.compile("".join(out) + r"\Z")
+
+
+def _candidates(folder: Path, pattern: str) -> list[Path]:
+    """The entries a pattern may name: the folder's own, or, for a pattern with ``/``
+    (one subfolder per kV, ``{kv}kV/slice_{slice:04d}.tif``), those as many levels down."""
+    depth = pattern.strip("/").count("/")
+    return sorted(folder.iterdir()) if depth == 0 else \
+        sorted(folder.glob("/".join(["*"] * (depth + 1))))
 
 
 def _what_is_there(names: list[str], other_kvs: set[float]) -> str:
@@ -71,6 +90,8 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
         ``{slice}`` each kV is one multi-page TIFF (e.g. ``stack_{kv}kV.tif``).
         A single-kV acquisition may leave ``{kv}`` out (``slice_{slice:04d}.tif``):
         every matching file is that channel (its metadata's kV still checked).
+        With ``/`` it names files in subfolders, e.g. one folder per kV
+        (``{kv}kV/slice_{slice:04d}.tif``).
     kvs : sequence of float
         The acceleration voltages (kV) the sample sheet names.
 
@@ -94,9 +115,10 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
     regex = _pattern_regex(pattern)
     per_kv: dict[float, list[SliceFile]] = {float(kv): [] for kv in kvs}
     names, other_kvs = [], set()
-    for p in sorted(folder.iterdir()):
-        names.append(p.name)
-        m = regex.match(p.name)
+    for p in _candidates(folder, pattern):
+        name = p.relative_to(folder).as_posix()
+        names.append(name)
+        m = regex.match(name)
         if not m:
             continue
         kv = float(m.group("kv")) if "kv" in m.groupdict() else float(kvs[0])
@@ -107,8 +129,12 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
         per_kv[kv].append(SliceFile(p, idx, kv))
     for kv, files in per_kv.items():
         if not files:
+            hint = ""
+            if "/" not in pattern and any((folder / n).is_dir() for n in names):
+                hint = ("; its images lie in subfolders? name them in the pattern, e.g. "
+                        "'{kv}kV/slice_{slice:04d}.tif'")
             raise RawDataError(f"{folder}: no file matches pattern {pattern!r} for {kv:g} kV; "
-                               + _what_is_there(names, other_kvs))
+                               + _what_is_there(names, other_kvs) + hint)
         files.sort(key=lambda f: (f.slice is None, f.slice))
     if "{slice" in pattern:
         reference = None
