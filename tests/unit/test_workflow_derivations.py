@@ -26,6 +26,12 @@ def _rules(repo):
     return out
 
 
+def _env_packages(path) -> dict:
+    """Package name -> its line (``tifffile=2026.3.3``) of a conda env file."""
+    deps = yaml.safe_load(path.read_text())["dependencies"]
+    return {re.split(r"[=<> ]", d)[0]: d for d in deps if isinstance(d, str)}
+
+
 def test_every_scripted_rule_has_an_env(repo):
     rules = _rules(repo)
     assert len(rules) >= 9
@@ -36,8 +42,7 @@ def test_each_rule_env_holds_every_package_its_script_imports(repo):
     """A script's transitive module-level imports (through fibrecon) against envs/<stage>.yaml."""
     missing = {}
     for rule, script, env in _rules(repo):
-        deps = yaml.safe_load((repo / "envs" / env).read_text())["dependencies"]
-        names = {re.split(r"[=<> ]", d)[0] for d in deps if isinstance(d, str)}
+        names = set(_env_packages(repo / "envs" / env))
         need = {CONDA_NAMES.get(n, n) for n in third_party_imports(repo / "scripts" / script)}
         if need - names:
             missing[f"{rule} ({env})"] = sorted(need - names)
@@ -77,8 +82,7 @@ def test_every_env_that_reads_tiffs_can_decode_compressed_ones(repo):
     on a compressed instrument export that the local venv reads."""
     pins = {}
     for env in sorted((repo / "envs").glob("*.yaml")):
-        deps = yaml.safe_load(env.read_text())["dependencies"]
-        names = {re.split(r"[=<> ]", d)[0]: d for d in deps if isinstance(d, str)}
+        names = _env_packages(env)
         if "tifffile" in names:
             assert "imagecodecs" in names, env.name
             pins[env.name] = names["imagecodecs"]
