@@ -203,6 +203,7 @@ def test_compressed_instrument_and_label_tiffs_are_read(tmp_path, compression):
                      photometric="minisblack")
     stack = files.RawStack(tmp_path, "stack.tif", [2], databar="none")
     np.testing.assert_array_equal(np.stack([stack[z] for z in range(3)]), raw)
+    assert not [w for w in stack.metadata["warnings"] if "lossy" in w]  # lossless: no word
     labels = np.random.default_rng(4).choice(np.array([0, 128, 255], np.uint8), (4, 8, 8))
     tifffile.imwrite(tmp_path / "labels.tif", labels, compression=compression,
                      photometric="minisblack")
@@ -225,3 +226,14 @@ def test_one_subfolder_per_kv_is_named_by_the_pattern(tmp_path):
     (tmp_path / "3kV" / "slice_0002.tif").unlink()  # the checks hold across folders
     with pytest.raises(files.RawDataError, match=r"slice\(s\) \[2\] present at one voltage"):
         files.RawStack(tmp_path, "{kv}kV/slice_{slice:04d}.tif", [1, 3], databar="none")
+
+
+def test_a_lossy_compressed_stack_is_read_with_a_warning_naming_the_file(tmp_path):
+    """JPEG's block artifacts reach the segmentation: read, but said in the align log."""
+    raw = np.random.default_rng(6).integers(0, 255, (3, 16, 16)).astype(np.uint8)
+    for z in range(3):
+        tifffile.imwrite(tmp_path / f"slice_{z:04d}.tif", raw[z], compression="jpeg")
+    stack = files.RawStack(tmp_path, "slice_{slice:04d}.tif", [2], databar="none")
+    assert stack[0].shape == (1, 16, 16)
+    (warning,) = [w for w in stack.metadata["warnings"] if "lossy" in w]
+    assert "slice_0000.tif: stored JPEG-compressed" in warning and "2 more image(s)" in warning

@@ -250,6 +250,29 @@ def _page_info(path: Path) -> tuple[int, tuple, np.dtype]:
     return n, shape, dtype
 
 
+#: TIFF compressions that are usually lossy (tifffile's names): their block artifacts and
+#: smoothed edges reach the segmentation, so a stack stored so is a warning.
+_LOSSY_COMPRESSIONS = frozenset({"OJPEG", "JPEG", "ALT_JPEG", "JPEG_LOSSY", "JPEG_2000_LOSSY",
+                                "JPEGXR", "JPEGXR_NDPI", "WEBP", "WEBP_DEPRECATED", "JPEGXL",
+                                "JPEGXL_DNG"})
+
+
+def _lossy_compression_warning(path, page: int = 0, files: int = 1) -> str | None:
+    """A warning naming the file when its page is stored with a lossy compression, else None.
+
+    From the TIFF header only. ``files``: how many files (or pages) of the channel it stands for.
+    """
+    with tifffile.TiffFile(path) as tif:
+        compression = tif.pages[page].compression
+    name = getattr(compression, "name", str(compression))
+    if name not in _LOSSY_COMPRESSIONS:
+        return None
+    return (f"{path}: stored {name}-compressed, usually lossy (with {files - 1} more image(s) of "
+            "its kV channel): block artifacts and smoothed edges reach the segmentation; "
+            "export the detector images uncompressed or with a lossless compression (LZW, "
+            "deflate)")
+
+
 class RawStack:
     """A raw multi-kV acquisition, checked up front and read one slice at a time.
 
@@ -339,6 +362,10 @@ class RawStack:
         self.dtype = dtype
         self.metadata = channel_metadata(self.kvs, [src[0][0] for src in self._sources])
         self.metadata["files"] = sum(len(v) for v in per_kv.values())
+        for sources in self._sources:  # the first image of each channel, from its header
+            lossy = _lossy_compression_warning(*sources[0], files=len(sources))
+            if lossy:
+                self.metadata["warnings"].append(lossy)
         self.databar = self._databar_rows(databar, shape, first)
         self._rows = shape[0] - self.databar["rows"]
         self.shape = (counts.pop(), len(self.kvs), self._rows, shape[1])
