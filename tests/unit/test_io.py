@@ -221,6 +221,8 @@ def test_one_subfolder_per_kv_is_named_by_the_pattern(tmp_path):
             tifffile.imwrite(tmp_path / f"{kv}kV" / f"slice_{z:04d}.tif", raw[z, c])
     stack = files.RawStack(tmp_path, "{kv}kV/slice_{slice:04d}.tif", [1, 3], databar="none")
     np.testing.assert_array_equal(np.stack([stack[z] for z in range(3)]), raw)
+    assert [c["file"] for c in stack.metadata["channels"]] == ["1kV/slice_0000.tif",
+                                                                "3kV/slice_0000.tif"]
     with pytest.raises(files.RawDataError, match=r"subfolders\? name them in the pattern"):
         files.RawStack(tmp_path, "slice_{slice:04d}.tif", [1], databar="none")
     (tmp_path / "3kV" / "slice_0002.tif").unlink()  # the checks hold across folders

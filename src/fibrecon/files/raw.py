@@ -360,7 +360,8 @@ class RawStack:
         if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
             raise RawDataError(f"{first}: unsupported pixel type {dtype}")
         self.dtype = dtype
-        self.metadata = channel_metadata(self.kvs, [src[0][0] for src in self._sources])
+        self.metadata = channel_metadata(self.kvs, [src[0][0] for src in self._sources],
+                                         folder=self.folder)
         self.metadata["files"] = sum(len(v) for v in per_kv.values())
         for sources in self._sources:  # the first image of each channel, from its header
             lossy = _lossy_compression_warning(*sources[0], files=len(sources))
@@ -406,7 +407,7 @@ class RawStack:
         return np.stack(planes)
 
 
-def channel_metadata(kvs, first_files, rtol: float = 0.01) -> dict:
+def channel_metadata(kvs, first_files, rtol: float = 0.01, folder=None) -> dict:
     """Instrument metadata of a multi-kV acquisition, checked against the configured kV list.
 
     Parameters
@@ -417,6 +418,10 @@ def channel_metadata(kvs, first_files, rtol: float = 0.01) -> dict:
         The first file of each channel.
     rtol : float
         Relative difference above which two values conflict.
+    folder : path, optional
+        The raw folder: each channel's ``file`` is named relative to it (so a
+        layout with one subfolder per kV keeps the subfolder); without it, the
+        base name.
 
     Returns
     -------
@@ -447,7 +452,10 @@ def channel_metadata(kvs, first_files, rtol: float = 0.01) -> dict:
                 f"{metas[0]['pixel_size_um']} µm of {first_files[0]}; channels of one "
                 "acquisition must have the same pixel size")
         keys = ("kv", "detector", "working_distance_mm", "date")
-        channels.append({"configured_kv": kv, "file": Path(path).name,
+        name = Path(path).name
+        if folder is not None and Path(path).is_relative_to(folder):
+            name = Path(path).relative_to(folder).as_posix()
+        channels.append({"configured_kv": kv, "file": name,
                          **{k: meta[k] for k in keys if k in meta},
                          "origin": {k: meta["origin"][k] for k in keys if k in meta}})
     warnings = [w for meta in metas for w in meta.get("warnings", [])]
