@@ -67,6 +67,15 @@ def test_gap_in_slices_is_named(tmp_path):
     (tmp_path / "raw" / "slice_0002_1kV.tif").unlink()
     with pytest.raises(files.RawDataError, match=r"gap in slice numbering at 1 kV: slice\(s\) \[2\]"):
         files.find_raw_files(tmp_path / "raw", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
+    _acquisition(tmp_path / "even", nz=1)  # slices 0, 2, 4, 6: a constant step, said so
+    for z in (2, 4, 6):
+        for kv in (1, 3):
+            (tmp_path / "even" / f"slice_{z:04d}_{kv}kV.tif").write_bytes(
+                (tmp_path / "even" / f"slice_0000_{kv}kV.tif").read_bytes())
+    with pytest.raises(files.RawDataError, match=r"\[1, 3, 5\] missing \(3 in all between 0 "
+                       r"and 6\); the numbers go up by 2 throughout: every 2nd slice saved\? "
+                       r"then number them consecutively and set the sheet's voxel_z_um"):
+        files.find_raw_files(tmp_path / "even", "slice_{slice:04d}_{kv}kV.tif", [1, 3])
 
 
 def test_missing_kv_channel_for_some_slices(tmp_path):

@@ -140,13 +140,9 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
         reference = None
         for kv, files in per_kv.items():
             idx = [f.slice for f in files]
-            expected = list(range(idx[0], idx[0] + len(idx)))
-            if idx != expected:
-                missing = sorted(set(expected) - set(idx))
-                raise RawDataError(
-                    f"{folder}: gap in slice numbering at {kv:g} kV: "
-                    f"slice(s) {missing[:5]} missing"
-                )
+            if idx != list(range(idx[0], idx[0] + len(idx))):
+                raise RawDataError(f"{folder}: gap in slice numbering at {kv:g} kV: "
+                                   + _gap_description(idx))
             if reference is None:
                 reference = (kv, set(idx))
             elif set(idx) != reference[1]:
@@ -156,6 +152,30 @@ def find_raw_files(folder, pattern: str, kvs) -> dict[float, list[SliceFile]]:
                     f"the other ({reference[0]:g} kV vs {kv:g} kV): a kV channel is missing"
                 )
     return per_kv
+
+
+def _gap_description(idx: list[int]) -> str:
+    """What is missing from sorted slice numbers ``idx``, and a constant step if there is one.
+
+    >>> _gap_description([0, 1, 3, 4])
+    'slice(s) [2] missing (1 in all between 0 and 4)'
+    >>> "every 2nd slice saved?" in _gap_description([0, 2, 4, 6])
+    True
+    """
+    missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
+    text = (f"slice(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} missing "
+            f"({len(missing)} in all between {idx[0]} and {idx[-1]})")
+    steps = set(np.diff(idx).tolist())
+    if len(idx) > 2 and len(steps) == 1:
+        (step,) = steps
+        text += (f"; the numbers go up by {step} throughout: every {step}{_ordinal(step)} "
+                 f"slice saved? then number them consecutively and set the sheet's "
+                 f"voxel_z_um to {step}x the FIB slice thickness")
+    return text
+
+
+def _ordinal(n: int) -> str:
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def _read_image(path: Path, key=None) -> np.ndarray:
