@@ -29,8 +29,12 @@ DEMO   := --configfile config/demo/config.yaml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) $(DEMO)
 
+# Two pytest-xdist workers, one test file each at a time (a file's tests share
+# their fixtures: the SLURM cluster, the finished series); tests/conftest.py
+# hands out the slowest files first. 17 min serial, about 12 on 2 cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The edit-test loop: unit tests and docstring examples only (about 4 minutes);
 # `make test` (what CI runs) adds the integration tests.
