@@ -39,6 +39,7 @@ Run::
     .venv/bin/python benchmarks/cross_domain.py train --out .bench/transfer [--rounds 6]
     .venv/bin/python benchmarks/cross_domain.py evaluate MODEL [MODEL ...] [--write]
     .venv/bin/python benchmarks/cross_domain.py signals [MODEL] [--write]
+    .venv/bin/python benchmarks/cross_domain.py agreement [--write]
 
 ``signals`` asks whether a stack the network fails on can be told without
 labels: per stack, IoU beside the share of uncertain voxels and the label
@@ -383,6 +384,8 @@ FALLBACK_SEEDS = {"foreign": 5151, "foreign_cbd_bright": 5252, "foreign_fine": 5
 #: Simulator stacks finer than the demo (d50 0.6-1.5 µm at 50 nm): where the gate's signal,
 #: the share of uncertain CBD, is high for the shipped model without the stack being foreign.
 FINE_SIMULATOR = [(0.6, 0.30), (0.7, 0.35), (0.8, 0.30), (1.0, 0.27), (1.5, 0.35)]
+FALLBACK_DOMAINS = ["simulator", "simulator_strong", "simulator_fine", "foreign",
+                    "foreign_cbd_bright", "foreign_fine", "nanoct"]
 
 
 def fallback_stacks(domain: str, pre: PreprocessParams = PRE):
@@ -422,8 +425,7 @@ def cmd_fallback(args):
     channels = [KVS.index(float(k)) for k in card["kvs"]]
     temperature = ModelCard(card).temperature
     names = {"model": Path(args.model).name, "fallback": Path(args.fallback).name}
-    domains = ["simulator", "simulator_strong", "simulator_fine", "foreign", "foreign_cbd_bright",
-               "foreign_fine", "nanoct"]
+    domains = FALLBACK_DOMAINS
     results = {"models": names, "above": args.above, "domains": {}, "stacks": []}
     for domain in domains:
         cms = {k: torch.zeros(3, 3, dtype=torch.long) for k in ("model", "fallback", "switch")}
@@ -494,6 +496,60 @@ def fallback_report(results: dict) -> str:
                      f"{'yes' if r['switched'] else 'no'} | {cell(r['model'])} | "
                      f"{cell(r['fallback'])} |")
     return "\n".join(lines) + "\n"
+
+
+def cmd_agreement(args):
+    """Do the model and the fallback agree on a stack's CBD where the model is right? Per test
+    stack of ``fallback``: the CBD IoU between the two networks' labels of the probe slices
+    (as segment computes it, :func:`fibrecon.uncertainty.cbd_agreement`) beside each network's
+    CBD IoU against the truth on the same slices."""
+    from fibrecon.uncertainty import AGREEMENT_CBD_WARN_BELOW, cbd_agreement, probe_slices
+
+    torch.set_num_threads(2)
+    (net, card), (fnet, fcard) = load_model(args.model), load_model(args.fallback)
+    label, flabel = labeller(net, card), labeller(fnet, fcard)
+    rows = []
+    for domain in FALLBACK_DOMAINS:
+        for st in fallback_stacks(domain, model_preprocess(card)):
+            zs = probe_slices(len(st["labels"]))
+            a = np.stack([label(st["images"], z) for z in zs])
+            b = np.stack([flabel(st["images"], z) for z in zs])
+            truth = st["labels"][zs]
+            row = {"domain": domain, "stack": st["name"],
+                   "model_cbd": round(cbd_agreement(a, truth), 3),
+                   "fallback_cbd": round(cbd_agreement(b, truth), 3),
+                   "agreement_cbd": round(cbd_agreement(a, b), 3)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    below = [r for r in rows if r["agreement_cbd"] < AGREEMENT_CBD_WARN_BELOW]
+    missed = [r for r in rows if r not in below and r["model_cbd"] < 0.5]
+    lines = [f"The CBD IoU between the labels of `{Path(args.model).name}` and "
+             f"`{Path(args.fallback).name}` on each stack's probe slices (every 8th, as segment "
+             "takes them), beside each network's CBD IoU against the truth on the same slices; "
+             f"segment warns below {AGREEMENT_CBD_WARN_BELOW}. Stacks: those of `fallback`. "
+             "Command: `.venv/bin/python benchmarks/cross_domain.py agreement --write` "
+             "(3 min).", "",
+             f"Below {AGREEMENT_CBD_WARN_BELOW}: {len(below)} of {len(rows)} stacks, the model's "
+             f"CBD IoU there at most {max(r['model_cbd'] for r in below):.3f}. At or above: "
+             f"{len(rows) - len(below)} stacks, the model's CBD IoU under 0.5 on "
+             + (", ".join(f"{r['stack']} ({r['model_cbd']:.3f}, agreement "
+                          f"{r['agreement_cbd']:.3f})" for r in missed) or "none")
+             + " (missed).", "",
+             "| domain | stacks | below | model CBD IoU | agreement |", "| --- | --- | --- | --- | --- |"]
+    for domain in FALLBACK_DOMAINS:
+        rs = [r for r in rows if r["domain"] == domain]
+        lines.append(f"| {domain} | {len(rs)} | {sum(r in below for r in rs)} | "
+                     f"{min(r['model_cbd'] for r in rs):.3f}-{max(r['model_cbd'] for r in rs):.3f}"
+                     f" | {min(r['agreement_cbd'] for r in rs):.3f}-"
+                     f"{max(r['agreement_cbd'] for r in rs):.3f} |")
+    lines += ["", "| domain | stack | model CBD IoU | fallback CBD IoU | agreement |",
+              "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['domain']} | {r['stack']} | {r['model_cbd']:.3f} | {r['fallback_cbd']:.3f} | "
+              f"{r['agreement_cbd']:.3f} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    if args.write:
+        write_section("Segmentation across domains: two networks' agreement", text)
+    print(text)
 
 
 # ----------------------------------------------------------------------------- training
@@ -579,9 +635,14 @@ def main(argv=None):
     f.add_argument("--above", type=float, default=SegmentSettings().fallback_above,
                    help="the probe's uncertain CBD share above which the fallback segments")
     f.add_argument("--write", action="store_true", help="write the RESULTS.md section")
+    a = sub.add_parser("agreement", help="per stack: the CBD IoU between the model's and the "
+                                          "fallback's labels beside each one's against the truth")
+    a.add_argument("--model", default=str(SHIPPED))
+    a.add_argument("--fallback", default=str(SHIPPED.with_name(SHIPPED.stem + "_randomised.pt")))
+    a.add_argument("--write", action="store_true", help="write the RESULTS.md section")
     args = ap.parse_args(argv)
     {"train": cmd_train, "evaluate": cmd_evaluate, "signals": cmd_signals,
-     "fallback": cmd_fallback}[args.cmd](args)
+     "fallback": cmd_fallback, "agreement": cmd_agreement}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from fibrecon.modelcard import ModelCard  # noqa: E402
 from fibrecon.segment import (PhaseGreyHistograms, SegmentSettings,  # noqa: E402
                               combine_channels, grey_population_warnings, label_slice,
                               multiotsu_thresholds, sample_voxels)
-from fibrecon.uncertainty import (UNCERTAIN_BELOW, calibrate, probe_slices,  # noqa: E402
+from fibrecon.uncertainty import (AGREEMENT_CBD_WARN_BELOW, UNCERTAIN_BELOW,  # noqa: E402
+                                  agreement_warning, calibrate, cbd_agreement, probe_slices,
                                   slice_uncertainty, uncertain_cbd_share, uncertain_fractions,
                                   uncertainty_warnings)
 
@@ -82,13 +83,27 @@ def network_labels(stack, log):
     fallback = snakemake.input.get("fallback")  # noqa: F821
     if fallback:  # a few slices first: is the stack like the model's training data?
         zs = probe_slices(len(stack))
-        share = uncertain_cbd_share(
-            calibrate(predict(model, multiple, scale,
-                              context_image(stack, z, p.channels, card["context"])),
-                      model_card.temperature) for z in zs)
+        probe_probs = [calibrate(predict(model, multiple, scale,
+                                         context_image(stack, z, p.channels, card["context"])),
+                                 model_card.temperature) for z in zs]
+        share = uncertain_cbd_share(probe_probs)
+        fnet, fcard, fmodel_card = load_checked(fallback, device, log)
+        fscale = scale_for(fmodel_card, fallback, stack, log)
+        fmodel = prepare_for_inference(fnet, device)
+        agreement = cbd_agreement(  # two networks trained apart: do they see the same CBD?
+            np.stack([prob.argmax(0) for prob in probe_probs]),
+            np.stack([predict(fmodel, fnet.multiple, fscale,
+                              context_image(stack, z, p.channels, fcard["context"])).argmax(0)
+                      for z in zs]))
         probe = {"slices": zs, "uncertain_fraction_cbd": round(share, 4),
                  "above": settings.fallback_above, "model": str(path),
-                 "fallback": str(fallback), "switched": bool(share > settings.fallback_above)}
+                 "fallback": str(fallback), "switched": bool(share > settings.fallback_above),
+                 "agreement_cbd_iou": round(agreement, 4)}
+        log.info("probe: the model and the fallback label its CBD with an IoU of %.3f between "
+                 "them (warning below %.2f)", agreement, AGREEMENT_CBD_WARN_BELOW)
+        disagree = agreement_warning(agreement, path, fallback, len(zs))
+        if disagree:
+            log.warning("%s", disagree)
         log.info("probe of %d slices with %s: %.1f %% of the voxels predicted CBD uncertain "
                  "(the fallback model segments above %.0f %%)", len(zs), path, 100 * share,
                  100 * settings.fallback_above)
@@ -102,10 +117,8 @@ def network_labels(stack, log):
                         "segment.fallback_model: none keeps the model); the record names the "
                         "network used (segmentation_model)",
                         100 * share, path, len(zs), 100 * settings.fallback_above, fallback)
-            path = fallback
-            net, card, model_card = load_checked(path, device, log)
-            scale = scale_for(model_card, path, stack, log)
-            multiple, model = net.multiple, prepare_for_inference(net, device)
+            path, net, card, model_card, scale = fallback, fnet, fcard, fmodel_card, fscale
+            multiple, model = fnet.multiple, fmodel
     sha256 = files.file_sha256(path)
     if out.get("model_used"):
         files.write_json(out.model_used, {"path": str(path), "sha256": sha256, "card": card,

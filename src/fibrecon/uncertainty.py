@@ -51,6 +51,7 @@ __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "per
            "fit_temperature", "normalised_entropy", "margin", "slice_uncertainty",
            "uncertain_fractions", "UNCERTAIN_WARN_ABOVE", "UNCERTAIN_CBD_WARN_ABOVE",
            "uncertainty_warnings", "probe_slices", "uncertain_cbd_share",
+           "AGREEMENT_CBD_WARN_BELOW", "cbd_agreement", "agreement_warning",
            "domain_widening", "WIDENING_WARN_ABOVE",
            "suggest_slices", "shifted_labels", "shifted_volumes", "fit_boundary_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
@@ -277,6 +278,51 @@ def uncertain_cbd_share(probabilities) -> float:
 
     rows = [slice_uncertainty(prob) for prob in probabilities]  # as the CBD warning counts
     return uncertain_fractions(pd.DataFrame(rows))["uncertain_fraction_cbd"]
+
+
+#: Two networks trained apart (the model and its fallback) that label the same probe slices'
+#: CBD with an IoU below this disagree on the stack: segment warns. On the 47 test stacks of
+#: ``benchmarks/cross_domain.py agreement`` (2026-12-07) every stack whose agreement fell below
+#: it had a model CBD IoU of 0.51 or less (simulator stacks of particles finer than the
+#: training data, foreign renders, 9 of the 12 real nano-CT slices, which no other label-free
+#: signal caught); the 8 stacks with a model CBD IoU of 0.6 or more all gave 0.52 or more.
+AGREEMENT_CBD_WARN_BELOW = 0.4
+
+
+def cbd_agreement(labels_a, labels_b) -> float:
+    """IoU of the CBD (label 2) of two label images or stacks of one stack, e.g. the labels of
+    two networks on the same probe slices; 1.0 where neither has any CBD.
+
+    Examples
+    --------
+    >>> a = np.array([[2, 2, 1, 0]]); b = np.array([[2, 1, 2, 0]])
+    >>> round(cbd_agreement(a, b), 3)
+    0.333
+    """
+    a, b = np.asarray(labels_a) == 2, np.asarray(labels_b) == 2
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
+
+
+def agreement_warning(agreement: float, model, fallback, n_slices: int) -> str | None:
+    """The segment stage's warning where ``model`` and ``fallback`` disagree on the CBD of a
+    probe (:data:`AGREEMENT_CBD_WARN_BELOW`), or None.
+
+    >>> agreement_warning(0.8, "m.pt", "f.pt", 4) is None
+    True
+    >>> agreement_warning(0.25, "m.pt", "f.pt", 4)[:60]
+    'm.pt and f.pt label the CBD of 4 probe slices with an IoU of'
+    """
+    if agreement >= AGREEMENT_CBD_WARN_BELOW:
+        return None
+    return (f"{model} and {fallback} label the CBD of {n_slices} probe slices with an IoU of "
+            f"only {agreement:.2f} between them (below {AGREEMENT_CBD_WARN_BELOW}): two networks "
+            "trained apart disagree on this stack, so its CBD is in doubt (on benchmark stacks "
+            "such disagreement came with a CBD IoU against the truth of 0.51 or less: "
+            "benchmarks/RESULTS.md, \"two networks' agreement\"); the CBD fraction, the "
+            "electronic tortuosity and the CBD cover of the AM are the metrics it moves most. "
+            "Check the QC figure; annotate a few slices and fine-tune (README, \"Correcting "
+            "the segmentation: annotations and fine-tuning\")")
 
 
 #: A segmentation sd widened more than this (:func:`domain_widening`) is a logged warning of the

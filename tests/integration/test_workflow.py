@@ -138,6 +138,14 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
     record = fio.read_json(series / "results" / "records" / "tiny_a.json")
     probe = record["segmentation_model"]["probe"]
     assert probe["switched"] == (probe["uncertain_fraction_cbd"] > 0.5)
+    # the two networks' agreement on the probe's CBD, logged; a warning only below the bound
+    from fibrecon.uncertainty import AGREEMENT_CBD_WARN_BELOW
+
+    assert 0.0 <= probe["agreement_cbd_iou"] <= 1.0
+    log = (finished_series / "logs" / "segment" / "tiny_a.log").read_text()
+    assert f"label its CBD with an IoU of {probe['agreement_cbd_iou']:.3f}" in log
+    assert ("two networks trained apart disagree" in log) == \
+        (probe["agreement_cbd_iou"] < AGREEMENT_CBD_WARN_BELOW)
     assert record["segmentation_model"]["path"] == probe["fallback" if probe["switched"]
                                                          else "model"]
     fallback = REPO / "resources" / "models" / "unet_1kV_3kV_randomised.pt"
