@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # Two pytest-xdist workers, one test file each at a time (a file's tests share
 # their fixtures: the SLURM cluster, the finished series); tests/conftest.py
-# hands out the slowest files first. 17 min serial, about 12 on 2 cores.
+# hands out the slowest files first. 17 min serial, 13-15 on 2 cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder

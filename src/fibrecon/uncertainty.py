@@ -296,12 +296,13 @@ def cbd_agreement(labels_a, labels_b) -> float:
     Examples
     --------
     >>> a = np.array([[2, 2, 1, 0]]); b = np.array([[2, 1, 2, 0]])
-    >>> round(cbd_agreement(a, b), 3)
-    0.333
+    >>> round(cbd_agreement(a, b), 3), cbd_agreement(a == 0, b == 0)
+    (0.333, 1.0)
     """
-    a, b = np.asarray(labels_a) == 2, np.asarray(labels_b) == 2
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
+    from fibrecon.evaluate import confusion_counts, iou_from_confusion
+
+    iou = iou_from_confusion(confusion_counts(labels_a, labels_b))["iou_cbd"]  # fibrecon's IoU
+    return 1.0 if np.isnan(iou) else iou
 
 
 def agreement_warning(agreement: float, model, fallback, n_slices: int) -> str | None:
