@@ -15,6 +15,11 @@
    compute the metrics and their segmentation sd as the workflow does, and
    the metrics of the true labels; a metric is covered when
    ``|measured - true| <= 2 sd``. The target is coverage >= 80 % per metric.
+   As in the workflow (``segment.fallback_model: auto``), a second network
+   (the shipped model's domain-randomised fallback) labels the probe slices
+   and the sd includes the metrics at its phase fractions
+   (:func:`fibrecon.metrics.other_network_shift`); the sd without that term is
+   computed on the same stacks beside it (``--no-other`` leaves it out).
 
 Run: ``.venv/bin/python benchmarks/uncertainty.py [--write-card]`` (CPU,
 about 10 minutes); writes its section of benchmarks/RESULTS.md.
@@ -38,14 +43,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from foreign import label_volume, render  # noqa: E402
 from results_md import write_section  # noqa: E402
 
-from fibrecon.infer import context_images, predict_probabilities, prepare_for_inference  # noqa: E402
-from fibrecon.metrics import (MetricsSettings, segmentation_uncertainty,  # noqa: E402
-                              volume_metrics)
+from fibrecon.infer import (context_image, context_images, predict_probabilities,  # noqa: E402
+                            prepare_for_inference)
+from fibrecon.metrics import (MetricsSettings, other_network_shift,  # noqa: E402
+                              segmentation_uncertainty, volume_metrics)
+from fibrecon.samples import auto_fallback_model  # noqa: E402
 from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.training import draw_settings, synthetic_stack  # noqa: E402
 from fibrecon.uncertainty import (calibrate, coverage, domain_widening,  # noqa: E402
                                   error_scale, fit_shift_sd, fit_temperature, metric_family,
-                                  slice_uncertainty, uncertain_fractions)
+                                  phase_fractions, probe_slices, slice_uncertainty,
+                                  uncertain_fractions)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 from fibrecon.volume import VolumeSettings, relabel_small_islands  # noqa: E402
 
@@ -111,6 +119,8 @@ def main(argv=None):
                     help="another draw of test stacks (simulator and foreign crops); only the "
                          f"default {TEST_SEED} writes RESULTS.md, others print and write "
                          "benchmarks/uncertainty_seed<N>.json")
+    ap.add_argument("--no-other", action="store_true",
+                    help="leave the second network's reading out (the sd as before 2026-12-07)")
     ap.add_argument("--report-only", action="store_true",
                     help="write the report from the JSON of the last run (no segmentation)")
     args = ap.parse_args(argv)
@@ -202,6 +212,11 @@ def main(argv=None):
             cases.append((f"simulator seed {seed}", img.astype(np.float32), lab))
         cases += [(name, preprocess_stack(raw, pre).astype(np.float32), lab)
                   for name, raw, lab in foreign_stacks(rng, kvs=kvs)]
+        # the workflow's second network (segment.fallback_model: auto) labels the probe slices
+        other_path = None if args.no_other else auto_fallback_model(args.model)
+        if other_path:
+            onet, ocard = load_model(other_path)
+            omultiple, onet = onet.multiple, prepare_for_inference(onet)
         rows = []
         for name, images, truth in cases:
             prob = calibrate(probabilities(net, card, images).transpose(1, 0, 2, 3),
@@ -213,8 +228,23 @@ def main(argv=None):
                                           measured, family_scale, **kwargs)[0]
             true = volume_metrics(truth, VOXEL, **kwargs)[0]
             row = {"case": name, "widening": round(widen, 3)}
+            if other_path:
+                zs = probe_slices(len(images))
+                other = phase_fractions(np.stack([predict_probabilities(
+                    onet, context_image(images, z, range(images.shape[1]), ocard["context"]),
+                    multiple=omultiple).argmax(0) for z in zs]))
+                shift, reading = other_network_shift(
+                    prob, {"name": Path(other_path).name, "slices": zs, "fractions": other})
+                row["other_network"] = {k: v for k, v in reading.items() if k != "note"}
+                with_other = segmentation_uncertainty(
+                    labels, prob, np.asarray(sigma) * widen, VOXEL, measured, family_scale,
+                    other_shift=shift, **kwargs)[0]
             for k in COVERED:
                 row[k] = (measured[k], sd.get(f"{k}_sd_segmentation", float("nan")), true[k])
+                if other_path:  # the workflow's sd; the boundary shift alone beside it
+                    row[f"{k}_without_other"] = row[k]
+                    row[k] = (measured[k], with_other.get(f"{k}_sd_segmentation", float("nan")),
+                              true[k])
             rows.append(row)
             print(name, {k: tuple(round(float(v), 4) for v in row[k]) for k in COVERED[:4]},
                   flush=True)
@@ -222,11 +252,15 @@ def main(argv=None):
               "foreign": [r for r in rows if not r["case"].startswith("simulator")]}
     summary = {k: {g: coverage([r[k] for r in part]) for g, part in groups.items()}
                for k in COVERED}
+    with_other = any(f"{COVERED[0]}_without_other" in r for r in rows)
+    before = {k: {g: coverage([r[f"{k}_without_other"] for r in part])
+                  for g, part in groups.items()} for k in COVERED} if with_other else {}
     if not args.report_only:
         elapsed = time.perf_counter() - t0
         out.write_text(json.dumps({"model": str(args.model), "temperature": temperature,
                                    "boundary_shift_sd": sigma, "rows": rows, "elapsed_s": elapsed,
-                                   "coverage": summary}, indent=1, default=float))
+                                   "coverage": summary, "coverage_without_other": before},
+                                  indent=1, default=float))
     lines = [f"Model `{Path(args.model).resolve().relative_to(ROOT)}`, calibration T = {temperature:.3f}, "
              f"boundary-shift sd = {sigma} (pore-AM, CBD-others), widening per family "
              f"{family_scale} (fitted on "
@@ -240,7 +274,13 @@ def main(argv=None):
              "truth and measurement alike. Each stack's shift sd is widened by max(1, its share "
              "of uncertain voxels / the calibration stacks' "
              f"{base_share if base_share is not None else 'share (not recorded: no widening)'}) "
-             "(`fibrecon.uncertainty.domain_widening`, as the workflow's metrics stage does).", "",
+             "(`fibrecon.uncertainty.domain_widening`, as the workflow's metrics stage does)."
+             + (" As in the workflow (`segment.fallback_model: auto`), the fallback network "
+                "labels the probe slices (every 8th) and every sd includes the metrics of the "
+                "volume moved to its phase fractions there "
+                "(`fibrecon.metrics.other_network_shift`); in brackets the coverage of the sd "
+                "without that term (the boundary shift alone), same stacks and run."
+                if with_other else ""), "",
              "An infinite sd means the network percolates within +-2 sd of the boundary "
              "doubt on one side and not on the other (`percolation_in_doubt`); the columns "
              "'inf sd' count those cases.", "",
@@ -253,18 +293,28 @@ def main(argv=None):
             ratios = [abs(r[k][0] - r[k][2]) / r[k][1] for r in groups[g]
                       if np.isfinite(r[k][0]) and np.isfinite(r[k][2]) and 0 < r[k][1] < np.inf]
             n_inf = sum(1 for r in groups[g] if r[k][1] == np.inf)
-            cells += [f"{h}/{n}", f"{h / max(n, 1):.0%}", str(n_inf),
+            was = f" ({before[k][g][0]}/{before[k][g][1]})" if with_other else ""
+            cells += [f"{h}/{n}{was}", f"{h / max(n, 1):.0%}", str(n_inf),
                       f"{np.median(ratios):.2f}" if ratios else "-"]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "Per case (measured ± sd_segmentation, truth), volume fractions and d50:", "",
-              "| case | widening | pore | AM | CBD | d50 µm |", "| --- | --- | --- | --- | --- | --- |"]
+              "| case | widening | pore | AM | CBD | d50 µm | second network's probe fractions "
+              "(this network's) | sd without it: pore / AM / CBD / d50 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        o = r.get("other_network") or {}
+        reading = (" / ".join(f"{v:.3f}" for v in o["fractions_other"]) + " ("
+                   + " / ".join(f"{v:.3f}" for v in o["fractions_used"]) + ")") if o else "-"
+        was = " / ".join(f"{r[f'{k}_without_other'][1]:.3f}" for k in COVERED[:4]) \
+            if f"{COVERED[0]}_without_other" in r else "-"
         lines.append(f"| {r['case']} | {r.get('widening', 1.0):.2f} | " + " | ".join(
-            f"{r[k][0]:.3f} ± {r[k][1]:.3f} ({r[k][2]:.3f})" for k in COVERED[:4]) + " |")
+            f"{r[k][0]:.3f} ± {r[k][1]:.3f} ({r[k][2]:.3f})" for k in COVERED[:4])
+            + f" | {reading} | {was} |")
     model_arg = "" if not tag else f" --model {Path(args.model).resolve().relative_to(ROOT)}"
     lines += ["", f"Command: `.venv/bin/python benchmarks/uncertainty.py{model_arg}"
               f"{' --write-card' if args.write_card else ''}"
-              f"{'' if default_draw else f' --test-seed {args.test_seed}'}` "
+              f"{'' if default_draw else f' --test-seed {args.test_seed}'}"
+              f"{' --no-other' if args.no_other else ''}` "
               + (f"({elapsed / 60:.1f} min on 2 CPU cores)." if np.isfinite(elapsed) else "")]
     if default_draw:
         title = "Segmentation uncertainty: calibration and coverage"

@@ -24,6 +24,14 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     used = files.read_json(inp.model_used) if inp.get("model_used") else None
     card = ModelCard(used["card"]) if used else None
     shift_sd = card.boundary_shift_sd if card else None
+    # the probe's second network: its reading of the probe slices widens the segmentation sd
+    probe = (used or {}).get("probe") or {}
+    other = None
+    if probe.get("fractions_fallback") and probe.get("fractions_model"):
+        switched = bool(probe.get("switched"))
+        other = {"name": Path(probe["model" if switched else "fallback"]).name,
+                 "slices": probe["slices"],
+                 "fractions": probe["fractions_model" if switched else "fractions_fallback"]}
     with contextlib.ExitStack() as stack:
         prob = None
         if inp.get("probabilities"):
@@ -39,6 +47,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
             uncertain_share=uncertain_fractions(files.read_table(inp.uncertainty))[
                 "uncertain_fraction"] if inp.get("uncertainty") else None,
             calibration_uncertain_share=card.uncertain_share if card else None,
+            other_network=other,
             min_object_voxels=VolumeSettings.from_config(
                 snakemake.params.volume).min_object_voxels)  # noqa: F821
     metrics = {"sample": sample, **metrics}

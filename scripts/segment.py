@@ -17,7 +17,8 @@ from fibrecon.segment import (PhaseGreyHistograms, SegmentSettings,  # noqa: E40
                               combine_channels, grey_population_warnings, label_slice,
                               multiotsu_thresholds, sample_voxels)
 from fibrecon.uncertainty import (AGREEMENT_CBD_WARN_BELOW, UNCERTAIN_BELOW,  # noqa: E402
-                                  agreement_warning, calibrate, cbd_agreement, probe_slices,
+                                  agreement_warning, calibrate, cbd_agreement, phase_fractions,
+                                  probe_slices,
                                   slice_uncertainty, uncertain_cbd_share, uncertain_fractions,
                                   uncertainty_warnings)
 
@@ -90,15 +91,22 @@ def network_labels(stack, log):
         fnet, fcard, fmodel_card = load_checked(fallback, device, log)
         fscale = scale_for(fmodel_card, fallback, stack, log)
         fmodel = prepare_for_inference(fnet, device)
-        agreement = cbd_agreement(  # two networks trained apart: do they see the same CBD?
-            np.stack([prob.argmax(0) for prob in probe_probs]),
-            np.stack([predict(fmodel, fnet.multiple, fscale,
-                              context_image(stack, z, p.channels, fcard["context"])).argmax(0)
-                      for z in zs]))
+        model_labels = np.stack([prob.argmax(0) for prob in probe_probs])
+        fallback_labels = np.stack([
+            predict(fmodel, fnet.multiple, fscale,
+                    context_image(stack, z, p.channels, fcard["context"])).argmax(0)
+            for z in zs])
+        # two networks trained apart: do they see the same CBD?
+        agreement = cbd_agreement(model_labels, fallback_labels)
         probe = {"slices": zs, "uncertain_fraction_cbd": round(share, 4),
                  "above": settings.fallback_above, "model": str(path),
                  "fallback": str(fallback), "switched": bool(share > settings.fallback_above),
-                 "agreement_cbd_iou": round(agreement, 4)}
+                 "agreement_cbd_iou": round(agreement, 4),
+                 # each network's pore / AM / CBD fractions there: the metrics stage's
+                 # segmentation sd spans both readings
+                 "fractions_model": [round(float(v), 4) for v in phase_fractions(model_labels)],
+                 "fractions_fallback": [round(float(v), 4)
+                                        for v in phase_fractions(fallback_labels)]}
         log.info("probe: the model and the fallback label its CBD with an IoU of %.3f between "
                  "them (warning below %.2f)", agreement, AGREEMENT_CBD_WARN_BELOW)
         disagree = agreement_warning(agreement, path, fallback, len(zs))

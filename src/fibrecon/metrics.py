@@ -30,8 +30,9 @@ from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, WIDENING_WARN_ABOVE, domain_widening,
+                                  fit_fraction_shift, phase_fractions, shifted_labels,
                                   percolation_doubt, segmentation_sd, shifted_volumes)
-from fibrecon.volume import VolumeSettings, fraction_warnings
+from fibrecon.volume import VolumeSettings, fraction_warnings, relabel_small_islands
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
@@ -373,7 +374,7 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                    boundary_shift_sd=None, family_scale=None,
                    min_object_voxels: int = VolumeSettings.min_object_voxels,
                    particle_h_doubt_um: float = MetricsSettings.particle_h_doubt_um,
-                   uncertain_share=None, calibration_uncertain_share=None):
+                   uncertain_share=None, calibration_uncertain_share=None, other_network=None):
     """Every metric of one sample, with units in the names, and two error bars.
 
     Parameters
@@ -420,6 +421,14 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
         ``segmentation_doubt`` in the result and a note; a warning above
         :data:`fibrecon.uncertainty.WIDENING_WARN_ABOVE`). Either missing: no
         widening.
+    other_network : dict, optional
+        A second network's reading of some slices (the segment stage's probe:
+        ``name``, ``slices``, its phase ``fractions`` on them). The labels'
+        boundaries are moved until those slices have that network's fractions
+        (:func:`other_network_shift`) and the metrics of the moved volume are
+        one more term of every segmentation sd: where two networks trained
+        apart read a stack differently, the error bar spans both readings
+        (``segmentation_doubt: other_network`` in the result, and a note).
 
     Returns
     -------
@@ -493,12 +502,19 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
                 + ("; check the QC figure and correct a few slices (results/annotate/<sample>/)"
                    if widen > WIDENING_WARN_ABOVE else ""))
             (LOG.warning if widen > WIDENING_WARN_ABOVE else LOG.info)(first_notes[-1])
+        other_shift = None
+        if other_network:
+            other_shift, reading = other_network_shift(probabilities, other_network)
+            first_notes.append(reading.pop("note"))
+            out["segmentation_doubt"]["other_network"] = reading
+            (LOG.info if other_shift is not None else LOG.warning)(first_notes[-1])
         with _stage("segmentation uncertainty"):
             sds, doubt = segmentation_uncertainty(labels, probabilities, sigma, vs, scalars,
                                                   family_scale,
                                                   min_object_voxels=min_object_voxels,
                                                   h_doubt=particle_h_doubt_um,
-                                                  separated=separated or None, **kwargs)
+                                                  separated=separated or None,
+                                                  other_shift=other_shift, **kwargs)
         out.update(sds)
         out["boundary_shift_sd"] = sigma.tolist()
         out["percolation_in_doubt"] = doubt
@@ -521,11 +537,70 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     return out, particles, aggregates, spread
 
 
+def other_network_shift(probabilities, other: dict):
+    """The boundary shift that gives the segmentation a second network's phase fractions.
+
+    The segment stage's probe has a second network (the fallback, or the
+    model where the fallback segmented) label a few slices. Their phase
+    fractions, against this network's on the same slices, are a reading of
+    the segmentation's doubt that a calibration on simulator stacks cannot
+    give: on stacks unlike the training data the two networks disagree where
+    the segmentation is wrong (``benchmarks/uncertainty.py``). The shift is
+    fitted on those slices' calibrated probabilities
+    (:func:`fibrecon.uncertainty.fit_fraction_shift`) and applied to the
+    whole volume by :func:`segmentation_uncertainty`.
+
+    Parameters
+    ----------
+    probabilities : array-like, (z, classes, y, x)
+        Calibrated probabilities of the network that segmented the volume.
+    other : dict
+        ``name``, ``slices`` (indices into ``probabilities``) and ``fractions``
+        (pore, AM, CBD of the other network on those slices).
+
+    Returns
+    -------
+    shift : ndarray (3,) or None
+        None where the slices do not fit the volume (the reading is then
+        not used; ``note`` says why).
+    reading : dict
+        JSON-ready: both networks' fractions on the slices, the shift, a note.
+
+    Examples
+    --------
+    >>> p = np.zeros((2, 3, 4, 4)); p[:, 0] = 0.6; p[:, 1] = 0.4
+    >>> p[:, 1, :, :2] = 0.7; p[:, 0, :, :2] = 0.3
+    >>> shift, r = other_network_shift(p, {"name": "f.pt", "slices": [0, 1],
+    ...                                    "fractions": [0.25, 0.75, 0.0]})
+    >>> r["fractions_used"], r["fractions_other"]
+    ([0.5, 0.5, 0.0], [0.25, 0.75, 0.0])
+    """
+    name, zs = str(other.get("name", "the other network")), [int(z) for z in other["slices"]]
+    target = [float(v) for v in other["fractions"]]
+    n = len(probabilities)
+    if not zs or min(zs) < 0 or max(zs) >= n:
+        return None, {"name": name, "note": (
+            f"the probe's slices {zs} of {name} do not lie in this volume of {n} slices: its "
+            "reading is left out of the segmentation sd")}
+    probe = np.stack([np.asarray(probabilities[z], np.float32) for z in zs])
+    used = phase_fractions(probe.argmax(1))
+    shift = fit_fraction_shift(probe, target)
+    reading = {"name": name, "slices": zs, "fractions_used": [round(float(v), 4) for v in used],
+               "fractions_other": [round(v, 4) for v in target],
+               "shift": [round(float(v), 4) for v in shift]}
+    reading["note"] = (
+        f"{name} reads {len(zs)} probe slices as pore / AM / CBD "
+        + " / ".join(f"{v:.3f}" for v in target) + " against "
+        + " / ".join(f"{v:.3f}" for v in used) + " of this segmentation: every segmentation sd "
+        "includes the metrics of the volume with its boundaries moved to that reading")
+    return shift, reading
+
+
 def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                              family_scale=None, *,
                              min_object_voxels: int = VolumeSettings.min_object_voxels,
                              h_doubt: float = MetricsSettings.particle_h_doubt_um,
-                             separated=None, **kwargs) -> tuple[dict, list]:
+                             separated=None, other_shift=None, **kwargs) -> tuple[dict, list]:
     """Every scalar metric's segmentation sd, and the tortuosities whose percolation is in doubt.
 
     The metrics of the volumes whose boundaries are moved by ``sigma`` along
@@ -563,6 +638,11 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
         The particle metrics of ``labels`` at ``particle_h_um -+ h_doubt``,
         already computed (:func:`volume_metrics` ``also_h``); computed here
         if not given.
+    other_shift : sequence of 3 float, optional
+        The shift that gives the labels a second network's phase fractions
+        (:func:`other_network_shift`): the metrics of the volume moved by it
+        are one more term of the sd, and a percolation it gains or loses makes
+        that tortuosity's sd infinite, as the +-2 sd bracket does.
     **kwargs
         Of :func:`volume_metrics`.
 
@@ -584,9 +664,21 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                 close_um=kwargs.get("particle_close_um", CLOSE_UM))]
         shifted += [{**baseline, **values} for values in separated]
     phases = kwargs["electronic_phases"]
-    doubt = sorted(percolation_doubt(labels, probabilities, sigma,
-                                     {"pore": (PORE,), "electronic": tuple(phases)},
-                                     {ax: AXES[ax] for ax in kwargs["tortuosity_axes"]}))
+    doubt = percolation_doubt(labels, probabilities, sigma,
+                              {"pore": (PORE,), "electronic": tuple(phases)},
+                              {ax: AXES[ax] for ax in kwargs["tortuosity_axes"]})
+    if other_shift is not None:  # the other network's reading, as a boundary shift
+        moved = shifted_labels(labels, probabilities, other_shift)
+        clean = relabel_small_islands(moved, min_object_voxels)
+        LOG.info("the other network's fractions: %.2f %% of the voxels moved, %.2f %% put back "
+                 "by the island cleaning", 100 * float(np.mean(moved != labels)),
+                 100 * float(np.mean(clean != moved)))
+        del moved
+        values = volume_metrics(clean, vs, **kwargs)[0]
+        shifted.append(values)
+        doubt |= {k for k, v in values.items() if k.startswith("tau_")
+                  and isinstance(v, float) and np.isfinite(v) != np.isfinite(baseline.get(k, v))}
+    doubt = sorted(doubt)
     sds = segmentation_sd(baseline, shifted, family_scale)
     for key in doubt:  # percolation changes within +-2 sd: the value is not determined
         sds[f"{key}_sd_segmentation"] = float("inf")
@@ -674,12 +766,12 @@ def _notes(out: dict) -> list[str]:
 def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None = None, *,
                probabilities=None, boundary_shift_sd=None, family_scale=None,
                min_object_voxels: int = VolumeSettings.min_object_voxels,
-               uncertain_share=None, calibration_uncertain_share=None):
+               uncertain_share=None, calibration_uncertain_share=None, other_network=None):
     """The metrics stage: :func:`sample_metrics` with a stage's settings.
 
     ``min_object_voxels`` is the volume stage's (``volume: min_object_voxels``);
     ``uncertain_share`` the segment stage's, ``calibration_uncertain_share`` the model
-    card's (:func:`sample_metrics`).
+    card's, ``other_network`` the probe's second network (:func:`sample_metrics`).
 
     Returns
     -------
@@ -696,7 +788,8 @@ def metrics_of(labels: np.ndarray, voxel_size, settings: MetricsSettings | None 
                           family_scale=family_scale, min_object_voxels=min_object_voxels,
                           particle_h_doubt_um=s.particle_h_doubt_um,
                           uncertain_share=uncertain_share,
-                          calibration_uncertain_share=calibration_uncertain_share)
+                          calibration_uncertain_share=calibration_uncertain_share,
+                          other_network=other_network)
 
 
 def main(argv=None) -> None:

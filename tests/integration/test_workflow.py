@@ -148,6 +148,14 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
         (probe["agreement_cbd_iou"] < AGREEMENT_CBD_WARN_BELOW)
     assert record["segmentation_model"]["path"] == probe["fallback" if probe["switched"]
                                                          else "model"]
+    # the other network's reading of the probe slices is a term of every segmentation sd
+    other = "model" if probe["switched"] else "fallback"
+    reading = fio.read_json(finished_series / "results" / "metrics" / "tiny_a.json")[
+        "segmentation_doubt"]["other_network"]
+    assert reading["name"] == probe[other].rsplit("/", 1)[-1]
+    assert reading["slices"] == probe["slices"]
+    assert reading["fractions_other"] == probe[f"fractions_{other}"]
+    assert abs(sum(probe["fractions_model"]) - 1) < 1e-3
     fallback = REPO / "resources" / "models" / "unet_1kV_3kV_randomised.pt"
     assert probe["fallback"] == str(fallback)
     table = fio.read_table(series / "results" / "series" / "metrics.tsv")
@@ -167,6 +175,10 @@ def test_a_stack_the_probe_finds_unlike_the_training_data_goes_to_the_fallback_m
     assert str(card.boundary_shift_sd) in (series / "logs" / "metrics" / "tiny_a.log").read_text()
     metrics = fio.read_json(series / "results" / "metrics" / "tiny_a.json")
     assert metrics["segmentation_model"] == "unet_1kV_3kV_randomised.pt"
+    reading = metrics["segmentation_doubt"]["other_network"]  # now the shipped model's reading
+    assert reading["name"] == "unet_1kV_3kV.pt"
+    assert reading["fractions_other"] == used["probe"]["fractions_model"]
+    assert any(n.startswith("unet_1kV_3kV.pt reads") for n in metrics["notes"])
     snakemake(series, "--cores", "2", "results/qc/tiny_a.png")
     assert "segmented by unet_1kV_3kV_randomised.pt (the fallback" in \
         (series / "logs" / "qc_figure" / "tiny_a.log").read_text()

@@ -10,8 +10,9 @@ from scipy import ndimage as ndi
 
 from fibrecon.metrics import metrics_of
 from fibrecon.record import metric_entries
+from fibrecon.volume import relabel_small_islands
 from fibrecon.uncertainty import (SHIFT_DIRECTIONS, calibrate, coverage, fit_boundary_shift,
-                                  fraction_sd,
+                                  fit_fraction_shift, fraction_sd, phase_fractions,
                                   percolation_doubt,
                                   fit_temperature, normalised_entropy, shifted_labels,
                                   slice_uncertainty, suggest_slices, uncertain_fractions)
@@ -101,6 +102,52 @@ def test_a_stack_less_sure_than_the_calibration_stacks_gets_a_wider_sd_and_a_war
     (note,) = [n for n in shifted["notes"] if "the segmentation sd is widened" in n]
     assert "widened x3.00" in note and f"{100 * share:.1f} %" in note
     assert "widened x3.00" in caplog.text and "WARNING" in caplog.text
+
+
+def test_the_shift_to_given_phase_fractions_reaches_them():
+    prob = smooth_probabilities(seed=4)
+    own = phase_fractions(prob.argmax(1))
+    target = own + np.array([-0.05, -0.03, 0.08])
+    b = fit_fraction_shift(prob, target)
+    assert abs(b.sum()) < 1e-5  # a shift common to all phases changes nothing
+    np.testing.assert_allclose(phase_fractions((np.log(prob) + b.reshape(1, 3, 1, 1)).argmax(1)),
+                               target, atol=2e-3)
+
+
+def test_a_second_networks_reading_of_the_probe_slices_widens_the_sd_to_span_it(caplog):
+    """Another network reads two probe slices with 10 points more CBD than this segmentation:
+    every sd takes in the metrics of the volume moved to that reading, so the CBD fraction's
+    sd grows to about the difference; the reading is recorded and noted. A reading equal to
+    this network's leaves every sd as it was; probe slices outside the volume are a warning
+    and are left out."""
+    prob = smooth_probabilities((16, 40, 40), seed=2)
+    labels = relabel_small_islands(prob.argmax(1).astype(np.uint8), 27)  # as the volume stage
+    vs, shift, zs = (0.1, 0.1, 0.1), (0.03, 0.03), [0, 8]
+    own = phase_fractions(prob[zs].argmax(1))
+    other = (own + np.array([-0.05, -0.05, 0.10])).tolist()
+    base, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift)
+    caplog.set_level(logging.INFO)
+    wide, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
+                          other_network={"name": "f.pt", "slices": zs, "fractions": other})
+    key = "volume_fraction_cbd_sd_segmentation"
+    assert wide[key] > 0.06 > 3 * base[key]
+    assert wide["volume_fraction_pore_sd_segmentation"] >= \
+        base["volume_fraction_pore_sd_segmentation"]
+    reading = wide["segmentation_doubt"]["other_network"]
+    assert reading["slices"] == zs and reading["fractions_other"] == [round(v, 4) for v in other]
+    assert reading["fractions_used"] == [round(float(v), 4) for v in own]
+    (note,) = [n for n in wide["notes"] if n.startswith("f.pt reads 2 probe slices")]
+    assert f"{other[2]:.3f}" in note and note in caplog.text
+    same, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
+                          other_network={"name": "f.pt", "slices": zs, "fractions": own.tolist()})
+    for k, v in base.items():
+        if k.endswith("_sd_segmentation") and np.isfinite(v):
+            assert same[k] == pytest.approx(v, rel=1e-3, abs=1e-9), k  # the solver's tolerance
+    caplog.clear()
+    outside, *_ = metrics_of(labels, vs, probabilities=prob, boundary_shift_sd=shift,
+                             other_network={"name": "f.pt", "slices": [0, 40], "fractions": other})
+    assert outside[key] == base[key]
+    assert "do not lie in this volume of 16 slices" in caplog.text and "WARNING" in caplog.text
 
 
 def test_a_network_that_percolates_within_the_doubt_has_an_infinite_sd(caplog):
