@@ -8,7 +8,8 @@ from pathlib import Path  # noqa: E402
 
 from fibrecon import files  # noqa: E402
 from fibrecon.modelcard import ModelCard  # noqa: E402
-from fibrecon.metrics import MetricsSettings, check_edges, metrics_of  # noqa: E402
+from fibrecon.metrics import (MetricsSettings, check_edges, metrics_of,  # noqa: E402
+                              other_network)
 from fibrecon.plot import representative_volume, size_distribution  # noqa: E402
 from fibrecon.runlog import rule_log  # noqa: E402
 from fibrecon.uncertainty import uncertain_fractions  # noqa: E402
@@ -25,13 +26,7 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
     card = ModelCard(used["card"]) if used else None
     shift_sd = card.boundary_shift_sd if card else None
     # the probe's second network: its reading of the probe slices widens the segmentation sd
-    probe = (used or {}).get("probe") or {}
-    other = None
-    if probe.get("fractions_fallback") and probe.get("fractions_model"):
-        switched = bool(probe.get("switched"))
-        other = {"name": Path(probe["model" if switched else "fallback"]).name,
-                 "slices": probe["slices"],
-                 "fractions": probe["fractions_model" if switched else "fractions_fallback"]}
+    other = other_network((used or {}).get("probe"))
     with contextlib.ExitStack() as stack:
         prob = None
         if inp.get("probabilities"):

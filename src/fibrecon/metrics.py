@@ -537,6 +537,29 @@ def sample_metrics(labels: np.ndarray, voxel_size, *, tortuosity_axes=("z", "y",
     return out, particles, aggregates, spread
 
 
+def other_network(probe: dict | None) -> dict | None:
+    """The second network's reading in the segment stage's probe (``_model.json``), or None.
+
+    The fallback's where the model segmented, the model's where the fallback
+    did; None without a probe or without fractions (a probe written before
+    they were stored, or ``segment.fallback_model: none``).
+
+    Examples
+    --------
+    >>> probe = {"slices": [0, 8], "switched": False, "model": "m/a.pt", "fallback": "m/b.pt",
+    ...          "fractions_model": [.4, .5, .1], "fractions_fallback": [.4, .4, .2]}
+    >>> other_network(probe)
+    {'name': 'b.pt', 'slices': [0, 8], 'fractions': [0.4, 0.4, 0.2]}
+    >>> other_network({**probe, "switched": True})["name"], other_network(None)
+    ('a.pt', None)
+    """
+    if not probe or not probe.get("fractions_model") or not probe.get("fractions_fallback"):
+        return None
+    theirs = "model" if probe.get("switched") else "fallback"
+    return {"name": str(probe[theirs]).replace("\\", "/").rsplit("/", 1)[-1],
+            "slices": list(probe["slices"]), "fractions": list(probe[f"fractions_{theirs}"])}
+
+
 def other_network_shift(probabilities, other: dict):
     """The boundary shift that gives the segmentation a second network's phase fractions.
 
