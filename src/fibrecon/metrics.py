@@ -37,7 +37,8 @@ from fibrecon.volume import VolumeSettings, fraction_warnings, relabel_small_isl
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
            "thickness_metrics", "rve_metrics", "sample_metrics", "volume_metrics", "SERIES_KEYS",
-           "series_metrics", "summary_metrics", "MetricsSettings", "metrics_of"]
+           "series_metrics", "summary_metrics", "MetricsSettings", "metrics_of", "other_network",
+           "other_network_shift", "segmentation_uncertainty"]
 
 #: Axis names in (z, y, x) order.
 AXES = {"z": 0, "y": 1, "x": 2}
