@@ -599,10 +599,9 @@ def fraction_sd(labels: np.ndarray, prob, sigma, *,
     The same delta method as :func:`segmentation_sd`, for the fractions alone,
     on the same volumes (:func:`shifted_volumes`).
     """
-    n = len(PHASES)
-    base = np.bincount(np.asarray(labels).ravel(), minlength=n)[:n] / labels.size
-    moved = [np.bincount(v.ravel(), minlength=n)[:n] / labels.size
-             for v in shifted_volumes(labels, prob, sigma, min_object_voxels=min_object_voxels)]
+    base = phase_fractions(labels)
+    moved = [phase_fractions(v) for v in shifted_volumes(labels, prob, sigma,
+                                                          min_object_voxels=min_object_voxels)]
     return np.sqrt(sum((m - base) ** 2 for m in moved))
 
 
@@ -635,12 +634,9 @@ def fit_shift_sd(cases, *, iterations: int = 3,
         not matter, for percolation it does (a network that under-segments the
         CBD is moved toward more CBD, where a cut network may connect).
     """
-    n = len(PHASES)
     shifts = np.array([fit_boundary_shift(p, t) for _, p, t in cases])
     sigma = np.sqrt((shifts ** 2).mean(axis=0)) * np.where(shifts.mean(axis=0) < 0, -1.0, 1.0)
-    errors = [np.bincount(lab.ravel(), minlength=n)[:n] / lab.size
-              - np.bincount(np.asarray(t).ravel(), minlength=n)[:n] / t.size
-              for lab, _, t in cases]
+    errors = [phase_fractions(lab) - phase_fractions(t) for lab, _, t in cases]
     for _ in range(iterations):
         sds = [fraction_sd(lab, p, sigma, min_object_voxels=min_object_voxels)
                for lab, p, _ in cases]
