@@ -29,10 +29,10 @@ from fibrecon.particles import (CLOSE_UM, H_UM, SIGMA_UM,
 from fibrecon.rve import subvolume_spread
 from fibrecon.settings import StageSettings
 from fibrecon.tortuosity import SPREAD_TOL, tortuosity_factor
-from fibrecon.uncertainty import (SHIFT_DIRECTIONS, WIDENING_WARN_ABOVE, domain_widening,
-                                  fit_fraction_shift, phase_fractions, shifted_labels,
+from fibrecon.uncertainty import (SHIFT_DIRECTIONS, WIDENING_WARN_ABOVE, cleaned_shift,
+                                  domain_widening, fit_fraction_shift, phase_fractions,
                                   percolation_doubt, segmentation_sd, shifted_volumes)
-from fibrecon.volume import VolumeSettings, fraction_warnings, relabel_small_islands
+from fibrecon.volume import VolumeSettings, fraction_warnings
 
 __all__ = ["AXES", "volume_fractions", "fraction_metrics", "fraction_profile", "transport",
            "particle_metrics", "particle_statistics", "dispersion_metrics", "cbd_metrics",
@@ -692,12 +692,9 @@ def segmentation_uncertainty(labels, probabilities, sigma, vs, baseline: dict,
                               {"pore": (PORE,), "electronic": tuple(phases)},
                               {ax: AXES[ax] for ax in kwargs["tortuosity_axes"]})
     if other_shift is not None:  # the other network's reading, as a boundary shift
-        moved = shifted_labels(labels, probabilities, other_shift)
-        clean = relabel_small_islands(moved, min_object_voxels)
-        LOG.info("the other network's fractions: %.2f %% of the voxels moved, %.2f %% put back "
-                 "by the island cleaning", 100 * float(np.mean(moved != labels)),
-                 100 * float(np.mean(clean != moved)))
-        del moved
+        clean = cleaned_shift(labels, probabilities, other_shift,
+                              min_object_voxels=min_object_voxels,
+                              name="the other network's fractions")
         values = volume_metrics(clean, vs, **kwargs)[0]
         shifted.append(values)
         doubt |= {k for k, v in values.items() if k.startswith("tau_")

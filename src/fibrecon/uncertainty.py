@@ -53,7 +53,7 @@ __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "per
            "uncertainty_warnings", "probe_slices", "uncertain_cbd_share",
            "AGREEMENT_CBD_WARN_BELOW", "cbd_agreement", "agreement_warning",
            "domain_widening", "WIDENING_WARN_ABOVE",
-           "suggest_slices", "shifted_labels", "shifted_volumes", "fit_boundary_shift",
+           "suggest_slices", "shifted_labels", "shifted_volumes", "cleaned_shift", "fit_boundary_shift",
            "phase_fractions", "fit_fraction_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
            "error_scale", "covered", "coverage"]
@@ -582,14 +582,29 @@ def shifted_volumes(labels: np.ndarray, prob, sigma, *,
     """
     sigma = np.broadcast_to(np.asarray(sigma, float), (len(SHIFT_DIRECTIONS),))
     for k, (s, d) in enumerate(zip(sigma, SHIFT_DIRECTIONS)):
-        moved = shifted_labels(labels, prob, s * d)
-        clean = relabel_small_islands(moved, min_object_voxels)
-        LOG.info("boundary shift %d (%.3f sd): %.2f %% of the voxels moved, %.2f %% put back "
-                 "by the island cleaning (islands < %d voxels)", k + 1, float(s),
-                 100 * float(np.mean(moved != labels)), 100 * float(np.mean(clean != moved)),
-                 min_object_voxels)
-        del moved
-        yield clean
+        yield cleaned_shift(labels, prob, s * d, min_object_voxels=min_object_voxels,
+                            name=f"boundary shift {k + 1} ({float(s):.3f} sd)")
+
+
+def cleaned_shift(labels: np.ndarray, prob, shift, *,
+                  min_object_voxels: int = VolumeSettings.min_object_voxels,
+                  name: str = "boundary shift") -> np.ndarray:
+    """:func:`shifted_labels` by ``shift``, cleaned of islands as the volume stage cleans.
+
+    Logs, under ``name``, the share of voxels the shift moved and how many of
+    them the island cleaning (:func:`fibrecon.volume.relabel_small_islands`)
+    put back.
+
+    Returns
+    -------
+    ndarray of uint8, (z, y, x)
+    """
+    moved = shifted_labels(labels, prob, shift)
+    clean = relabel_small_islands(moved, min_object_voxels)
+    LOG.info("%s: %.2f %% of the voxels moved, %.2f %% put back by the island cleaning "
+             "(islands < %d voxels)", name, 100 * float(np.mean(moved != labels)),
+             100 * float(np.mean(clean != moved)), min_object_voxels)
+    return clean
 
 
 def fraction_sd(labels: np.ndarray, prob, sigma, *,
