@@ -7,7 +7,8 @@ pixels), and the same slices fully labelled. Methods, all trained on exactly
 the same annotated pixels:
 
 * **U-Net fine-tuned** from the shipped model (``fibrecon.training.train_model``
-  with ``init``; the ignore label 255 for what is not annotated; ``--steps``
+  with ``init``; the ignore label 255 for what is not annotated; grey-level
+  augmentation at ``train.finetune_grey_jitter`` (``--grey-jitter``); ``--steps``
   steps of ``--batch`` patches of 192 px, or the slice's size: the workflow's
   defaults, 500 of 16, take 4 minutes per model on 2 CPU cores, so ``make
   bench`` runs 200 of 8);
@@ -151,7 +152,8 @@ def forest_iou(annotations, test, seed=0):
 
 
 def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16,
-        learning_rate: float = TrainSettings.learning_rate, init_model=None):
+        learning_rate: float = TrainSettings.learning_rate, init_model=None,
+        grey_jitter: float = TrainSettings.finetune_grey_jitter):
     title, model, pool, test = {"nanoct": nanoct, "foreign": foreign}[domain]()
     if init_model:  # another starting model: a one-channel image goes to each of its kV inputs
         model = Path(init_model)
@@ -175,7 +177,8 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                                              range(stack.shape[1]), card["context"])]
         s = TrainSettings(kvs=card["kvs"], context=card["context"], stacks=0,
                           finetune_steps=steps, batch_size=batch, validation_fraction=0.0,
-                          seed=seed + 1, learning_rate=learning_rate)
+                          seed=seed + 1, learning_rate=learning_rate,
+                          finetune_grey_jitter=grey_jitter)
         for name, init in (("finetuned", lambda: (load_model(model)[0], card)),
                            ("scratch", lambda: None)):
             t = time.perf_counter()
@@ -197,9 +200,11 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                for m in ("finetuned", "scratch", "forest")}, flush=True)
     elapsed = time.perf_counter() - t0
     shipped = unet_iou(base, card, test)
-    if budgets == BUDGETS and not init_model:  # the record's run, not a subset or another start
+    default = grey_jitter == TrainSettings.finetune_grey_jitter
+    if budgets == BUDGETS and not init_model and default:  # the record's run, not a variant
         (ROOT / "benchmarks" / f"label_efficiency_{domain}.json").write_text(
-            json.dumps({"domain": title, "steps": steps, "shipped_zero_shot": shipped,
+            json.dumps({"domain": title, "steps": steps, "grey_jitter": grey_jitter,
+                        "shipped_zero_shot": shipped,
                         "rows": rows}, indent=1))
     return title, shipped, rows, elapsed
 
@@ -210,7 +215,9 @@ def section(domain, steps, batch, title, shipped, rows, elapsed):
 
     lines = [f"{title}. Test slices never annotated; IoU pore / AM / CBD over all their pixels. "
              f"U-Nets: {steps} steps of {batch} patches of up to 192 px (the workflow's "
-             "fine-tuning defaults are 500 steps of 16), loss on annotated pixels only; forest and "
+             "fine-tuning defaults are 500 steps of 16), grey-level augmentation at "
+             f"`train.finetune_grey_jitter` = {TrainSettings.finetune_grey_jitter} (the default), "
+             "loss on annotated pixels only; forest and "
              "U-Nets see the same annotated pixels. The shipped model without fine-tuning: "
              f"{trio(shipped)}.", "",
              "| annotated | pixels | U-Net fine-tuned | U-Net from scratch | random forest | "
@@ -258,6 +265,9 @@ def main(argv=None):
                     help="train.learning_rate (fine-tuning runs at a third of it)")
     ap.add_argument("--init-model", help="start the fine-tuning from this model instead of "
                     "the shipped one of the domain (no RESULTS.md section is written then)")
+    ap.add_argument("--grey-jitter", type=float, default=TrainSettings.finetune_grey_jitter,
+                    help="train.finetune_grey_jitter for both U-Nets (no RESULTS.md section is "
+                         "written unless it is the default)")
     ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
                     "section is written then)")
     ap.add_argument("--ceiling", action="store_true",
@@ -282,8 +292,10 @@ def main(argv=None):
                    for n, f in (b.split(":") for b in args.budgets.split(","))]
     for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
         result = run(domain, args.steps, budgets=budgets, batch=args.batch,
-                     learning_rate=args.learning_rate, init_model=args.init_model)
-        if not (args.budgets or args.init_model):
+                     learning_rate=args.learning_rate, init_model=args.init_model,
+                     grey_jitter=args.grey_jitter)
+        if not (args.budgets or args.init_model
+                or args.grey_jitter != TrainSettings.finetune_grey_jitter):
             section(domain, args.steps, args.batch, *result)
 
 

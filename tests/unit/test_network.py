@@ -170,6 +170,38 @@ def test_iou_from_confusion_and_augmented_patches_are_seeded():
         PatchDataset(stacks, 64, 0, 1, seed=0)
 
 
+def test_grey_jitter_scales_the_grey_augmentation_and_fine_tuning_uses_its_own(monkeypatch):
+    flat = [(np.full((1, 1, 48, 48), 0.5, np.float32), np.ones((1, 48, 48), np.uint8))]
+
+    def offsets(jitter):  # patch mean minus the image's 0.5, over 40 augmented patches
+        ds = PatchDataset(flat, 32, 0, 40, seed=2, grey_jitter=jitter)
+        return np.array([float(ds[i][0].mean()) - 0.5 for i in range(40)])
+
+    assert np.abs(offsets(0.0)).max() < 0.005  # only the zero-mean noise is left
+    assert offsets(1.0).std() > 0.03  # gain, offset and gamma move the whole patch
+    assert 0.2 < offsets(0.3).std() / offsets(1.0).std() < 0.45
+    with pytest.raises(ValueError, match="grey_jitter"):
+        PatchDataset(flat, 32, 0, 1, seed=0, grey_jitter=-1)
+
+    seen = []
+
+    class Spy(PatchDataset):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("grey_jitter"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr("fibrecon.training.PatchDataset", Spy)
+    s = TrainSettings(kvs=[1.0], context=0, stacks=0, finetune_steps=1, batch_size=1,
+                      patch_px=32, width=4, depth=2, validation_fraction=0.0,
+                      finetune_grey_jitter=0.25)
+    assert TrainSettings().finetune_grey_jitter == 0.3  # the documented default
+    net = UNet(1, width=4, depth=2)
+    card = {"kvs": [1.0], "context": 0}
+    train_model(s, PreprocessParams(denoise="none"), user_stacks=[(flat[0][0], flat[0][1])],
+                init=(net, card), device="cpu", progress_bar=False)
+    assert seen == [0.25]
+
+
 @pytest.mark.slow
 def test_training_learns_the_simulated_phases_and_is_reproducible():
     s = TrainSettings(kvs=[1.0, 3.0], stacks=4, stack_shape=(6, 64, 64), steps=60, batch_size=4,
