@@ -151,6 +151,12 @@ def forest_iou(annotations, test, seed=0):
     return iou_from_confusion(cm)
 
 
+def is_record_run(budgets, init_model, grey_jitter) -> bool:
+    """Whether a run is the record's (every budget, the shipped start, the default jitter)."""
+    return (budgets == BUDGETS and not init_model
+            and grey_jitter == TrainSettings.finetune_grey_jitter)
+
+
 def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16,
         learning_rate: float = TrainSettings.learning_rate, init_model=None,
         grey_jitter: float = TrainSettings.finetune_grey_jitter):
@@ -200,8 +206,7 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                for m in ("finetuned", "scratch", "forest")}, flush=True)
     elapsed = time.perf_counter() - t0
     shipped = unet_iou(base, card, test)
-    default = grey_jitter == TrainSettings.finetune_grey_jitter
-    if budgets == BUDGETS and not init_model and default:  # the record's run, not a variant
+    if is_record_run(budgets, init_model, grey_jitter):
         (ROOT / "benchmarks" / f"label_efficiency_{domain}.json").write_text(
             json.dumps({"domain": title, "steps": steps, "grey_jitter": grey_jitter,
                         "shipped_zero_shot": shipped,
@@ -294,8 +299,7 @@ def main(argv=None):
         result = run(domain, args.steps, budgets=budgets, batch=args.batch,
                      learning_rate=args.learning_rate, init_model=args.init_model,
                      grey_jitter=args.grey_jitter)
-        if not (args.budgets or args.init_model
-                or args.grey_jitter != TrainSettings.finetune_grey_jitter):
+        if is_record_run(budgets, args.init_model, args.grey_jitter):
             section(domain, args.steps, args.batch, *result)
 
 

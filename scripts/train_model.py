@@ -9,7 +9,7 @@ from fibrecon import files  # noqa: E402
 from fibrecon.preprocess import PreprocessParams  # noqa: E402
 from fibrecon.runlog import progress, rule_log  # noqa: E402
 from fibrecon.training import (TrainSettings, annotated_stacks, finetune_warnings,  # noqa: E402
-                               train_model)
+                               grey_level_warnings, train_model)
 from fibrecon.unet import load_model, save_model  # noqa: E402
 
 p = snakemake.params  # noqa: F821
@@ -37,6 +37,9 @@ with rule_log(snakemake.log[0]) as log:  # noqa: F821
         init = load_model(inp.init_model)
         log.info("starting from %s", inp.init_model)
     log.info("training settings: %s", settings)
+    for message in grey_level_warnings(user, [f"{a.sample} slice {a.z}" for a in annotations],
+                                       settings.finetune_grey_jitter):
+        log.warning("%s", message)
     net, card = train_model(settings, PreprocessParams.from_config(p.preprocess),
                             user_stacks=user, init=init, device=settings.device,
                             log_dir=Path(snakemake.log[0]).parent / "train_model_metrics",  # noqa: F821

@@ -39,7 +39,7 @@ __all__ = ["MICROSTRUCTURE_RANGES", "ARTIFACT_RANGE", "TrainSettings", "draw_set
            "synthetic_stack", "synthetic_stacks", "randomised_stack", "randomised_stacks",
            "randomised_record", "annotated_stacks", "split_annotations",
            "PatchDataset", "SegmentationTask", "confusion", "iou_from_confusion",
-           "evaluate_stacks", "finetune_warnings", "train_model"]
+           "evaluate_stacks", "finetune_warnings", "grey_level_warnings", "train_model"]
 
 #: Uniform ranges of the microstructure drawn for each training stack.
 MICROSTRUCTURE_RANGES = {
@@ -357,6 +357,10 @@ def split_annotations(stacks, fraction: float):
     return train, val
 
 
+#: Grey-level ranges of the patch augmentation at ``grey_jitter`` 1 (:class:`PatchDataset`).
+GAIN_RANGE, OFFSET_RANGE = 0.15, 0.08
+
+
 class PatchDataset(torch.utils.data.Dataset):
     """Random augmented patches from (images, labels) stacks; item ``i`` is seeded by (seed, i).
 
@@ -434,8 +438,8 @@ class PatchDataset(torch.utils.data.Dataset):
             if rng.random() < 0.5:
                 x, y = x[:, :, ::-1], y[:, ::-1]
             c, g = x.shape[0], self.grey_jitter
-            gain = rng.uniform(1 - 0.15 * g, 1 + 0.15 * g, (c, 1, 1))
-            offset = rng.uniform(-0.08 * g, 0.08 * g, (c, 1, 1))
+            gain = rng.uniform(1 - GAIN_RANGE * g, 1 + GAIN_RANGE * g, (c, 1, 1))
+            offset = rng.uniform(-OFFSET_RANGE * g, OFFSET_RANGE * g, (c, 1, 1))
             gamma = np.exp(rng.uniform(np.log(0.8) * g, np.log(1.25) * g, (c, 1, 1)))
             if g > 0:
                 x = np.clip(x, 0, None) ** gamma * gain + offset
@@ -568,6 +572,66 @@ def finetune_warnings(before: dict, after: dict, tolerance: float = 0.02) -> lis
     return [f"held-out IoU of {k[4:]} fell from {before[k]:.3f} to {after[k]:.3f} in "
             "fine-tuning: annotate more of that phase, or keep the previous model"
             for k in before if k in after and after[k] < before[k] - tolerance]
+
+
+def grey_level_warnings(stacks, names, jitter: float, min_pixels: int = 100) -> list[str]:
+    """Annotated slices whose AM grey levels differ more than fine-tuning's grey jitter covers.
+
+    Fine-tuning moves each patch's grey levels by at most an offset of
+    ``OFFSET_RANGE * jitter`` and a gain of ``GAIN_RANGE * jitter``
+    (:class:`PatchDataset`). Where the median grey level of the annotated AM
+    pixels (the majority phase, so the phase mix of a slice does not enter)
+    differs between annotated slices by more than that range twice over
+    (at least 0.02), the slices were not brought to one grey scale, and a
+    network fine-tuned with little jitter learns grey levels the other
+    slices do not have.
+
+    Parameters
+    ----------
+    stacks : sequence of (images (z, c, y, x), labels (z, y, x))
+        :func:`annotated_stacks`; the slice with labels is the annotated one.
+    names : sequence of str
+        One per stack, for the messages.
+    jitter : float
+        ``train.finetune_grey_jitter``.
+    min_pixels : int
+        Slices with fewer annotated AM pixels are left out.
+
+    Returns
+    -------
+    list of str, one per kV channel out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lab = np.ones((1, 20, 20), np.uint8)
+    >>> a, b = np.full((1, 1, 20, 20), 0.6), np.full((1, 1, 20, 20), 0.9)
+    >>> grey_level_warnings([(a, lab), (b, lab)], ["s1 slice 3", "s2 slice 7"], 0.3)
+    ['channel 0: the annotated AM grey level is 0.600 in s1 slice 3 and 0.900 in s2 slice 7 (a spread of 0.300); train.finetune_grey_jitter = 0.3 covers 0.115: raise it towards 1, or preprocess the annotated samples alike']
+    >>> grey_level_warnings([(a, lab), (a + 0.01, lab)], ["s1 slice 3", "s2 slice 7"], 0.3)
+    []
+    """
+    levels = []  # (name, medians per channel)
+    for (images, labels), name in zip(stacks, names):
+        annotated = [z for z in range(len(labels)) if (labels[z] != NOT_ANNOTATED).any()]
+        for z in annotated:
+            am = labels[z] == 1
+            if am.sum() >= min_pixels:
+                levels.append((name, [float(np.median(np.asarray(ch, np.float32)[am]))
+                                      for ch in images[z]]))
+    out = []
+    for c in range(len(levels[0][1]) if levels else 0):
+        lo = min(levels, key=lambda v: v[1][c])
+        hi = max(levels, key=lambda v: v[1][c])
+        level = float(np.mean([v[1][c] for v in levels]))
+        covered = max(2 * (OFFSET_RANGE + GAIN_RANGE * abs(level)) * jitter, 0.02)
+        spread = hi[1][c] - lo[1][c]
+        if spread > covered:
+            out.append(f"channel {c}: the annotated AM grey level is {lo[1][c]:.3f} in {lo[0]} "
+                       f"and {hi[1][c]:.3f} in {hi[0]} (a spread of {spread:.3f}); "
+                       f"train.finetune_grey_jitter = {jitter:g} covers {covered:.3f}: raise it "
+                       "towards 1, or preprocess the annotated samples alike")
+    return out
 
 
 def evaluate_stacks(net: UNet, stacks, context: int) -> dict:

@@ -53,7 +53,8 @@ __all__ = ["UNCERTAIN_BELOW", "SHIFT_DIRECTIONS", "PERCOLATION_BRACKET_SD", "per
            "uncertainty_warnings", "probe_slices", "uncertain_cbd_share",
            "AGREEMENT_CBD_WARN_BELOW", "cbd_agreement", "agreement_warning",
            "domain_widening", "WIDENING_WARN_ABOVE",
-           "suggest_slices", "shifted_labels", "shifted_volumes", "cleaned_shift", "fit_boundary_shift",
+           "suggest_slices", "shifted_labels", "shifted_volumes", "cleaned_shift",
+           "fit_boundary_shift",
            "phase_fractions", "fit_fraction_shift",
            "fraction_sd", "fit_shift_sd", "METRIC_FAMILIES", "metric_family", "segmentation_sd",
            "error_scale", "covered", "coverage"]

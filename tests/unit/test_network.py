@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 import tifffile
 import torch
 
-from fibrecon import files
+from fibrecon import NOT_ANNOTATED, files
 from fibrecon.infer import context_image, predict_probabilities, prepare_for_inference, tile_starts
 from fibrecon.preprocess import PreprocessParams
 from fibrecon.modelcard import ModelCard, ModelCardError
@@ -197,9 +197,31 @@ def test_grey_jitter_scales_the_grey_augmentation_and_fine_tuning_uses_its_own(m
     assert TrainSettings().finetune_grey_jitter == 0.3  # the documented default
     net = UNet(1, width=4, depth=2)
     card = {"kvs": [1.0], "context": 0}
-    train_model(s, PreprocessParams(denoise="none"), user_stacks=[(flat[0][0], flat[0][1])],
-                init=(net, card), device="cpu", progress_bar=False)
+    train_model(s, PreprocessParams(denoise="none"), user_stacks=flat, init=(net, card),
+                device="cpu", progress_bar=False)
     assert seen == [0.25]
+
+
+def test_annotated_slices_on_other_grey_scales_are_a_warning_naming_them():
+    from fibrecon.training import grey_level_warnings
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (3, 40, 40)).astype(np.uint8)
+    labels[[0, 2]] = NOT_ANNOTATED  # context slices carry no labels
+    grey = np.array([0.1, 0.6, 0.4])[labels[1]]
+
+    def stack(am_shift):  # AM brighter by am_shift; pore and CBD as they were
+        img = grey + np.where(labels[1] == 1, am_shift, 0.0) + rng.normal(0, 0.02, grey.shape)
+        return np.repeat(img[None, None], 3, 0).astype(np.float16), labels
+
+    names = ["A slice 4", "B slice 9"]
+    (message,) = grey_level_warnings([stack(0.0), stack(0.2)], names, 0.3)
+    assert "A slice 4" in message and "B slice 9" in message and "spread of 0.20" in message
+    assert grey_level_warnings([stack(0.0), stack(0.2)], names, 1.0) == []  # jitter 1 covers it
+    assert grey_level_warnings([stack(0.0), stack(0.01)], names, 0.3) == []
+    # a slice with fewer than 100 annotated AM pixels says nothing about the grey scale
+    few = stack(0.2)[0], np.where(labels == 1, 0, labels).astype(np.uint8)
+    assert grey_level_warnings([stack(0.0), few], names, 0.3) == []
 
 
 @pytest.mark.slow
