@@ -37,6 +37,7 @@ figure the targets refer to (pore >= 0.93, AM >= 0.96, CBD >= 0.80).
 Run::
 
     .venv/bin/python benchmarks/cross_domain.py train --out .bench/transfer [--rounds 6]
+        [--init MODEL] [--width W]   (--width: the --init model widened first, same logits)
     .venv/bin/python benchmarks/cross_domain.py evaluate MODEL [MODEL ...] [--write]
     .venv/bin/python benchmarks/cross_domain.py signals [MODEL] [--write]
     .venv/bin/python benchmarks/cross_domain.py agreement [--write]
@@ -74,7 +75,7 @@ from fibrecon.preprocess import PreprocessParams, preprocess_stack  # noqa: E402
 from fibrecon.segment import SegmentSettings, segment_multiotsu  # noqa: E402
 from fibrecon.training import (TrainSettings, confusion, randomised_record,  # noqa: E402
                                randomised_stacks, synthetic_stacks, train_model)
-from fibrecon.unet import load_model, save_model  # noqa: E402
+from fibrecon.unet import load_model, save_model, widen  # noqa: E402
 
 KVS = [1.0, 3.0]
 SHIPPED = ROOT / "resources" / "models" / "unet_1kV_3kV.pt"
@@ -579,6 +580,9 @@ def cmd_train(args):
                                   base.label_volumes, base.randomised_pixel_um)
     print(f"{time.perf_counter() - t0:.0f} s: {len(data)} stacks", flush=True)
     net = start[0]
+    if args.width and not resumed:  # more capacity, the same logits at the start
+        net = widen(net, args.width)
+        print(f"widened from width {start[0].hparams['width']} to {args.width}", flush=True)
     for r in range(done, args.rounds):
         # new patches each round; the stacks were made above (randomised ones included), or
         # with --fresh the randomised stacks are drawn anew each round (the simulator's kept)
@@ -615,6 +619,9 @@ def main(argv=None):
     t.add_argument("--rand-stacks", type=int, default=100)
     t.add_argument("--learning-rate", type=float, default=5e-4)
     t.add_argument("--seed", type=int, default=11)
+    t.add_argument("--width", type=int, default=None,
+                   help="widen the --init model to this many features first (fibrecon.unet.widen:"
+                        " same logits, more channels to train)")
     t.add_argument("--fresh", action="store_true",
                    help="draw new randomised stacks every round instead of reusing one set")
     e = sub.add_parser("evaluate")

@@ -61,7 +61,7 @@ from fibrecon.infer import context_image, predict_probabilities, prepare_for_inf
 from fibrecon.preprocess import PreprocessParams, normalize_percentiles, preprocess_stack  # noqa: E402
 from fibrecon.files import Annotation  # noqa: E402
 from fibrecon.training import TrainSettings, annotated_stacks, train_model  # noqa: E402
-from fibrecon.unet import UNet, load_model  # noqa: E402
+from fibrecon.unet import UNet, load_model, widen  # noqa: E402
 
 MODELS = ROOT / "resources" / "models"
 BUDGETS = [(n, f) for n in (1, 2, 5) for f in (0.001, 0.01, 0.1, None)]  # None = fully labelled
@@ -88,14 +88,20 @@ def nanoct():
     return "real nano-CT slices (segmentpy_nmc_nanoct)", MODELS / "unet_1kV.pt", pool, test
 
 
-def foreign():
-    """Domain (b): a MATBOX volume rendered by benchmarks/foreign.py at 1 + 3 kV."""
+def foreign(pool_slices: int | None = None):
+    """Domain (b): a MATBOX volume rendered by benchmarks/foreign.py at 1 + 3 kV.
+
+    ``pool_slices``: the first that many slices (at most 96, 4 slices short of
+    the first test slice) as the pool instead of the 5 spread ones, for an
+    in-domain ceiling with plenty of labels (``--pool``).
+    """
     from foreign import label_volume, render
 
     vol = label_volume("matbox_nmc1_251x301x301.tif")[:160, :248, :248]
     s = render(vol, rng=np.random.default_rng(11), n_slices=140, drift_step_px=0.0, shine=0.6)
     stack = preprocess_stack(s.raw, PreprocessParams()).astype(np.float32)
-    pool = [(stack, z, s.labels[z]) for z in (5, 25, 45, 15, 55)]
+    pool = [(stack, z, s.labels[z]) for z in
+            ((5, 25, 45, 15, 55) if pool_slices is None else range(min(pool_slices, 96)))]
     test = [(stack, z, s.labels[z]) for z in range(100, 140, 4)]
     return ("MATBOX NMC volume rendered by benchmarks/foreign.py (1 + 3 kV)",
             MODELS / "unet_1kV_3kV.pt", pool, test)
@@ -151,16 +157,18 @@ def forest_iou(annotations, test, seed=0):
     return iou_from_confusion(cm)
 
 
-def is_record_run(budgets, init_model, grey_jitter) -> bool:
+def is_record_run(budgets, init_model, grey_jitter, widen_to=None, pool_slices=None) -> bool:
     """Whether a run is the record's (every budget, the shipped start, the default jitter)."""
-    return (budgets == BUDGETS and not init_model
+    return (budgets == BUDGETS and not init_model and not widen_to and not pool_slices
             and grey_jitter == TrainSettings.finetune_grey_jitter)
 
 
 def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16,
         learning_rate: float = TrainSettings.learning_rate, init_model=None,
-        grey_jitter: float = TrainSettings.finetune_grey_jitter):
-    title, model, pool, test = {"nanoct": nanoct, "foreign": foreign}[domain]()
+        grey_jitter: float = TrainSettings.finetune_grey_jitter, widen_to: int | None = None,
+        pool_slices: int | None = None):
+    title, model, pool, test = (foreign(pool_slices) if domain == "foreign" and pool_slices
+                                else {"nanoct": nanoct, "foreign": foreign}[domain]())
     if init_model:  # another starting model: a one-channel image goes to each of its kV inputs
         model = Path(init_model)
         n = len(load_model(model)[1]["kvs"])
@@ -185,15 +193,19 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                           finetune_steps=steps, batch_size=batch, validation_fraction=0.0,
                           seed=seed + 1, learning_rate=learning_rate,
                           finetune_grey_jitter=grey_jitter)
-        for name, init in (("finetuned", lambda: (load_model(model)[0], card)),
+        def start_model():  # the domain's model, or it widened (same logits, more channels)
+            net = load_model(model)[0]
+            return (widen(net, widen_to) if widen_to else net), card
+
+        for name, init in (("finetuned", start_model),
                            ("scratch", lambda: None)):
             t = time.perf_counter()
             torch.manual_seed(seed)
             start = init()
-            if start is None:  # random weights of the shipped architecture
+            if start is None:  # random weights of the shipped architecture (or --widen's width)
                 arch = card["architecture"]
-                start = (UNet(arch["in_channels"], width=arch["width"], depth=arch["depth"]),
-                         card)
+                start = (UNet(arch["in_channels"], width=widen_to or arch["width"],
+                              depth=arch["depth"]), card)
             net, _ = train_model(s, PreprocessParams.from_record(card["preprocess"]),
                                  user_stacks=stacks, init=start, device="cpu",
                                  progress_bar=False)
@@ -206,7 +218,7 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                for m in ("finetuned", "scratch", "forest")}, flush=True)
     elapsed = time.perf_counter() - t0
     shipped = unet_iou(base, card, test)
-    if is_record_run(budgets, init_model, grey_jitter):
+    if is_record_run(budgets, init_model, grey_jitter, widen_to, pool_slices):
         (ROOT / "benchmarks" / f"label_efficiency_{domain}.json").write_text(
             json.dumps({"domain": title, "steps": steps, "grey_jitter": grey_jitter,
                         "shipped_zero_shot": shipped,
@@ -273,6 +285,14 @@ def main(argv=None):
     ap.add_argument("--grey-jitter", type=float, default=TrainSettings.finetune_grey_jitter,
                     help="train.finetune_grey_jitter for both U-Nets (no RESULTS.md section is "
                          "written unless it is the default)")
+    ap.add_argument("--widen", type=int, default=None, metavar="WIDTH",
+                    help="fine-tune the domain's model widened to WIDTH features (same logits at "
+                         "the start, fibrecon.unet.widen), and train the scratch U-Net at that "
+                         "width: does capacity limit the in-domain IoU? (no RESULTS.md section)")
+    ap.add_argument("--pool", type=int, default=None, metavar="N",
+                    help="foreign domain: the first N slices (at most 96) as the pool, e.g. "
+                         "--pool 96 --budgets 96:full for an in-domain ceiling with plenty of "
+                         "labels (no RESULTS.md section)")
     ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
                     "section is written then)")
     ap.add_argument("--ceiling", action="store_true",
@@ -298,8 +318,8 @@ def main(argv=None):
     for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
         result = run(domain, args.steps, budgets=budgets, batch=args.batch,
                      learning_rate=args.learning_rate, init_model=args.init_model,
-                     grey_jitter=args.grey_jitter)
-        if is_record_run(budgets, args.init_model, args.grey_jitter):
+                     grey_jitter=args.grey_jitter, widen_to=args.widen, pool_slices=args.pool)
+        if is_record_run(budgets, args.init_model, args.grey_jitter, args.widen, args.pool):
             section(domain, args.steps, args.batch, *result)
 
 

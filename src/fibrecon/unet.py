@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["UNet", "ModelLoadError", "save_model", "load_model", "input_channels"]
+__all__ = ["UNet", "ModelLoadError", "save_model", "load_model", "input_channels", "widen"]
 
 FORMAT = "fibrecon-unet/1"
 
@@ -98,6 +98,95 @@ class UNet(nn.Module):
         for up, merge in zip(self.up, self.merge):
             x = merge(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)
+
+
+def widen(net: UNet, width: int, seed: int = 0) -> UNet:
+    """A wider copy of ``net`` that computes the same logits (function-preserving growth).
+
+    Every layer keeps the old network's weights in its first channels; the
+    added channels get fresh random weights into them and zero weights out
+    of them (into the old channels and into the head), so the output is
+    unchanged and training can put the new capacity to use from there
+    (zero-initialised expansion, as in progressive growing; cf. Net2WiderNet,
+    Chen, Goodfellow & Shlens 2016, which copies units instead). Batch-norm
+    parameters and running statistics are copied for the old channels.
+
+    Parameters
+    ----------
+    net : UNet
+        The network to widen (left unchanged).
+    width : int
+        Features at full resolution of the new network, at least ``net``'s.
+    seed : int
+        Seed of the new channels' random weights.
+
+    Returns
+    -------
+    UNet
+        In the mode ``net`` was in.
+
+    Examples
+    --------
+    >>> small = UNet(2, width=4, depth=2).eval()
+    >>> big = widen(small, 6).eval()
+    >>> x = torch.rand(1, 2, 16, 16)
+    >>> big.hparams["width"], bool(torch.allclose(small(x), big(x), atol=1e-5))
+    (6, True)
+    """
+    hp = dict(net.hparams)
+    if width < hp["width"]:
+        raise ValueError(f"widen: width {width} is narrower than the network's {hp['width']}")
+    torch.manual_seed(seed)
+    wide = UNet(hp["in_channels"], hp["n_classes"], width=width, depth=hp["depth"])
+    old_f = [hp["width"] * 2 ** i for i in range(hp["depth"] + 1)]
+    new_f = [width * 2 ** i for i in range(hp["depth"] + 1)]
+
+    def index(sizes_old, sizes_new):
+        """Positions of the old channels in the new layout of concatenated groups."""
+        out, offset = [], 0
+        for n_old, n_new in zip(sizes_old, sizes_new):
+            out += range(offset, offset + n_old)
+            offset += n_new
+        return torch.tensor(out, dtype=torch.long)
+
+    def copy_conv(new, old, rows, cols):
+        """Conv2d (out, in, k, k): old outputs from the old inputs only; new outputs random."""
+        with torch.no_grad():
+            new.weight[rows] = 0
+            new.weight[rows[:, None], cols] = old.weight
+
+    def copy_bn(new, old, rows):
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new, name)[rows] = getattr(old, name)
+            new.num_batches_tracked.copy_(old.num_batches_tracked)
+
+    def copy_block(new, old, cols, n_old):
+        rows = torch.arange(n_old)
+        copy_conv(new[0], old[0], rows, cols)
+        copy_bn(new[1], old[1], rows)
+        copy_conv(new[3], old[3], rows, rows)
+        copy_bn(new[4], old[4], rows)
+
+    inputs = torch.arange(hp["in_channels"])
+    for level, (new, old) in enumerate(zip(wide.down, net.down)):
+        cols = inputs if level == 0 else torch.arange(old_f[level - 1])
+        copy_block(new, old, cols, old_f[level])
+    for k, level in enumerate(reversed(range(hp["depth"]))):
+        # transposed convolution from level + 1 to level: (in, out) = (f[level+1], f[level])
+        up_new, up_old = wide.up[k], net.up[k]
+        old_in, old_out = torch.arange(old_f[level + 1]), torch.arange(old_f[level])
+        with torch.no_grad():
+            up_new.weight[:, old_out] = 0
+            up_new.weight[old_in[:, None], old_out] = up_old.weight
+            up_new.bias[old_out] = up_old.bias
+        cols = index([old_f[level]] * 2, [new_f[level]] * 2)  # cat([skip, up])
+        copy_block(wide.merge[k], net.merge[k], cols, old_f[level])
+    with torch.no_grad():
+        wide.head.weight.zero_()
+        wide.head.weight[:, : old_f[0]] = net.head.weight
+        wide.head.bias.copy_(net.head.bias)
+    return wide.train(net.training)
 
 
 class ModelLoadError(ValueError):

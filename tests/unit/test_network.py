@@ -16,7 +16,7 @@ from fibrecon.preprocess import PreprocessParams
 from fibrecon.modelcard import ModelCard, ModelCardError
 from fibrecon.training import (PatchDataset, TrainSettings, confusion, iou_from_confusion,
                                train_model)
-from fibrecon.unet import ModelLoadError, UNet, input_channels, load_model, save_model
+from fibrecon.unet import ModelLoadError, UNet, input_channels, load_model, save_model, widen
 
 SHIPPED = "resources/models/unet_1kV_3kV.pt"
 
@@ -278,6 +278,28 @@ def test_training_continues_from_a_loaded_model_in_training_mode_and_keeps_its_c
                                          r"context 0; the training settings ask for \[1.0\]"):
         train_model(replace(s, kvs=[1.0]), pre, init=(first, card), device="cpu",
                     progress_bar=False)
+
+
+def test_a_widened_network_gives_the_same_logits_and_trains_its_new_channels():
+    net, _ = load_model(SHIPPED)
+    x = torch.rand(2, net.hparams["in_channels"], 64, 64)
+    wide = widen(net, net.hparams["width"] + 4)
+    assert not wide.training and wide.hparams["width"] == net.hparams["width"] + 4
+    with torch.no_grad():
+        assert torch.allclose(wide(x), net(x), atol=1e-4)
+    # the new channels are not dead: one step moves the logits and their outgoing weights
+    wide.train()
+    opt = torch.optim.SGD(wide.parameters(), lr=0.05)
+    y = torch.randint(0, 3, (2, 64, 64))
+    torch.nn.functional.cross_entropy(wide(x), y).backward()
+    old = net.hparams["width"]
+    assert wide.head.weight.grad[:, old:].abs().sum() > 0
+    opt.step()
+    wide.eval()
+    with torch.no_grad():
+        assert not torch.allclose(wide(x), net(x), atol=1e-4)
+    with pytest.raises(ValueError, match="narrower"):
+        widen(net, old - 1)
 
 
 def test_resampled_prediction_is_on_the_data_grid_and_only_coarser_data_are_resampled():
