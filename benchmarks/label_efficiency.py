@@ -88,16 +88,21 @@ def nanoct():
     return "real nano-CT slices (segmentpy_nmc_nanoct)", MODELS / "unet_1kV.pt", pool, test
 
 
-def foreign(pool_slices: int | None = None):
+def foreign(pool_slices: int | None = None, fine: bool = False):
     """Domain (b): a MATBOX volume rendered by benchmarks/foreign.py at 1 + 3 kV.
 
     ``pool_slices``: the first that many slices (at most 96, 4 slices short of
     the first test slice) as the pool instead of the 5 spread ones, for an
-    in-domain ceiling with plenty of labels (``--pool``).
+    in-domain ceiling with plenty of labels (``--pool``). ``fine``: a 124²
+    window imaged at half its pixel size (each voxel 2 x 2 pixels, as
+    ``cross_domain.py``'s ``foreign_fine``), where the CBD films are 2-4 px
+    thick instead of 1-2 (``--fine``).
     """
     from foreign import label_volume, render
 
     vol = label_volume("matbox_nmc1_251x301x301.tif")[:160, :248, :248]
+    if fine:
+        vol = np.repeat(np.repeat(vol[:, :124, :124], 2, 1), 2, 2)
     s = render(vol, rng=np.random.default_rng(11), n_slices=140, drift_step_px=0.0, shine=0.6)
     stack = preprocess_stack(s.raw, PreprocessParams()).astype(np.float32)
     pool = [(stack, z, s.labels[z]) for z in
@@ -157,18 +162,20 @@ def forest_iou(annotations, test, seed=0):
     return iou_from_confusion(cm)
 
 
-def is_record_run(budgets, init_model, grey_jitter, widen_to=None, pool_slices=None) -> bool:
+def is_record_run(budgets, init_model, grey_jitter, widen_to=None, pool_slices=None,
+                  fine=False, scratch=True) -> bool:
     """Whether a run is the record's (every budget, the shipped start, the default jitter)."""
     return (budgets == BUDGETS and not init_model and not widen_to and not pool_slices
+            and not fine and scratch
             and grey_jitter == TrainSettings.finetune_grey_jitter)
 
 
 def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16,
         learning_rate: float = TrainSettings.learning_rate, init_model=None,
         grey_jitter: float = TrainSettings.finetune_grey_jitter, widen_to: int | None = None,
-        pool_slices: int | None = None):
-    title, model, pool, test = (foreign(pool_slices) if domain == "foreign" and pool_slices
-                                else {"nanoct": nanoct, "foreign": foreign}[domain]())
+        pool_slices: int | None = None, fine: bool = False, scratch: bool = True):
+    title, model, pool, test = (foreign(pool_slices, fine) if domain == "foreign"
+                                else nanoct())
     if init_model:  # another starting model: a one-channel image goes to each of its kV inputs
         model = Path(init_model)
         n = len(load_model(model)[1]["kvs"])
@@ -198,7 +205,7 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
             return (widen(net, widen_to) if widen_to else net), card
 
         for name, init in (("finetuned", start_model),
-                           ("scratch", lambda: None)):
+                           ("scratch", lambda: None))[:2 if scratch else 1]:
             t = time.perf_counter()
             torch.manual_seed(seed)
             start = init()
@@ -215,10 +222,10 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
                           if not isinstance(v, dict)}),
               {m: [round(row[m][f"iou_{p}"], 3) for p in PHASE_NAMES]
-               for m in ("finetuned", "scratch", "forest")}, flush=True)
+               for m in ("finetuned", "scratch", "forest") if m in row}, flush=True)
     elapsed = time.perf_counter() - t0
     shipped = unet_iou(base, card, test)
-    if is_record_run(budgets, init_model, grey_jitter, widen_to, pool_slices):
+    if is_record_run(budgets, init_model, grey_jitter, widen_to, pool_slices, fine, scratch):
         (ROOT / "benchmarks" / f"label_efficiency_{domain}.json").write_text(
             json.dumps({"domain": title, "steps": steps, "grey_jitter": grey_jitter,
                         "shipped_zero_shot": shipped,
@@ -293,6 +300,10 @@ def main(argv=None):
                     help="foreign domain: the first N slices (at most 96) as the pool, e.g. "
                          "--pool 96 --budgets 96:full for an in-domain ceiling with plenty of "
                          "labels (no RESULTS.md section)")
+    ap.add_argument("--fine", action="store_true",
+                    help="foreign domain imaged at half its pixel size (no RESULTS.md section)")
+    ap.add_argument("--no-scratch", action="store_true",
+                    help="leave out the U-Net from scratch (no RESULTS.md section)")
     ap.add_argument("--budgets", help="a subset to try, e.g. '5:full,1:0.01' (no RESULTS.md "
                     "section is written then)")
     ap.add_argument("--ceiling", action="store_true",
@@ -318,8 +329,10 @@ def main(argv=None):
     for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
         result = run(domain, args.steps, budgets=budgets, batch=args.batch,
                      learning_rate=args.learning_rate, init_model=args.init_model,
-                     grey_jitter=args.grey_jitter, widen_to=args.widen, pool_slices=args.pool)
-        if is_record_run(budgets, args.init_model, args.grey_jitter, args.widen, args.pool):
+                     grey_jitter=args.grey_jitter, widen_to=args.widen, pool_slices=args.pool,
+                     fine=args.fine, scratch=not args.no_scratch)
+        if is_record_run(budgets, args.init_model, args.grey_jitter, args.widen, args.pool,
+                         args.fine, not args.no_scratch):
             section(domain, args.steps, args.batch, *result)
 
 

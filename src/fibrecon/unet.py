@@ -136,8 +136,9 @@ def widen(net: UNet, width: int, seed: int = 0) -> UNet:
     hp = dict(net.hparams)
     if width < hp["width"]:
         raise ValueError(f"widen: width {width} is narrower than the network's {hp['width']}")
-    torch.manual_seed(seed)
-    wide = UNet(hp["in_channels"], hp["n_classes"], width=width, depth=hp["depth"])
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the caller's generator
+        torch.manual_seed(seed)
+        wide = UNet(hp["in_channels"], hp["n_classes"], width=width, depth=hp["depth"])
     old_f = [hp["width"] * 2 ** i for i in range(hp["depth"] + 1)]
     new_f = [width * 2 ** i for i in range(hp["depth"] + 1)]
 
