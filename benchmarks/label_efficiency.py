@@ -36,6 +36,12 @@ Run: ``.venv/bin/python benchmarks/label_efficiency.py [--domain nanoct|foreign|
 [--steps 200 --batch 8]`` (CPU; about 20 minutes per domain at those settings, 95 at the
 fine-tuning defaults of 500 steps of 16 patches); writes its sections of
 benchmarks/RESULTS.md and ``benchmarks/label_efficiency_<domain>.json``.
+
+Probes that write nothing (RESULTS row "what a network of this design reaches"):
+``--widen W`` (the starting model widened to W features, same logits, and the
+scratch U-Net at W), ``--domain foreign --pool 96 --budgets 96:full`` (an
+in-domain ceiling with plenty of labels), ``--fine`` (that render at half its
+pixel size), ``--no-scratch``.
 """
 
 from __future__ import annotations
@@ -185,6 +191,9 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
     rows = []
     t0 = time.perf_counter()
     for n, fraction in budgets:
+        if n > len(pool):
+            raise SystemExit(f"budget of {n} slices, but the {domain} pool holds {len(pool)} "
+                             "(--pool N for more on the foreign domain)")
         ann = budget_annotations(pool, n, fraction, seed)
         annotated = sum(int((s != NOT_ANNOTATED).sum()) for _, _, s in ann)
         pixels = sum(s.size for _, _, s in ann)
@@ -317,6 +326,8 @@ def main(argv=None):
         raise SystemExit("benchmarks/label_efficiency.py needs scikit-learn (the random forest "
                          "it is measured against): .venv/bin/pip install -c requirements.txt "
                          "-r benchmarks/requirements.txt (make bench does)") from None
+    if (args.pool or args.fine) and args.domain != "foreign":
+        ap.error("--pool and --fine are options of --domain foreign")
     torch.set_num_threads(2)
     if args.ceiling:
         for domain in (("nanoct", "foreign") if args.domain == "both" else (args.domain,)):
