@@ -188,6 +188,11 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
         pool, test = ([(np.repeat(st, n // st.shape[1], 1) if st.shape[1] < n else st, z, lab)
                        for st, z, lab in part] for part in (pool, test))
     base, card = load_model(model)
+
+    def start_model():  # the domain's model, or it widened (same logits, more channels)
+        net = load_model(model)[0]
+        return (widen(net, widen_to) if widen_to else net), card
+
     rows = []
     t0 = time.perf_counter()
     for n, fraction in budgets:
@@ -209,10 +214,6 @@ def run(domain: str, steps: int, seed: int = 0, budgets=BUDGETS, batch: int = 16
                           finetune_steps=steps, batch_size=batch, validation_fraction=0.0,
                           seed=seed + 1, learning_rate=learning_rate,
                           finetune_grey_jitter=grey_jitter)
-        def start_model():  # the domain's model, or it widened (same logits, more channels)
-            net = load_model(model)[0]
-            return (widen(net, widen_to) if widen_to else net), card
-
         for name, init in (("finetuned", start_model),
                            ("scratch", lambda: None))[:2 if scratch else 1]:
             t = time.perf_counter()

@@ -142,14 +142,6 @@ def widen(net: UNet, width: int, seed: int = 0) -> UNet:
     old_f = [hp["width"] * 2 ** i for i in range(hp["depth"] + 1)]
     new_f = [width * 2 ** i for i in range(hp["depth"] + 1)]
 
-    def index(sizes_old, sizes_new):
-        """Positions of the old channels in the new layout of concatenated groups."""
-        out, offset = [], 0
-        for n_old, n_new in zip(sizes_old, sizes_new):
-            out += range(offset, offset + n_old)
-            offset += n_new
-        return torch.tensor(out, dtype=torch.long)
-
     def copy_conv(new, old, rows, cols):
         """Conv2d (out, in, k, k): old outputs from the old inputs only; new outputs random."""
         with torch.no_grad():
@@ -181,7 +173,7 @@ def widen(net: UNet, width: int, seed: int = 0) -> UNet:
             up_new.weight[:, old_out] = 0
             up_new.weight[old_in[:, None], old_out] = up_old.weight
             up_new.bias[old_out] = up_old.bias
-        cols = index([old_f[level]] * 2, [new_f[level]] * 2)  # cat([skip, up])
+        cols = torch.cat([old_out, new_f[level] + old_out])  # old channels of cat([skip, up])
         copy_block(wide.merge[k], net.merge[k], cols, old_f[level])
     with torch.no_grad():
         wide.head.weight.zero_()
