@@ -580,6 +580,10 @@ def cmd_train(args):
                                   base.label_volumes, base.randomised_pixel_um)
     print(f"{time.perf_counter() - t0:.0f} s: {len(data)} stacks", flush=True)
     net = start[0]
+    if args.width and resumed and args.width != net.hparams["width"]:
+        source = latest if latest.exists() else args.init
+        raise SystemExit(f"--width {args.width}: the checkpoint resumed ({source}) has width  {net.hparams['width']}; a run is widened only at its start "
+                         "(another --out, or leave --width out)")
     if args.width and not resumed:  # more capacity, the same logits at the start
         net = widen(net, args.width)
         print(f"widened from width {start[0].hparams['width']} to {args.width}", flush=True)
