@@ -582,8 +582,9 @@ def cmd_train(args):
     net = start[0]
     if args.width and resumed and args.width != net.hparams["width"]:
         source = latest if latest.exists() else args.init
-        raise SystemExit(f"--width {args.width}: the checkpoint resumed ({source}) has width  {net.hparams['width']}; a run is widened only at its start "
-                         "(another --out, or leave --width out)")
+        raise SystemExit(f"--width {args.width}: the checkpoint resumed ({source}) has width "
+                         f"{net.hparams['width']}; a run is widened only at its start (another "
+                         "--out, or leave --width out)")
     if args.width and not resumed:  # more capacity, the same logits at the start
         net = widen(net, args.width)
         print(f"widened from width {start[0].hparams['width']} to {args.width}", flush=True)
